@@ -1,0 +1,1 @@
+"""Qt-free service layer that both the CLI and the GUI call."""

@@ -1,0 +1,25 @@
+"""Error types of the GIS layer: each inherits :class:`GisError` and a builtin."""
+
+
+class GisError(Exception):
+    """Root of all gis errors."""
+
+
+class RasterReadError(GisError, OSError):
+    """A raster that cannot be opened or read (missing, not a raster, truncated)."""
+
+
+class CRSError(GisError, ValueError):
+    """A missing or unusable coordinate reference system."""
+
+
+class AOIError(GisError, ValueError):
+    """An area of interest that cannot be read or does not overlap the raster."""
+
+
+class OutputExistsError(GisError, FileExistsError):
+    """An output that exists and would be overwritten without ``overwrite=True``."""
+
+
+class CancelledError(GisError):
+    """The caller's ``should_cancel()`` returned True."""
