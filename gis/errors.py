@@ -23,3 +23,11 @@ class OutputExistsError(GisError, FileExistsError):
 
 class CancelledError(GisError):
     """The caller's ``should_cancel()`` returned True."""
+
+
+class OutputDirError(GisError, FileNotFoundError):
+    """The directory an output should go to does not exist."""
+
+
+class InferenceError(GisError, ValueError):
+    """A ``predict_fn`` returned something other than ``(N, K, H, W)`` probabilities."""

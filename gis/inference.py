@@ -1,0 +1,558 @@
+"""Tiled, blended, memory-bounded inference over a GeoTIFF.
+
+:func:`run_tiled_inference` is the raster half of the pipeline::
+
+    open_raster -> plan_tiles(area) -> [reader thread: read_window + normalise, batch by batch]
+      -> predict_fn (+ test-time augmentation) -> MosaicAccumulator (row strips)
+      -> [writer thread: uint8 strips into temporary tiled GTiffs] -> COGs -> rename
+
+The model is only seen through ``predict_fn(batch) -> probs``: ``batch`` float32 ``(N, C, T, T)``
+already normalised, ``probs`` float32 ``(N, K, T, T)`` probabilities in 0..1 (K = 1 for roads).
+This module never imports segcore or MindSpore.
+
+Outputs (both uint8 COGs with the source CRS and the transform of the processed window):
+
+* probability raster: K bands, ``round(p * 254)`` (0..254), nodata 255
+  (:data:`gis.mosaic.PROB_NODATA`) outside the AOI and the source's valid-data mask;
+* mask raster: 1 band, 0 background / 1 road (``p >= threshold``; for K > 1 the argmax class
+  index), nodata 255 (:data:`gis.mosaic.MASK_NODATA`) in the same places.
+
+Memory is bounded by the prefetch queue (two batches), the accumulator's strip (one tile height
+times the area width) and the writer queue; the full raster is never held. Reading, inference and
+writing run in three threads so they overlap (GDAL releases the GIL while reading and writing).
+Nothing is written at the target names until both COGs are complete; on cancel or error every
+temporary file is removed and existing files at the target names are left untouched.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rasterio
+import rasterio.windows
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from gis.aoi import AOI, aoi_mask, aoi_window
+from gis.errors import CancelledError, InferenceError, OutputExistsError, RasterReadError
+from gis.io import (
+    Normalizer,
+    _open,
+    _remove_quietly,
+    check_output_path,
+    cog_copy,
+    make_normalizer,
+    open_raster,
+    read_window,
+    temp_path_for,
+)
+from gis.mosaic import (
+    MASK_BACKGROUND,
+    MASK_NODATA,
+    MASK_ROAD,
+    PROB_NODATA,
+    MosaicAccumulator,
+    probabilities_to_uint8,
+)
+from gis.tiling import Tile, plan_tiles
+
+__all__ = [
+    "InferenceResult",
+    "run_tiled_inference",
+    "tta_transforms",
+    "predict_with_tta",
+    "TTA_MODES",
+]
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+ProgressFn = Callable[[int, int, str], None]
+NormalizeSpec = Union[None, str, Mapping[str, Any], Normalizer, Callable[[np.ndarray], np.ndarray]]
+
+TTA_MODES = ("none", "flips", "d4")
+
+
+# --------------------------------------------------------------------------------------------
+# test-time augmentation
+# --------------------------------------------------------------------------------------------
+def _hflip(x: np.ndarray) -> np.ndarray:
+    return x[..., ::-1]
+
+
+def _vflip(x: np.ndarray) -> np.ndarray:
+    return x[..., ::-1, :]
+
+
+def _rot(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: np.rot90(x, k, axes=(-2, -1))
+
+
+def tta_transforms(mode: str) -> List[Tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
+    """``(forward, inverse)`` pairs acting on the last two axes of ``(..., H, W)`` arrays.
+
+    ``"none"``: identity. ``"flips"``: identity, horizontal flip, vertical flip (3 passes).
+    ``"d4"``: the 8 elements of the dihedral group (rotations by 0/90/180/270 degrees, each with and
+    without a horizontal flip), the 8-way TTA of the D-LinkNet reference; tiles must be square.
+    """
+    ident = lambda x: x  # noqa: E731
+    if mode == "none":
+        return [(ident, ident)]
+    if mode == "flips":
+        return [(ident, ident), (_hflip, _hflip), (_vflip, _vflip)]
+    if mode == "d4":
+        out = []
+        for k in range(4):
+            fwd_r, inv_r = _rot(k), _rot(-k)
+            out.append((fwd_r, inv_r))
+            out.append(
+                (lambda x, f=fwd_r: f(_hflip(x)), lambda y, i=inv_r: _hflip(i(y)))
+            )
+        return out
+    raise ValueError(f"unknown TTA mode {mode!r} (choose from {', '.join(TTA_MODES)})")
+
+
+def _call_predict(predict_fn: PredictFn, batch: np.ndarray) -> np.ndarray:
+    probs = predict_fn(np.ascontiguousarray(batch, dtype=np.float32))
+    probs = np.asarray(probs)
+    n, _, h, w = batch.shape
+    if probs.ndim != 4 or probs.shape[0] != n or probs.shape[2:] != (h, w):
+        raise InferenceError(
+            f"predict_fn returned shape {probs.shape} for a batch of shape {batch.shape}; "
+            f"expected (N, K, H, W) = ({n}, K, {h}, {w})"
+        )
+    return probs.astype(np.float32, copy=False)
+
+
+def predict_with_tta(predict_fn: PredictFn, batch: np.ndarray, mode: str = "none") -> np.ndarray:
+    """Average ``predict_fn`` over the TTA transforms of ``batch`` (float32 ``(N, C, H, W)``).
+
+    Each augmented batch is predicted separately (memory stays one batch) and transformed back
+    before averaging. Returns float32 ``(N, K, H, W)``.
+    """
+    pairs = tta_transforms(mode)
+    acc: Optional[np.ndarray] = None
+    for fwd, inv in pairs:
+        p = inv(_call_predict(predict_fn, fwd(batch)))
+        acc = p.astype(np.float32, copy=True) if acc is None else acc + p
+    assert acc is not None
+    if len(pairs) > 1:
+        acc /= np.float32(len(pairs))
+    return np.ascontiguousarray(acc)
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InferenceResult:
+    """What :func:`run_tiled_inference` produced.
+
+    Attributes:
+        prob_path, mask_path: the written COGs.
+        window: the window of the source raster that was processed (whole raster or AOI window);
+            both outputs cover exactly this window.
+        crs: output CRS (the source CRS, None for pixel coordinates).
+        transform: affine transform of the outputs (the window's transform in the source).
+        width, height: output size in pixels.
+        num_classes: K, number of probability bands.
+        bands: 1-based source bands fed to the model.
+        tiles: number of tiles processed.
+        valid_pixels: pixels inside the AOI and the valid-data mask.
+        positive_pixels: valid pixels classified as road (K == 1) / non-zero class (K > 1).
+        resolution_m: source pixel size in metres (None without CRS).
+        tta: the TTA mode used.
+        timings: seconds spent: ``read`` (reader thread), ``wait`` (inference thread waiting for
+            data), ``predict``, ``blend``, ``write`` (writer thread), ``cog``, ``total``.
+    """
+
+    prob_path: Path
+    mask_path: Path
+    window: Window
+    crs: Optional[CRS]
+    transform: Affine
+    width: int
+    height: int
+    num_classes: int
+    bands: Tuple[int, ...]
+    tiles: int
+    valid_pixels: int
+    positive_pixels: int
+    resolution_m: Optional[Tuple[float, float]]
+    tta: str
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def positive_fraction(self) -> float:
+        """Share of valid pixels classified positive (0 when nothing is valid)."""
+        return self.positive_pixels / self.valid_pixels if self.valid_pixels else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _build_normalizer(spec: NormalizeSpec, info, bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """``None``/``"auto"``/``"uint8"``/``"percentile"``/``"none"``, a mapping of
+    :func:`gis.io.make_normalizer` keyword arguments (``method``, ``mean``, ``std``,
+    ``percentiles``), or a ready callable."""
+    if spec is None:
+        return make_normalizer(info, bands, method="auto")
+    if isinstance(spec, str):
+        return make_normalizer(info, bands, method=spec)
+    if isinstance(spec, Mapping):
+        kw = dict(spec)
+        kw.setdefault("method", "auto")
+        return make_normalizer(info, bands, **kw)
+    if callable(spec):
+        return spec
+    raise TypeError(f"normalize must be None, a method name, a mapping or a callable, not {type(spec).__name__}")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[List[Tile]]:
+    for i in range(0, len(tiles), batch_size):
+        yield list(tiles[i:i + batch_size])
+
+
+class _Reader(threading.Thread):
+    """Reads and normalises batches ahead of the inference loop (bounded queue)."""
+
+    def __init__(self, path, tiles, batch_size, bands, norm, aoi_geom, transform, crs, prefetch):
+        super().__init__(name="gis-tile-reader", daemon=True)
+        self.path, self.tiles, self.batch_size = path, tiles, batch_size
+        self.bands, self.norm = bands, norm
+        self.aoi, self.transform, self.crs = aoi_geom, transform, crs
+        self.q: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch))
+        self.stop = threading.Event()
+        self.read_s = 0.0
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stop()
+
+    def run(self) -> None:
+        try:
+            with _open(self.path) as ds:
+                for batch in _batches(self.tiles, self.batch_size):
+                    if self.stop.is_set():
+                        raise _Stop()
+                    t0 = time.perf_counter()
+                    datas, valids = [], []
+                    for t in batch:
+                        d, v = read_window(ds, t.window, self.bands, boundless=True)
+                        if self.aoi is not None:
+                            v &= aoi_mask(self.aoi, t.window, self.transform)
+                        datas.append(d)
+                        valids.append(v)
+                    x = np.stack(datas)
+                    valid = np.stack(valids)
+                    x = np.asarray(self.norm(x), dtype=np.float32)
+                    x *= valid[:, None]  # invalid / padded pixels -> 0 after normalisation
+                    self.read_s += time.perf_counter() - t0
+                    self._put(("batch", batch, x, valid))
+            self._put(("done", None, None, None))
+        except _Stop:
+            return
+        except BaseException as exc:  # handed to the consumer
+            try:
+                self._put(("error", exc, None, None))
+            except _Stop:
+                return
+
+
+class _Writer(threading.Thread):
+    """Writes finished uint8 strips into the temporary GTiffs."""
+
+    def __init__(self, prob_ds, mask_ds):
+        super().__init__(name="gis-strip-writer", daemon=True)
+        self.prob_ds, self.mask_ds = prob_ds, mask_ds
+        self.q: "queue.Queue" = queue.Queue(maxsize=4)
+        self.error: Optional[BaseException] = None
+        self.write_s = 0.0
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain
+            row, prob8, mask8 = item
+            t0 = time.perf_counter()
+            try:
+                h, w = mask8.shape
+                win = Window(0, row, w, h)
+                self.prob_ds.write(prob8, window=win)
+                self.mask_ds.write(mask8, 1, window=win)
+            except BaseException as exc:
+                self.error = exc
+            self.write_s += time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------
+# main entry point
+# --------------------------------------------------------------------------------------------
+def run_tiled_inference(
+    src_path: Union[str, os.PathLike],
+    predict_fn: PredictFn,
+    out_prob_path: Union[str, os.PathLike],
+    out_mask_path: Union[str, os.PathLike],
+    *,
+    tile_size_px: int = 512,
+    overlap_px: int = 64,
+    batch_size: int = 4,
+    bands: Optional[Sequence[int]] = None,
+    normalize: NormalizeSpec = None,
+    tta: str = "none",
+    threshold: float = 0.5,
+    aoi: Optional[AOI] = None,
+    on_progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+    overwrite: bool = False,
+    allow_pixel_coords: bool = False,
+    prefetch_batches: int = 2,
+    cog_blocksize: int = 512,
+) -> InferenceResult:
+    """Run ``predict_fn`` over a raster tile by tile and write probability and mask COGs.
+
+    Args:
+        src_path: input raster (GeoTIFF).
+        predict_fn: ``float32 (N, C, T, T) normalised -> float32 (N, K, T, T)`` probabilities 0..1.
+            Called from the calling thread only.
+        out_prob_path, out_mask_path: output COG paths (see module docstring for values).
+        tile_size_px, overlap_px: tiling (:func:`gis.tiling.plan_tiles`); edge tiles are padded.
+        batch_size: tiles per ``predict_fn`` call (the last batch may be smaller).
+        bands: 1-based source bands (repeats allowed); default the first three non-alpha bands.
+        normalize: None/"auto" (uint8 -> /255, others -> 2-98 % stretch computed once on a
+            decimated read of the whole raster), "uint8", "percentile", "none", a mapping of
+            :func:`gis.io.make_normalizer` keywords (e.g. ``{"mean": [...], "std": [...]}``), or a
+            callable ``(N, C, T, T) raw float32 -> normalised float32``. Invalid and padded pixels
+            are set to 0 after normalisation.
+        tta: "none", "flips" (3 passes) or "d4" (8 passes), inverse-transformed and averaged.
+        threshold: probability threshold of the mask (K == 1).
+        aoi: optional AOI (any CRS): only its window is processed, pixels outside it are nodata.
+        on_progress: ``on_progress(done, total, stage)``; stage ``"inference"`` once per batch
+            (done/total in tiles), then ``"writing"`` (0..2 COGs).
+        should_cancel: polled before every batch and before each COG conversion; True ->
+            :class:`CancelledError`.
+        overwrite: replace existing outputs (otherwise :class:`OutputExistsError` before any work).
+        allow_pixel_coords: accept a raster without CRS (outputs then have no CRS).
+        prefetch_batches: batches the reader thread may read ahead.
+        cog_blocksize: internal tile size of the output COGs.
+
+    Returns:
+        :class:`InferenceResult`.
+
+    Raises:
+        RasterReadError, CRSError: unreadable input / missing CRS.
+        AOIError: the AOI does not overlap the raster.
+        OutputExistsError: an output exists and ``overwrite`` is False.
+        InferenceError: ``predict_fn`` returned a wrongly shaped array.
+        CancelledError: ``should_cancel()`` returned True.
+    """
+    t_start = time.perf_counter()
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {tta!r} (choose from {', '.join(TTA_MODES)})")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in 0..1, got {threshold}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prob_path = check_output_path(out_prob_path, overwrite)
+    mask_path = check_output_path(out_mask_path, overwrite)
+    if prob_path.resolve() == mask_path.resolve():
+        raise ValueError(f"{prob_path}: probability and mask outputs must be different files")
+    info = open_raster(src_path, allow_pixel_coords=allow_pixel_coords)
+    if bands is None:
+        bands_t = info.default_bands
+    else:
+        bands_t = tuple(int(b) for b in bands)
+        bad = [b for b in bands_t if not 1 <= b <= info.count]
+        if not bands_t or bad:
+            raise ValueError(
+                f"{src_path}: band selection {bands_t} invalid for {info.count} bands (1-based)"
+            )
+    aoi_geom = None
+    if aoi is not None:
+        area = aoi_window(aoi, info)
+        aoi_geom = aoi.to_crs(info.crs)
+    else:
+        area = Window(0, 0, info.width, info.height)
+    tiles = plan_tiles(info.width, info.height, tile_size_px, overlap_px, area_window=area)
+    norm = _build_normalizer(normalize, info, bands_t)
+    out_transform = rasterio.windows.transform(area, info.transform)
+    aw, ah = int(area.width), int(area.height)
+    cancel = should_cancel or (lambda: False)
+    progress = on_progress or (lambda done, total, stage: None)
+    log.info(
+        "%s: %d tiles of %d px (overlap %d) over window %s, bands %s, tta=%s",
+        src_path, len(tiles), tile_size_px, overlap_px, area, bands_t, tta,
+    )
+
+    tmp_prob_g = temp_path_for(prob_path, "strips")
+    tmp_mask_g = temp_path_for(mask_path, "strips")
+    tmp_prob_c = temp_path_for(prob_path, "cog")
+    tmp_mask_c = temp_path_for(mask_path, "cog")
+    temps = [tmp_prob_g, tmp_mask_g, tmp_prob_c, tmp_mask_c]
+    reader: Optional[_Reader] = None
+    writer: Optional[_Writer] = None
+    prob_ds = mask_ds = None
+    timings = {"read": 0.0, "wait": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0, "cog": 0.0}
+    counts = {"valid": 0, "positive": 0}
+    try:
+        if cancel():
+            raise CancelledError(f"{src_path}: cancelled before start")
+        reader = _Reader(
+            info.path, tiles, batch_size, bands_t, norm, aoi_geom, info.transform,
+            info.crs, prefetch_batches,
+        )
+        reader.start()
+
+        num_classes: Optional[int] = None
+        acc: Optional[MosaicAccumulator] = None
+
+        def open_outputs(k: int) -> None:
+            nonlocal prob_ds, mask_ds, writer
+            common = dict(
+                driver="GTiff", width=aw, height=ah, crs=info.crs, transform=out_transform,
+                dtype="uint8", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
+            )
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+                prob_ds = rasterio.open(tmp_prob_g, "w", count=k, nodata=PROB_NODATA, **common)
+                mask_ds = rasterio.open(tmp_mask_g, "w", count=1, nodata=MASK_NODATA, **common)
+            writer = _Writer(prob_ds, mask_ds)
+            writer.start()
+
+        def on_strip(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+            prob8 = probabilities_to_uint8(probs, valid)
+            if probs.shape[0] == 1:
+                mask8 = np.where(probs[0] >= threshold, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
+            else:
+                mask8 = np.argmax(probs, axis=0).astype(np.uint8)
+            mask8[~valid] = MASK_NODATA
+            counts["valid"] += int(valid.sum())
+            counts["positive"] += int(((mask8 != MASK_NODATA) & (mask8 != MASK_BACKGROUND)).sum())
+            assert writer is not None
+            if writer.error is not None:
+                raise writer.error
+            writer.q.put((row, prob8, mask8))
+
+        done = 0
+        total = len(tiles)
+        progress(0, total, "inference")
+        while True:
+            if cancel():
+                raise CancelledError(f"{src_path}: cancelled after {done} of {total} tiles")
+            t0 = time.perf_counter()
+            kind, batch, x, valid = reader.q.get()
+            timings["wait"] += time.perf_counter() - t0
+            if kind == "done":
+                break
+            if kind == "error":
+                raise batch
+            t0 = time.perf_counter()
+            probs = predict_with_tta(predict_fn, x, tta)
+            timings["predict"] += time.perf_counter() - t0
+            if num_classes is None:
+                num_classes = int(probs.shape[1])
+                open_outputs(num_classes)
+                acc = MosaicAccumulator(area, num_classes, tile_size_px, overlap_px, on_strip)
+            elif probs.shape[1] != num_classes:
+                raise InferenceError(
+                    f"predict_fn returned {probs.shape[1]} classes after {num_classes} earlier"
+                )
+            t0 = time.perf_counter()
+            assert acc is not None
+            for i, tile in enumerate(batch):
+                acc.add(tile, probs[i], valid[i])
+            timings["blend"] += time.perf_counter() - t0
+            done += len(batch)
+            progress(done, total, "inference")
+        assert acc is not None and writer is not None
+        t0 = time.perf_counter()
+        acc.finish()
+        writer.q.put(None)
+        writer.join()
+        timings["blend"] += time.perf_counter() - t0
+        if writer.error is not None:
+            raise RasterReadError(f"{tmp_prob_g}: writing strips failed: {writer.error}") from writer.error
+        timings["write"] = writer.write_s
+        prob_ds.close()
+        mask_ds.close()
+
+        t0 = time.perf_counter()
+        progress(0, 2, "writing")
+        if cancel():
+            raise CancelledError(f"{src_path}: cancelled before writing outputs")
+        cog_copy(tmp_prob_g, tmp_prob_c, blocksize=cog_blocksize, overview_resampling="average")
+        _remove_quietly(tmp_prob_g)
+        progress(1, 2, "writing")
+        if cancel():
+            raise CancelledError(f"{src_path}: cancelled before writing outputs")
+        cog_copy(tmp_mask_g, tmp_mask_c, blocksize=cog_blocksize, overview_resampling="nearest")
+        _remove_quietly(tmp_mask_g)
+        for final in (prob_path, mask_path):
+            if final.exists() and not overwrite:
+                raise OutputExistsError(f"{final}: output appeared while running (not overwritten)")
+        os.replace(tmp_prob_c, prob_path)
+        os.replace(tmp_mask_c, mask_path)
+        progress(2, 2, "writing")
+        timings["cog"] = time.perf_counter() - t0
+    except BaseException:
+        if reader is not None:
+            reader.stop.set()
+        if writer is not None and writer.is_alive():
+            writer.error = writer.error or _Stop()
+            writer.q.put(None)
+            writer.join()
+        for ds in (prob_ds, mask_ds):
+            if ds is not None and not ds.closed:
+                try:
+                    ds.close()
+                except RasterioError:  # pragma: no cover
+                    pass
+        if reader is not None:
+            reader.join(timeout=10)
+        for t in temps:
+            _remove_quietly(t)
+        raise
+    finally:
+        if reader is not None:
+            reader.stop.set()
+            timings["read"] = reader.read_s
+    timings["total"] = time.perf_counter() - t_start
+    log.info("%s: inference done in %.2f s (%s)", src_path, timings["total"],
+             ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
+    return InferenceResult(
+        prob_path=prob_path,
+        mask_path=mask_path,
+        window=area,
+        crs=info.crs,
+        transform=out_transform,
+        width=aw,
+        height=ah,
+        num_classes=int(num_classes),
+        bands=bands_t,
+        tiles=len(tiles),
+        valid_pixels=counts["valid"],
+        positive_pixels=counts["positive"],
+        resolution_m=info.resolution_m,
+        tta=tta,
+        timings=timings,
+    )

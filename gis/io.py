@@ -1,0 +1,774 @@
+"""Raster input/output: open and describe GeoTIFFs, read windows, normalise, write COGs.
+
+Conventions used throughout:
+
+* Arrays are band-first: ``(C, H, W)``. Windows are :class:`rasterio.windows.Window` values in
+  pixel coordinates of the full raster; a window may reach past the raster, the outside is
+  padded (``fill_value``) and marked invalid.
+* Band indices are **1-based**, as in GDAL/rasterio (``bands=(1, 2, 3)`` = first three bands).
+* Valid-data masks are ``bool (H, W)``, True where the pixel holds data. They come from GDAL's
+  dataset mask, which combines the nodata value, an alpha band and an internal/external mask band.
+* Every error names the file and the problem in one line (:mod:`gis.errors`).
+
+Normalisation (``normalize`` and :class:`Normalizer`) maps raw values to what a model expects:
+
+1. scale to ``0..1``: ``uint8`` is divided by 255; every other dtype (11/12/16-bit integers,
+   floats) gets a per-band linear percentile stretch ``(x - lo) / (hi - lo)`` clipped to ``0..1``,
+   where ``lo``/``hi`` are the 2 % and 98 % percentiles of the valid pixels of a *decimated read of
+   the whole raster* (:func:`compute_stretch`). The percentiles are computed once per raster, never
+   per tile, so neighbouring tiles are scaled identically;
+2. optionally standardise with the model's ``mean``/``std`` (given in 0..1 units, per channel):
+   ``(x - mean) / std``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import rasterio.windows
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from gis.errors import CRSError, OutputDirError, OutputExistsError, RasterReadError
+
+__all__ = [
+    "RasterInfo",
+    "Normalizer",
+    "Overview",
+    "open_raster",
+    "read_window",
+    "normalize",
+    "compute_stretch",
+    "make_normalizer",
+    "read_overview",
+    "write_cog",
+    "gtiff_to_cog",
+    "cog_copy",
+    "temp_path_for",
+    "check_output_path",
+    "default_overview_count",
+    "utm_crs_for_lonlat",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+DatasetOrPath = Union[PathLike, "rasterio.io.DatasetReader"]
+
+#: default stretch percentiles for non-uint8 imagery
+DEFAULT_PERCENTILES: Tuple[float, float] = (2.0, 98.0)
+
+
+# --------------------------------------------------------------------------------------------
+# CRS helpers
+# --------------------------------------------------------------------------------------------
+def utm_crs_for_lonlat(lon: float, lat: float) -> CRS:
+    """The WGS 84 / UTM zone CRS (EPSG:326xx north, 327xx south) containing ``(lon, lat)``."""
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    zone = int(math.floor((lon + 180.0) / 6.0)) + 1
+    zone = min(max(zone, 1), 60)
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def _centre_lonlat(crs: CRS, transform: Affine, width: int, height: int) -> Tuple[float, float]:
+    from pyproj import Transformer
+
+    x, y = transform * (width / 2.0, height / 2.0)
+    if crs.is_geographic and crs.to_epsg() == 4326:
+        return float(x), float(y)
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(x, y)
+    return float(lon), float(lat)
+
+
+def _resolution_m(
+    crs: Optional[CRS], transform: Affine, width: int, height: int
+) -> Optional[Tuple[float, float]]:
+    """Pixel size ``(x, y)`` in metres; for geographic CRS measured at the raster centre in UTM."""
+    if crs is None:
+        return None
+    if crs.is_projected:
+        factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+        return (
+            float(math.hypot(transform.a, transform.d) * factor),
+            float(math.hypot(transform.b, transform.e) * factor),
+        )
+    from pyproj import Transformer
+
+    lon, lat = _centre_lonlat(crs, transform, width, height)
+    utm = utm_crs_for_lonlat(lon, lat)
+    tr = Transformer.from_crs(crs, utm, always_xy=True)
+    cx, cy = width / 2.0, height / 2.0
+    pts = [transform * (cx, cy), transform * (cx + 1, cy), transform * (cx, cy + 1)]
+    xs, ys = tr.transform([p[0] for p in pts], [p[1] for p in pts])
+    rx = math.hypot(xs[1] - xs[0], ys[1] - ys[0])
+    ry = math.hypot(xs[2] - xs[0], ys[2] - ys[0])
+    return float(rx), float(ry)
+
+
+# --------------------------------------------------------------------------------------------
+# RasterInfo / open_raster
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about a raster, read once by :func:`open_raster`.
+
+    Attributes:
+        path: the file path as given (str).
+        width, height, count: size in pixels and number of bands.
+        dtypes: numpy dtype name per band, e.g. ``("uint8", "uint8", "uint8")``.
+        crs: the raster CRS, or None for a raster opened with ``allow_pixel_coords=True``.
+        transform: pixel -> CRS affine transform (identity-like for ungeoreferenced rasters).
+        nodata: the nodata value or None.
+        has_alpha: True when one band is an alpha band (``alpha_band`` gives its 1-based index).
+        alpha_band: 1-based index of the alpha band, or None.
+        has_mask: True when the raster has a per-dataset (internal or external) mask band.
+        band_descriptions: per-band description strings ("" where unset).
+        colorinterp: per-band colour interpretation names, e.g. ``("red", "green", "blue")``.
+        resolution_m: ``(x, y)`` pixel size in metres; for geographic CRS measured at the raster
+            centre in the local UTM zone; None without a CRS.
+        overview_levels: decimation factors of the internal/external overviews of band 1.
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtypes: Tuple[str, ...]
+    crs: Optional[CRS]
+    transform: Affine
+    nodata: Optional[float]
+    has_alpha: bool
+    alpha_band: Optional[int]
+    has_mask: bool
+    band_descriptions: Tuple[str, ...]
+    colorinterp: Tuple[str, ...] = field(default=())
+    resolution_m: Optional[Tuple[float, float]] = None
+    overview_levels: Tuple[int, ...] = field(default=())
+
+    @property
+    def dtype(self) -> str:
+        """dtype of band 1 (GeoTIFF bands normally share one dtype)."""
+        return self.dtypes[0]
+
+    @property
+    def is_geographic(self) -> bool:
+        return bool(self.crs is not None and self.crs.is_geographic)
+
+    @property
+    def bounds(self) -> Tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the raster CRS."""
+        return tuple(rasterio.windows.bounds(Window(0, 0, self.width, self.height), self.transform))  # type: ignore[return-value]
+
+    @property
+    def pixel_area_m2(self) -> Optional[float]:
+        """Area of one pixel in square metres (None without a CRS)."""
+        if self.resolution_m is None:
+            return None
+        return self.resolution_m[0] * self.resolution_m[1]
+
+    @property
+    def data_bands(self) -> Tuple[int, ...]:
+        """1-based indices of all bands except the alpha band."""
+        return tuple(b for b in range(1, self.count + 1) if b != self.alpha_band)
+
+    @property
+    def default_bands(self) -> Tuple[int, ...]:
+        """The first three non-alpha bands (fewer when the raster has fewer)."""
+        return self.data_bands[:3]
+
+    def utm_crs(self) -> CRS:
+        """The WGS 84 / UTM CRS of the zone containing the raster centre.
+
+        Raises:
+            CRSError: the raster has no CRS.
+        """
+        if self.crs is None:
+            raise CRSError(f"{self.path}: raster has no CRS, cannot pick a UTM zone")
+        lon, lat = _centre_lonlat(self.crs, self.transform, self.width, self.height)
+        return utm_crs_for_lonlat(lon, lat)
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a window of this raster."""
+        return rasterio.windows.transform(window, self.transform)
+
+
+def _open(path: PathLike) -> "rasterio.io.DatasetReader":
+    """rasterio.open with one-line :class:`RasterReadError` messages naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise RasterReadError(f"{p}: file not found")
+    if p.is_dir():
+        raise RasterReadError(f"{p}: is a directory, not a raster file")
+    try:
+        return rasterio.open(p)
+    except RasterioError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "not recognized" in msg or "not a supported" in msg:
+            raise RasterReadError(f"{p}: not a raster file GDAL can read") from exc
+        raise RasterReadError(f"{p}: cannot open raster (corrupt or truncated?): {msg}") from exc
+
+
+def _read_error(path: Any, exc: Exception) -> RasterReadError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return RasterReadError(f"{path}: read failed, file truncated or corrupt ({msg})")
+
+
+def _check_readable(ds: "rasterio.io.DatasetReader") -> None:
+    """Read the last block of band 1 so that a file cut short fails at open, not mid-run."""
+    try:
+        bh, bw = ds.block_shapes[0]
+        r0 = max(0, ds.height - bh)
+        c0 = max(0, ds.width - bw)
+        ds.read(1, window=Window(c0, r0, min(bw, ds.width), min(bh, ds.height)))
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+
+
+def open_raster(path: PathLike, *, allow_pixel_coords: bool = False) -> RasterInfo:
+    """Open a raster, check it can be read, and describe it.
+
+    A cheap read of the last block catches files that were cut short (a TIFF truncated in the
+    middle fails here rather than half way through an inference run).
+
+    Args:
+        path: raster file (GeoTIFF or anything GDAL reads).
+        allow_pixel_coords: accept a raster without CRS; ``crs`` is then None and the results are
+            in pixel coordinates.
+
+    Raises:
+        RasterReadError: missing file, not a raster, truncated or corrupt file.
+        CRSError: the raster has no CRS and ``allow_pixel_coords`` is False.
+    """
+    with _open(path) as ds:
+        _check_readable(ds)
+        crs = ds.crs if ds.crs else None
+        if crs is None and not allow_pixel_coords:
+            raise CRSError(
+                f"{path}: raster has no CRS (georeference it, or allow pixel coordinates)"
+            )
+        ci = tuple(c.name for c in ds.colorinterp)
+        alpha = None
+        for i, c in enumerate(ds.colorinterp, start=1):
+            if c == ColorInterp.alpha:
+                alpha = i
+                break
+        flags = ds.mask_flag_enums
+        has_mask = any(
+            MaskFlags.per_dataset in f and MaskFlags.alpha not in f and MaskFlags.nodata not in f
+            for f in flags
+        )
+        try:
+            overviews = tuple(ds.overviews(1))
+        except RasterioError:
+            overviews = ()
+        return RasterInfo(
+            path=str(path),
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtypes=tuple(ds.dtypes),
+            crs=crs,
+            transform=ds.transform,
+            nodata=ds.nodata,
+            has_alpha=alpha is not None,
+            alpha_band=alpha,
+            has_mask=has_mask,
+            band_descriptions=tuple(d or "" for d in ds.descriptions),
+            colorinterp=ci,
+            resolution_m=_resolution_m(crs, ds.transform, ds.width, ds.height),
+            overview_levels=overviews,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+def _check_bands(bands: Optional[Sequence[int]], count: int, name: Any) -> Tuple[int, ...]:
+    if bands is None:
+        return tuple(range(1, count + 1))
+    bands = tuple(int(b) for b in bands)
+    if not bands:
+        raise ValueError(f"{name}: empty band selection")
+    bad = [b for b in bands if b < 1 or b > count]
+    if bad:
+        raise ValueError(
+            f"{name}: band index {bad[0]} out of range 1..{count} (band indices are 1-based)"
+        )
+    return bands
+
+
+def read_window(
+    src: DatasetOrPath,
+    window: Window,
+    bands: Optional[Sequence[int]] = None,
+    *,
+    boundless: bool = True,
+    fill_value: float = 0.0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a window as float32 plus its valid-data mask.
+
+    Args:
+        src: an open rasterio dataset or a path (opened and closed here).
+        window: integer window in full-raster pixel coordinates; with ``boundless`` it may reach
+            past the raster.
+        bands: 1-based band indices (repeats allowed, e.g. ``(1, 1, 1)``); default all bands.
+        boundless: pad the part outside the raster with ``fill_value`` (marked invalid). Without
+            it the window is clipped to the raster and the result is smaller.
+        fill_value: value of padded pixels.
+
+    Returns:
+        ``(data, valid)``: ``data`` float32 ``(C, H, W)`` in raw units (not normalised);
+        ``valid`` bool ``(H, W)``, True where the pixel is inside the raster and GDAL's dataset
+        mask (nodata / alpha / mask band) says it holds data.
+
+    Raises:
+        RasterReadError: the read fails (truncated or corrupt file).
+    """
+    if not hasattr(src, "read"):
+        with _open(src) as ds:
+            return read_window(ds, window, bands, boundless=boundless, fill_value=fill_value)
+    ds = src
+    bands = _check_bands(bands, ds.count, ds.name)
+    c0, r0 = int(round(window.col_off)), int(round(window.row_off))
+    w, h = int(round(window.width)), int(round(window.height))
+    ic0, ir0 = max(c0, 0), max(r0, 0)
+    ic1, ir1 = min(c0 + w, ds.width), min(r0 + h, ds.height)
+    if not boundless:
+        c0, r0, w, h = ic0, ir0, max(ic1 - ic0, 0), max(ir1 - ir0, 0)
+    data = np.full((len(bands), h, w), fill_value, dtype=np.float32)
+    valid = np.zeros((h, w), dtype=bool)
+    if ic1 <= ic0 or ir1 <= ir0:
+        return data, valid
+    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+    ys, xs = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
+    try:
+        uniq = sorted(set(bands))
+        raw = ds.read(uniq, window=inner)
+        m = ds.dataset_mask(window=inner)
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+    pos = {b: i for i, b in enumerate(uniq)}
+    for k, b in enumerate(bands):
+        data[k, ys, xs] = raw[pos[b]]
+    valid[ys, xs] = m > 0
+    return data, valid
+
+
+def compute_stretch(
+    src: DatasetOrPath,
+    bands: Optional[Sequence[int]] = None,
+    *,
+    percentiles: Tuple[float, float] = DEFAULT_PERCENTILES,
+    max_size: int = 1024,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-band percentile limits of the valid pixels of a decimated read of the whole raster.
+
+    The raster is read at most ``max_size`` pixels on its longer side (GDAL uses overviews where
+    present, otherwise nearest-neighbour decimation), so this is cheap even for large rasters.
+
+    Returns:
+        ``(lo, hi)``: float32 arrays of shape ``(C,)`` in raw units; ``hi > lo`` is guaranteed
+        (a constant band gets ``hi = lo + 1``).
+    """
+    if not hasattr(src, "read"):
+        with _open(src) as ds:
+            return compute_stretch(ds, bands, percentiles=percentiles, max_size=max_size)
+    ds = src
+    bands = _check_bands(bands, ds.count, ds.name)
+    scale = max(ds.width, ds.height) / float(max_size)
+    oh = max(1, int(round(ds.height / scale))) if scale > 1 else ds.height
+    ow = max(1, int(round(ds.width / scale))) if scale > 1 else ds.width
+    uniq = sorted(set(bands))
+    try:
+        raw = ds.read(uniq, out_shape=(len(uniq), oh, ow), resampling=Resampling.nearest)
+        m = ds.dataset_mask(out_shape=(oh, ow), resampling=Resampling.nearest) > 0
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+    pos = {b: i for i, b in enumerate(uniq)}
+    lo = np.zeros(len(bands), np.float32)
+    hi = np.ones(len(bands), np.float32)
+    for k, b in enumerate(bands):
+        vals = raw[pos[b]][m].astype(np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            continue
+        a, z = np.percentile(vals, percentiles)
+        if not z > a:
+            z = a + 1.0
+        lo[k], hi[k] = a, z
+    log.debug("%s: stretch lo=%s hi=%s", ds.name, lo, hi)
+    return lo, hi
+
+
+def normalize(
+    tile: np.ndarray,
+    method: str = "uint8",
+    *,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    lo: Optional[Sequence[float]] = None,
+    hi: Optional[Sequence[float]] = None,
+) -> np.ndarray:
+    """Normalise raw band values to model inputs.
+
+    Args:
+        tile: ``(C, H, W)`` or ``(N, C, H, W)`` raw values (any numeric dtype).
+        method: ``"uint8"``: divide by 255; ``"percentile"``: per-band ``(x - lo) / (hi - lo)``
+            clipped to 0..1 (``lo``/``hi`` from :func:`compute_stretch`, required);
+            ``"none"``: values unchanged (only mean/std applied).
+        mean, std: optional per-channel mean and std in 0..1 units, applied after scaling.
+
+    Returns:
+        float32 array of the same shape.
+    """
+    x = np.asarray(tile, dtype=np.float32)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"normalize expects (C,H,W) or (N,C,H,W), got shape {x.shape}")
+    c = x.shape[-3]
+
+    def per_channel(v: Sequence[float], name: str) -> np.ndarray:
+        a = np.asarray(v, dtype=np.float32).reshape(-1)
+        if a.size == 1:
+            a = np.repeat(a, c)
+        if a.size != c:
+            raise ValueError(f"normalize: {name} has {a.size} values for {c} channels")
+        return a.reshape(c, 1, 1)
+
+    if method == "uint8":
+        x = x * np.float32(1.0 / 255.0)
+    elif method == "percentile":
+        if lo is None or hi is None:
+            raise ValueError("normalize: method 'percentile' needs lo and hi (compute_stretch)")
+        lo_a, hi_a = per_channel(lo, "lo"), per_channel(hi, "hi")
+        x = np.clip((x - lo_a) / np.maximum(hi_a - lo_a, np.float32(1e-12)), 0.0, 1.0)
+    elif method != "none":
+        raise ValueError(f"normalize: unknown method {method!r} (uint8, percentile, none)")
+    if mean is not None:
+        x = x - per_channel(mean, "mean")
+    if std is not None:
+        x = x / per_channel(std, "std")
+    return x.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """A picklable normalisation callable ``(C,H,W)|(N,C,H,W) raw -> float32``.
+
+    Build it with :func:`make_normalizer` so the stretch is computed once per raster.
+    """
+
+    method: str = "uint8"
+    mean: Optional[Tuple[float, ...]] = None
+    std: Optional[Tuple[float, ...]] = None
+    lo: Optional[Tuple[float, ...]] = None
+    hi: Optional[Tuple[float, ...]] = None
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return normalize(tile, self.method, mean=self.mean, std=self.std, lo=self.lo, hi=self.hi)
+
+
+def make_normalizer(
+    src: Union[DatasetOrPath, RasterInfo],
+    bands: Optional[Sequence[int]] = None,
+    *,
+    method: str = "auto",
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    percentiles: Tuple[float, float] = DEFAULT_PERCENTILES,
+    max_size: int = 1024,
+) -> Normalizer:
+    """Build the :class:`Normalizer` for a raster.
+
+    ``method="auto"`` picks ``"uint8"`` for uint8 rasters and ``"percentile"`` (stretch computed
+    here once, on a decimated read of the whole raster) for every other dtype.
+    """
+    path = src.path if isinstance(src, RasterInfo) else src
+    tup = (lambda v: None if v is None else tuple(float(a) for a in np.ravel(v)))
+    if method == "auto":
+        if isinstance(src, RasterInfo):
+            dtype = src.dtypes[(bands[0] if bands else 1) - 1]
+        elif hasattr(src, "dtypes"):
+            dtype = src.dtypes[(bands[0] if bands else 1) - 1]
+        else:
+            with _open(src) as ds:
+                dtype = ds.dtypes[(bands[0] if bands else 1) - 1]
+        method = "uint8" if dtype == "uint8" else "percentile"
+    if method == "percentile":
+        lo, hi = compute_stretch(path, bands, percentiles=percentiles, max_size=max_size)
+        return Normalizer("percentile", tup(mean), tup(std), tup(lo), tup(hi))
+    if method not in ("uint8", "none"):
+        raise ValueError(f"unknown normalisation method {method!r} (auto, uint8, percentile, none)")
+    return Normalizer(method, tup(mean), tup(std))
+
+
+# --------------------------------------------------------------------------------------------
+# overview for viewers
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Overview:
+    """A decimated RGB rendering of a raster for viewers.
+
+    Attributes:
+        rgb: uint8 ``(H, W, 3)``; single-band rasters are grey (band repeated).
+        valid: bool ``(H, W)`` valid-data mask at the same size.
+        transform: affine transform of the decimated grid (same CRS as the raster).
+        crs: raster CRS or None.
+        scale: decimation factor (full-resolution pixels per overview pixel, >= 1).
+    """
+
+    rgb: np.ndarray
+    valid: np.ndarray
+    transform: Affine
+    crs: Optional[CRS]
+    scale: float
+
+
+def read_overview(
+    path: DatasetOrPath, max_size: int = 1024, bands: Optional[Sequence[int]] = None
+) -> Overview:
+    """Read a decimated RGB view (longer side <= ``max_size``) without reading the full raster.
+
+    GDAL serves the read from overviews where present, otherwise decimates while reading.
+    ``uint8`` data is shown as is; other dtypes get the 2-98 % stretch of :func:`compute_stretch`
+    (computed on the same decimated read). ``bands`` default: the first three non-alpha bands
+    (one band -> grey).
+    """
+    if not hasattr(path, "read"):
+        with _open(path) as ds:
+            return read_overview(ds, max_size, bands)
+    ds = path
+    if bands is None:
+        alpha = [i for i, c in enumerate(ds.colorinterp, 1) if c == ColorInterp.alpha]
+        bands = tuple(b for b in range(1, ds.count + 1) if b not in alpha)[:3]
+    bands = _check_bands(bands, ds.count, ds.name)
+    if len(bands) < 3:
+        bands = (bands + (bands[-1],) * 3)[:3]
+    scale = max(1.0, max(ds.width, ds.height) / float(max_size))
+    oh = max(1, int(round(ds.height / scale)))
+    ow = max(1, int(round(ds.width / scale)))
+    uniq = sorted(set(bands))
+    try:
+        raw = ds.read(uniq, out_shape=(len(uniq), oh, ow), resampling=Resampling.nearest)
+        valid = ds.dataset_mask(out_shape=(oh, ow), resampling=Resampling.nearest) > 0
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+    pos = {b: i for i, b in enumerate(uniq)}
+    stack = np.stack([raw[pos[b]] for b in bands])
+    if stack.dtype == np.uint8:
+        rgb8 = stack
+    else:
+        f = stack.astype(np.float64)
+        rgb8 = np.zeros(stack.shape, np.uint8)
+        for k in range(3):
+            v = f[k][valid & np.isfinite(f[k])]
+            if v.size == 0:
+                continue
+            a, z = np.percentile(v, DEFAULT_PERCENTILES)
+            z = z if z > a else a + 1.0
+            band = np.nan_to_num(f[k], nan=a)
+            rgb8[k] = np.clip((band - a) / (z - a) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    rgb8 = np.where(valid[None], rgb8, 0).astype(np.uint8)
+    transform = ds.transform * Affine.scale(ds.width / ow, ds.height / oh)
+    return Overview(
+        rgb=np.ascontiguousarray(np.moveaxis(rgb8, 0, -1)),
+        valid=valid,
+        transform=transform,
+        crs=ds.crs if ds.crs else None,
+        scale=float(scale),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def check_output_path(path: PathLike, overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; check the parent directory exists.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputDirError: the parent directory does not exist.
+    """
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: output exists (pass overwrite=True to replace it)")
+    if not p.parent.is_dir():
+        raise OutputDirError(f"{p}: output directory {p.parent} does not exist")
+    return p
+
+
+def temp_path_for(path: PathLike, tag: str = "tmp") -> Path:
+    """A unique hidden temporary name in the same directory as ``path`` (same file system, so the
+    final :func:`os.replace` is atomic)."""
+    p = Path(path)
+    return p.with_name(f".{p.stem}.{tag}-{uuid.uuid4().hex[:8]}.tif")
+
+
+def _remove_quietly(path: PathLike) -> None:
+    for candidate in (Path(path), Path(str(path) + ".aux.xml"), Path(str(path) + ".msk")):
+        try:
+            candidate.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # pragma: no cover - best effort cleanup
+            log.warning("could not remove temporary file %s: %s", candidate, exc)
+
+
+def default_overview_count(width: int, height: int, min_size: int = 256) -> int:
+    """Number of 2x overview levels until the longer side is <= ``min_size`` (0 for small rasters)."""
+    n = 0
+    size = max(width, height)
+    while size > min_size:
+        size = (size + 1) // 2
+        n += 1
+    return n
+
+
+def cog_copy(
+    src_path: PathLike,
+    dst_path: PathLike,
+    *,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    overview_resampling: str = "nearest",
+    overview_count: Optional[int] = None,
+) -> Path:
+    """Write ``src_path`` as a COG at exactly ``dst_path`` (no existence check, no temp name).
+
+    Building block of :func:`gtiff_to_cog`, for callers that manage temporary names themselves
+    (e.g. :func:`gis.inference.run_tiled_inference`, which renames two outputs together).
+    On failure the partial ``dst_path`` is removed and :class:`RasterReadError` raised.
+    """
+    dst = Path(dst_path)
+    try:
+        with _open(src_path) as ds:
+            n = default_overview_count(ds.width, ds.height) if overview_count is None else overview_count
+        opts: dict = dict(
+            BLOCKSIZE=int(blocksize),
+            COMPRESS=compress,
+            OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+        if n > 0:
+            opts["OVERVIEWS"] = "IGNORE_EXISTING"
+            opts["OVERVIEW_COUNT"] = int(n)
+        else:
+            opts["OVERVIEWS"] = "NONE"
+        if compress.upper() in ("DEFLATE", "LZW", "ZSTD"):
+            opts["PREDICTOR"] = "YES"
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            rasterio.shutil.copy(str(src_path), str(dst), driver="COG", **opts)
+    except RasterioError as exc:
+        _remove_quietly(dst)
+        raise RasterReadError(f"{dst}: writing the COG failed: {str(exc).splitlines()[0]}") from exc
+    except BaseException:
+        _remove_quietly(dst)
+        raise
+    return dst
+
+
+def gtiff_to_cog(
+    src_path: PathLike,
+    dst_path: PathLike,
+    *,
+    overwrite: bool = False,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    overview_resampling: str = "nearest",
+    overview_count: Optional[int] = None,
+) -> Path:
+    """Convert any GDAL raster into a Cloud-Optimised GeoTIFF at ``dst_path``.
+
+    Uses GDAL's COG driver (tiles of ``blocksize``, ``compress``, overviews built and stored
+    before the full-resolution data; ``LAYOUT=COG`` in the IMAGE_STRUCTURE metadata). The COG is
+    written to a temporary name in the destination directory and renamed when complete, so a
+    failure never leaves a partial file nor touches an existing ``dst_path``.
+
+    Args:
+        overview_count: number of overview levels; default :func:`default_overview_count`.
+        overview_resampling: GDAL resampling name for overviews ("nearest" for masks,
+            "average" for continuous data).
+    """
+    dst = check_output_path(dst_path, overwrite)
+    tmp = temp_path_for(dst, "cog")
+    try:
+        cog_copy(
+            src_path, tmp, blocksize=blocksize, compress=compress,
+            overview_resampling=overview_resampling, overview_count=overview_count,
+        )
+        if dst.exists() and not overwrite:
+            raise OutputExistsError(f"{dst}: output appeared while writing (not overwritten)")
+        os.replace(tmp, dst)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    log.info("wrote COG %s", dst)
+    return dst
+
+
+def write_cog(
+    path: PathLike,
+    array: np.ndarray,
+    *,
+    crs: Optional[Union[CRS, str]],
+    transform: Affine,
+    nodata: Optional[float] = None,
+    dtype: Optional[Union[str, np.dtype]] = None,
+    overwrite: bool = False,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    overview_resampling: str = "nearest",
+    overview_count: Optional[int] = None,
+    band_descriptions: Optional[Sequence[str]] = None,
+) -> Path:
+    """Write an in-memory array as a Cloud-Optimised GeoTIFF.
+
+    Args:
+        path: destination ``.tif``; refused if it exists unless ``overwrite``.
+        array: ``(H, W)`` or ``(C, H, W)`` array.
+        crs, transform: georeference of the array (``crs=None`` for pixel coordinates).
+        nodata: nodata value stored in the file, or None.
+        dtype: output dtype (default the array's dtype); values are cast with numpy.
+
+    The data goes first to a temporary tiled GeoTIFF, then through :func:`gtiff_to_cog`; both
+    temporaries live next to ``path`` and are removed on success or failure. For rasters larger
+    than memory use :class:`gis.inference` style strip writing into a GTiff and call
+    :func:`gtiff_to_cog` yourself.
+    """
+    dst = check_output_path(path, overwrite)
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"{dst}: write_cog expects (H,W) or (C,H,W), got shape {arr.shape}")
+    dtype = np.dtype(dtype or arr.dtype)
+    tmp = temp_path_for(dst, "gtiff")
+    try:
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            with rasterio.open(
+                tmp, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1],
+                count=arr.shape[0], dtype=dtype.name, crs=crs, transform=transform,
+                nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                BIGTIFF="IF_SAFER",
+            ) as out:
+                out.write(arr.astype(dtype, copy=False))
+                if band_descriptions:
+                    for i, d in enumerate(band_descriptions, start=1):
+                        out.set_band_description(i, d)
+        return gtiff_to_cog(
+            tmp, dst, overwrite=overwrite, blocksize=blocksize, compress=compress,
+            overview_resampling=overview_resampling, overview_count=overview_count,
+        )
+    finally:
+        _remove_quietly(tmp)
