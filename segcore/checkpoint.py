@@ -1,0 +1,317 @@
+"""Checkpoints: MindSpore ``.ckpt`` weights plus a JSON sidecar ``<stem>.json`` of metadata.
+
+The sidecar carries everything inference needs so preprocessing is never copied by hand
+(model name, class count, bands, normalisation, tile size, class names, metrics). Both files are
+written to a temporary name and renamed when complete.
+
+Optimizer state (moments, global step, beta powers) can be stored in the same ``.ckpt`` under
+the prefix :data:`OPTIMIZER_PREFIX`; :func:`load_optimizer_state` restores it for exact resume.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Parameter-name prefix of optimizer state entries inside a ``.ckpt``.
+OPTIMIZER_PREFIX = "optimizer::"
+#: Version of the sidecar layout.
+FORMAT_VERSION = 1
+
+
+def _roadseg_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("roadseg-studio")
+    except Exception:  # noqa: BLE001  (not installed: running from a source tree)
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Metadata stored beside a checkpoint.
+
+    ``bands`` are 1-based band indices of the source imagery, in the order the network sees
+    them. ``normalization`` is a dict with a ``method`` key, e.g.
+    ``{"method": "meanstd", "mean": [...], "std": [...], "scale": 255}``,
+    ``{"method": "dlinknet"}`` (x / 255 * 3.2 - 1.6) or
+    ``{"method": "percentile", "low": 2, "high": 98}``. ``tile_size_px`` / ``stride`` describe the
+    tiling used in training and suggested for inference (``stride`` is the network's input-size
+    multiple). ``task`` is ``"segmentation"`` or ``"classification"``.
+    """
+
+    model: str
+    num_classes: int
+    in_channels: int = 3
+    bands: Tuple[int, ...] = (1, 2, 3)
+    normalization: Dict[str, Any] = field(default_factory=lambda: {"method": "meanstd"})
+    tile_size_px: int = 512
+    stride: int = 32
+    class_names: Tuple[str, ...] = ()
+    task: str = "segmentation"
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    roadseg_version: str = ""
+
+    def __post_init__(self) -> None:
+        # tuples keep the frozen instance hashable-ish and comparable after a JSON round trip
+        object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if not self.created:
+            object.__setattr__(self, "created",
+                               _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        if not self.roadseg_version:
+            object.__setattr__(self, "roadseg_version", _roadseg_version())
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = asdict(self)
+        d["bands"] = list(self.bands)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "CheckpointMeta":
+        """Build from a sidecar dict; unknown keys are ignored (newer writers), missing
+        required keys raise ``KeyError``."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_weights` did: parameter names loaded, skipped for a shape mismatch
+    (the head when fine-tuning to another class count), missing from the checkpoint and
+    present in the checkpoint but unused by the network."""
+
+    loaded: Tuple[str, ...]
+    skipped_mismatch: Tuple[str, ...] = ()
+    missing: Tuple[str, ...] = ()
+    unexpected: Tuple[str, ...] = ()
+
+
+def _ckpt_path(path: PathLike) -> Path:
+    p = Path(path)
+    if p.suffix == ".json":
+        p = p.with_suffix(".ckpt")
+    return p
+
+
+def sidecar_path(path: PathLike) -> Path:
+    """The metadata file belonging to checkpoint ``path`` (``<stem>.json``)."""
+    return _ckpt_path(path).with_suffix(".json")
+
+
+def _atomic_write_json(path: Path, obj: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def optimizer_state_params(optimizer) -> List[Any]:
+    """Parameters of ``optimizer`` that are its own state (not the network's weights)."""
+    net_ids = {id(p) for p in optimizer.parameters}
+    out, seen = [], set()
+    for _, p in optimizer.parameters_and_names():
+        if id(p) in net_ids or p.name in seen:
+            continue
+        seen.add(p.name)
+        out.append(p)
+    return out
+
+
+def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
+                    train_state: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``net``'s parameters to ``path`` (``.ckpt``) and ``meta`` to ``<stem>.json``.
+
+    With ``optimizer`` its state (moments, global step, ...) is stored too under
+    :data:`OPTIMIZER_PREFIX`. ``train_state`` (JSON-serialisable dict) goes into the sidecar
+    under ``"train_state"``. Both files are written to temporary names and renamed, the weights
+    first, so a sidecar never points at a half-written ``.ckpt``. Returns the ``.ckpt`` path.
+    """
+    import mindspore as ms
+
+    path = _ckpt_path(path)
+    if path.suffix != ".ckpt":
+        path = path.with_suffix(".ckpt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"name": p.name, "data": p} for p in net.get_parameters()]
+    if optimizer is not None:
+        entries += [{"name": OPTIMIZER_PREFIX + p.name, "data": p}
+                    for p in optimizer_state_params(optimizer)]
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
+    try:
+        ms.save_checkpoint(entries, str(tmp))
+        os.replace(tmp, path)
+    except Exception as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise CheckpointError(f"{path}: cannot write checkpoint ({exc})") from exc
+    doc = {"format_version": FORMAT_VERSION, **meta.to_dict()}
+    if train_state is not None:
+        doc["train_state"] = train_state
+    _atomic_write_json(sidecar_path(path), doc)
+    logger.info("saved checkpoint %s (epoch %d)", path, meta.epoch)
+    return path
+
+
+def _read_sidecar(path: PathLike) -> Dict[str, Any]:
+    ckpt = _ckpt_path(path)
+    side = sidecar_path(ckpt)
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    if not side.exists():
+        raise CheckpointError(f"{ckpt}: metadata sidecar {side.name} not found "
+                              "(not a RoadSeg checkpoint?)")
+    try:
+        with open(side, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{side}: unreadable checkpoint metadata ({exc})") from exc
+    if not isinstance(doc, dict) or "model" not in doc or "num_classes" not in doc:
+        raise CheckpointError(f"{side}: not RoadSeg checkpoint metadata "
+                              "(needs 'model' and 'num_classes')")
+    return doc
+
+
+def read_metadata(path: PathLike) -> CheckpointMeta:
+    """The :class:`CheckpointMeta` of checkpoint ``path`` (``.ckpt`` or its ``.json``).
+
+    Raises :class:`CheckpointError` naming the file when either file is missing or the sidecar
+    is unreadable or not checkpoint metadata.
+    """
+    doc = _read_sidecar(path)
+    try:
+        return CheckpointMeta.from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{sidecar_path(path)}: invalid checkpoint metadata ({exc})") from exc
+
+
+def read_train_state(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The ``train_state`` dict saved with checkpoint ``path``, or ``None``."""
+    return _read_sidecar(path).get("train_state")
+
+
+def _load_param_dict(path: PathLike) -> Dict[str, Any]:
+    import mindspore as ms
+
+    ckpt = _ckpt_path(path)
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    try:
+        return ms.load_checkpoint(str(ckpt))
+    except Exception as exc:  # MindSpore raises ValueError/RuntimeError for broken files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{ckpt}: not a readable MindSpore checkpoint ({msg})") from exc
+
+
+def load_weights(net, path: PathLike, strict: bool = True,
+                 allow_head_mismatch: bool = False) -> LoadReport:
+    """Load the network weights of checkpoint ``path`` into ``net`` (in place).
+
+    ``strict``: every network parameter must be in the checkpoint and every checkpoint weight
+    must be used, otherwise :class:`CheckpointError`. ``allow_head_mismatch``: parameters whose
+    shape differs (the classifier head when fine-tuning to another class count) keep their
+    fresh initialisation and are reported in ``LoadReport.skipped_mismatch``; without it a
+    shape mismatch is an error. Optimizer entries in the file are ignored here.
+    """
+    import mindspore as ms
+
+    ckpt = _ckpt_path(path)
+    raw = _load_param_dict(ckpt)
+    weights = {k: v for k, v in raw.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    params = {p.name: p for p in net.get_parameters()}
+    mismatched = sorted(k for k, p in params.items()
+                        if k in weights and tuple(weights[k].shape) != tuple(p.shape))
+    if mismatched and not allow_head_mismatch:
+        k = mismatched[0]
+        raise CheckpointError(
+            f"{ckpt}: parameter {k} has shape {tuple(weights[k].shape)} in the checkpoint but "
+            f"{tuple(params[k].shape)} in the network ({len(mismatched)} mismatched; "
+            "different class count? fine-tune with allow_head_mismatch)")
+    missing = sorted(k for k in params if k not in weights)
+    unexpected = sorted(k for k in weights if k not in params)
+    if strict and (missing or unexpected):
+        what = (f"{len(missing)} network parameters missing (e.g. {missing[0]})" if missing
+                else f"{len(unexpected)} unused checkpoint weights (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{ckpt}: does not fit the network: {what}")
+    to_load = {k: v for k, v in weights.items() if k in params and k not in mismatched}
+    ms.load_param_into_net(net, to_load, strict_load=False)
+    if mismatched:
+        logger.warning("%s: skipped %d parameters with a different shape (head): %s", ckpt,
+                       len(mismatched), ", ".join(mismatched))
+    if missing:
+        logger.warning("%s: %d network parameters not in the checkpoint", ckpt, len(missing))
+    return LoadReport(tuple(sorted(to_load)), tuple(mismatched), tuple(missing), tuple(unexpected))
+
+
+def load_optimizer_state(optimizer, path: PathLike) -> int:
+    """Restore the optimizer state saved with ``save_checkpoint(..., optimizer=...)``.
+
+    Returns the number of state tensors restored; raises :class:`CheckpointError` when the file
+    has no optimizer state or it does not fit ``optimizer`` (other optimizer or network).
+    """
+    import mindspore as ms
+
+    raw = _load_param_dict(path)
+    state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in raw.items()
+             if k.startswith(OPTIMIZER_PREFIX)}
+    if not state:
+        raise CheckpointError(f"{_ckpt_path(path)}: has no optimizer state")
+    own = optimizer_state_params(optimizer)
+    names = {p.name for p in own}
+    missing = sorted(names - set(state))
+    if missing:
+        raise CheckpointError(f"{_ckpt_path(path)}: optimizer state does not fit "
+                              f"({len(missing)} entries missing, e.g. {missing[0]})")
+    for p in own:
+        v = state[p.name]
+        if tuple(v.shape) != tuple(p.shape):
+            raise CheckpointError(f"{_ckpt_path(path)}: optimizer entry {p.name} has shape "
+                                  f"{tuple(v.shape)}, expected {tuple(p.shape)}")
+        p.set_data(ms.Tensor(v.asnumpy(), dtype=p.dtype))
+    return len(own)
+
+
+def load_model(path: PathLike, aux: bool = False):
+    """Build the network named in the metadata of ``path`` through the registry and load its
+    weights (every network parameter must be in the file; auxiliary-head weights of a
+    training-time network are ignored). Returns ``(net, meta)``; ``net`` is in inference mode
+    (``set_train(False)``)."""
+    from .registry import create_model
+
+    meta = read_metadata(path)
+    net = create_model(meta.model, num_classes=meta.num_classes, in_channels=meta.in_channels,
+                       aux=aux, **dict(meta.model_kwargs))
+    report = load_weights(net, path, strict=False)
+    if report.missing:
+        raise CheckpointError(f"{_ckpt_path(path)}: does not fit {meta.model}: "
+                              f"{len(report.missing)} network parameters missing "
+                              f"(e.g. {report.missing[0]})")
+    if report.unexpected:  # e.g. auxiliary heads of a training-time network
+        logger.info("%s: ignored %d weights unused at inference (aux heads)", path,
+                    len(report.unexpected))
+    net.set_train(False)
+    return net, meta
+
+
+__all__ = ["CheckpointMeta", "LoadReport", "save_checkpoint", "read_metadata", "read_train_state",
+           "load_weights", "load_optimizer_state", "load_model", "sidecar_path",
+           "OPTIMIZER_PREFIX", "optimizer_state_params"]
