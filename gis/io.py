@@ -84,7 +84,7 @@ def utm_crs_for_lonlat(lon: float, lat: float) -> CRS:
 def _centre_lonlat(crs: CRS, transform: Affine, width: int, height: int) -> Tuple[float, float]:
     from pyproj import Transformer
 
-    x, y = transform * (width / 2.0, height / 2.0)
+    x, y = transform @ (width / 2.0, height / 2.0)
     if crs.is_geographic and crs.to_epsg() == 4326:
         return float(x), float(y)
     tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -110,7 +110,7 @@ def _resolution_m(
     utm = utm_crs_for_lonlat(lon, lat)
     tr = Transformer.from_crs(crs, utm, always_xy=True)
     cx, cy = width / 2.0, height / 2.0
-    pts = [transform * (cx, cy), transform * (cx + 1, cy), transform * (cx, cy + 1)]
+    pts = [transform @ (cx, cy), transform @ (cx + 1, cy), transform @ (cx, cy + 1)]
     xs, ys = tr.transform([p[0] for p in pts], [p[1] for p in pts])
     rx = math.hypot(xs[1] - xs[0], ys[1] - ys[0])
     ry = math.hypot(xs[2] - xs[0], ys[2] - ys[0])
@@ -580,7 +580,7 @@ def read_overview(
             band = np.nan_to_num(f[k], nan=a)
             rgb8[k] = np.clip((band - a) / (z - a) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     rgb8 = np.where(valid[None], rgb8, 0).astype(np.uint8)
-    transform = ds.transform * Affine.scale(ds.width / ow, ds.height / oh)
+    transform = ds.transform @ Affine.scale(ds.width / ow, ds.height / oh)
     return Overview(
         rgb=np.ascontiguousarray(np.moveaxis(rgb8, 0, -1)),
         valid=valid,

@@ -1,0 +1,262 @@
+"""gis.io: opening, describing, reading, normalising and writing rasters."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from gis.errors import CRSError, GisError, OutputDirError, OutputExistsError, RasterReadError
+from gis.io import (
+    compute_stretch,
+    default_overview_count,
+    make_normalizer,
+    normalize,
+    open_raster,
+    read_overview,
+    read_window,
+    utm_crs_for_lonlat,
+    write_cog,
+)
+from gis_fixtures import random_image, truncate_file, utm_transform, write_geotiff
+
+
+# ------------------------------------------------------------------ open_raster
+def test_open_raster_utm_uint8(tmp_path):
+    p = write_geotiff(tmp_path / "a.tif", random_image((3, 32, 48)), transform=utm_transform(0.5),
+                      descriptions=["r", "g", "b"])
+    info = open_raster(p)
+    assert (info.width, info.height, info.count) == (48, 32, 3)
+    assert info.dtypes == ("uint8",) * 3
+    assert info.crs == CRS.from_epsg(32633)
+    assert info.transform.a == 0.5
+    assert info.resolution_m == pytest.approx((0.5, 0.5))
+    assert info.pixel_area_m2 == pytest.approx(0.25)
+    assert info.band_descriptions == ("r", "g", "b")
+    assert not info.has_alpha and info.nodata is None
+    assert info.default_bands == (1, 2, 3)
+    assert info.utm_crs() == CRS.from_epsg(32633)
+
+
+def test_open_raster_geographic_resolution_in_metres(tmp_path):
+    p = write_geotiff(tmp_path / "g.tif", random_image((1, 16, 16), "uint16"), crs="EPSG:4326")
+    info = open_raster(p)
+    assert info.is_geographic
+    assert info.utm_crs() == CRS.from_epsg(32611)  # Las Vegas
+    # 2.7e-6 deg: ~0.30 m north-south, times cos(36.24 deg) east-west
+    assert info.resolution_m[1] == pytest.approx(0.2996, rel=0.01)
+    assert info.resolution_m[0] == pytest.approx(0.2996 * np.cos(np.radians(36.24)), rel=0.01)
+
+
+def test_utm_zone_helper():
+    assert utm_crs_for_lonlat(15.0, 45.0) == CRS.from_epsg(32633)
+    assert utm_crs_for_lonlat(-77.0, 24.0) == CRS.from_epsg(32618)
+    assert utm_crs_for_lonlat(151.2, -33.9) == CRS.from_epsg(32756)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RasterReadError, match="not found") as ei:
+        open_raster(tmp_path / "nope.tif")
+    assert "nope.tif" in str(ei.value)
+    assert isinstance(ei.value, OSError) and isinstance(ei.value, GisError)
+
+
+def test_not_a_raster(tmp_path):
+    p = tmp_path / "notes.tif"
+    p.write_text("this is not a tiff")
+    with pytest.raises(RasterReadError, match="not a raster") as ei:
+        open_raster(p)
+    assert "notes.tif" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_truncated_file_is_caught_at_open(tmp_path):
+    p = write_geotiff(tmp_path / "full.tif", random_image((3, 200, 200)))
+    t = truncate_file(p, tmp_path / "half.tif", 0.5)
+    with pytest.raises(RasterReadError, match="truncated") as ei:
+        open_raster(t)
+    assert "half.tif" in str(ei.value)
+
+
+def test_truncated_file_is_caught_at_read(tmp_path):
+    p = write_geotiff(tmp_path / "full.tif", random_image((3, 200, 200)))
+    t = truncate_file(p, tmp_path / "half.tif", 0.5)
+    with pytest.raises(RasterReadError, match="half.tif"):
+        read_window(t, Window(0, 0, 200, 200))
+
+
+def test_no_crs_refused_unless_pixel_coords(tmp_path):
+    p = write_geotiff(tmp_path / "nocrs.tif", random_image((1, 8, 8)), crs=None,
+                      transform=utm_transform())
+    with pytest.raises(CRSError, match="no CRS") as ei:
+        open_raster(p)
+    assert "nocrs.tif" in str(ei.value)
+    info = open_raster(p, allow_pixel_coords=True)
+    assert info.crs is None and info.resolution_m is None
+    with pytest.raises(CRSError):
+        info.utm_crs()
+
+
+# ------------------------------------------------------------------ read_window
+def test_read_window_boundless_and_band_selection(tmp_path):
+    img = random_image((4, 20, 30))
+    p = write_geotiff(tmp_path / "a.tif", img)
+    with rasterio.open(p) as ds:
+        data, valid = read_window(ds, Window(25, -3, 10, 10), bands=(3, 1))
+    assert data.dtype == np.float32 and data.shape == (2, 10, 10)
+    np.testing.assert_array_equal(data[0, 3:, :5], img[2, :7, 25:30])
+    np.testing.assert_array_equal(data[1, 3:, :5], img[0, :7, 25:30])
+    assert (data[:, :3] == 0).all() and (data[:, :, 5:] == 0).all()
+    assert valid[3:, :5].all() and not valid[:3].any() and not valid[:, 5:].any()
+    with pytest.raises(ValueError, match="1-based"):
+        read_window(p, Window(0, 0, 4, 4), bands=(0,))
+
+
+def test_valid_mask_from_nodata(tmp_path):
+    img = random_image((3, 16, 16))
+    img[:, :4, :] = 0  # nodata rows
+    img[0, 10, 10] = 0  # a single zero band value is still data
+    p = write_geotiff(tmp_path / "nd.tif", img, nodata=0)
+    data, valid = read_window(p, Window(0, 0, 16, 16))
+    assert not valid[:4].any() and valid[4:].all()
+
+
+def test_valid_mask_from_alpha_band(tmp_path):
+    img = random_image((4, 16, 16))
+    img[3] = 255
+    img[3, :, :6] = 0
+    p = write_geotiff(tmp_path / "alpha.tif", img, alpha_band=4)
+    info = open_raster(p)
+    assert info.has_alpha and info.alpha_band == 4 and info.default_bands == (1, 2, 3)
+    _, valid = read_window(p, Window(0, 0, 16, 16), bands=info.default_bands)
+    assert not valid[:, :6].any() and valid[:, 6:].all()
+
+
+def test_valid_mask_from_internal_mask(tmp_path):
+    m = np.ones((16, 16), bool)
+    m[10:, 10:] = False
+    p = write_geotiff(tmp_path / "mask.tif", random_image((1, 16, 16), "float32"), internal_mask=m)
+    info = open_raster(p)
+    assert info.has_mask
+    _, valid = read_window(p, Window(0, 0, 16, 16))
+    assert (valid == m).all()
+
+
+# ------------------------------------------------------------------ normalisation
+def test_normalize_uint8_with_mean_std():
+    x = np.full((3, 2, 2), 255, np.uint8)
+    out = normalize(x, "uint8", mean=[0.5, 0.5, 0.5], std=[0.25, 0.5, 1.0])
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0, 0], [2.0, 1.0, 0.5])
+    with pytest.raises(ValueError, match="mean"):
+        normalize(x, "uint8", mean=[0.5, 0.5])
+
+
+def test_percentile_stretch_is_global_not_per_tile(tmp_path):
+    img = np.zeros((1, 64, 64), np.uint16)
+    img[0] = np.linspace(100, 2000, 64, dtype=np.uint16)[None, :]  # left dark, right bright
+    p = write_geotiff(tmp_path / "u16.tif", img)
+    lo, hi = compute_stretch(p)
+    assert lo[0] == pytest.approx(np.percentile(img, 2), rel=0.02)
+    assert hi[0] == pytest.approx(np.percentile(img, 98), rel=0.02)
+    norm = make_normalizer(open_raster(p))
+    assert norm.method == "percentile"
+    left, _ = read_window(p, Window(0, 0, 32, 64))
+    right, _ = read_window(p, Window(32, 0, 32, 64))
+    nl, nr = norm(left), norm(right)
+    # the same raw value maps to the same output in both tiles; dark tile stays dark
+    assert nl.max() < 0.6 and nr.min() > 0.4
+    assert 0.0 <= nl.min() and nr.max() <= 1.0
+    np.testing.assert_allclose(nl, np.clip((left - lo[0]) / (hi[0] - lo[0]), 0, 1), atol=1e-6)
+
+
+def test_make_normalizer_picks_method_by_dtype(tmp_path):
+    p8 = write_geotiff(tmp_path / "u8.tif", random_image((3, 8, 8)))
+    pf = write_geotiff(tmp_path / "f.tif", random_image((1, 8, 8), "float32"))
+    assert make_normalizer(p8).method == "uint8"
+    assert make_normalizer(pf).method == "percentile"
+
+
+# ------------------------------------------------------------------ overview
+def test_read_overview_decimates(tmp_path):
+    p = write_geotiff(tmp_path / "big.tif", random_image((1, 300, 200), "uint16"))
+    ov = read_overview(p, max_size=100)
+    assert ov.rgb.shape == (100, 67, 3) and ov.rgb.dtype == np.uint8
+    assert (ov.rgb[..., 0] == ov.rgb[..., 2]).all()  # grey
+    assert ov.scale == pytest.approx(3.0)
+    assert ov.transform.a == pytest.approx(200 / 67)
+
+
+# ------------------------------------------------------------------ COG writing
+def _is_cog(path):
+    with rasterio.open(path) as ds:
+        return ds.profile.get("tiled") and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_write_cog_layout_and_georeference(tmp_path):
+    arr = random_image((1, 600, 600))
+    out = write_cog(tmp_path / "c.tif", arr, crs="EPSG:32633", transform=utm_transform(2.0),
+                    nodata=255)
+    with rasterio.open(out) as ds:
+        assert ds.profile["tiled"] and ds.block_shapes[0] == (512, 512)
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.compression.name.upper() == "DEFLATE"
+        assert ds.overviews(1) == [2, 4][: default_overview_count(600, 600)]
+        assert ds.crs == CRS.from_epsg(32633) and ds.transform == utm_transform(2.0)
+        assert ds.nodata == 255
+        np.testing.assert_array_equal(ds.read(), arr)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.tif"]  # no temporaries left
+
+
+def test_write_cog_refuses_overwrite(tmp_path):
+    target = tmp_path / "c.tif"
+    write_cog(target, np.zeros((8, 8), np.uint8), crs="EPSG:32633", transform=utm_transform())
+    before = target.read_bytes()
+    with pytest.raises(OutputExistsError, match="c.tif"):
+        write_cog(target, np.ones((8, 8), np.uint8), crs="EPSG:32633", transform=utm_transform())
+    assert target.read_bytes() == before
+    write_cog(target, np.ones((8, 8), np.uint8), crs="EPSG:32633", transform=utm_transform(),
+              overwrite=True)
+    with rasterio.open(target) as ds:
+        assert ds.read(1).min() == 1
+    with pytest.raises(OutputDirError):
+        write_cog(tmp_path / "missing" / "x.tif", np.ones((8, 8), np.uint8), crs=None,
+                  transform=utm_transform())
+
+
+# ------------------------------------------------------------------ real files
+def test_real_landsat_utm_nodata(shared_data):
+    p = shared_data / "geotiff" / "RGB.byte.tif"
+    info = open_raster(p)
+    assert info.crs == CRS.from_epsg(32618) and info.nodata == 0
+    assert info.resolution_m[0] == pytest.approx(300.04, abs=0.01)
+    win = Window(0, 0, info.width, info.height)
+    data, valid = read_window(p, win)
+    assert not valid[0, 0]  # the corner is nodata
+    assert (data[:, ~valid] == 0).all()
+    with rasterio.open(p) as ds:
+        expected = ds.dataset_mask(window=win) > 0
+    assert (valid == expected).all() and 0 < valid.mean() < 1
+
+
+def test_real_vegas_geographic_four_bands(shared_data):
+    p = shared_data / "geotiff" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+    info = open_raster(p)
+    assert info.crs == CRS.from_epsg(4326) and info.count == 4
+    assert info.has_alpha and info.default_bands == (1, 2, 3)
+    assert info.resolution_m[1] == pytest.approx(0.3, abs=0.01)
+    assert info.utm_crs() == CRS.from_epsg(32611)
+    ov = read_overview(p, max_size=128)
+    assert max(ov.rgb.shape[:2]) == 128 and ov.rgb.std() > 5
+
+
+def test_real_uint16_eleven_bit(shared_data):
+    p = shared_data / "geotiff" / "road_mask_input.tif"
+    info = open_raster(p)
+    assert info.dtypes == ("uint16",)
+    norm = make_normalizer(info)
+    assert norm.method == "percentile"
+    assert 0 < norm.lo[0] < norm.hi[0] <= 2047
+    data, _ = read_window(p, Window(600, 600, 64, 64))
+    out = norm(data)
+    assert out.min() >= 0 and out.max() <= 1 and out.std() > 0.01
