@@ -30,6 +30,7 @@ from typing import Sequence, Tuple, Union
 
 import mindspore as ms
 from mindspore import nn, ops
+from mindspore.ops import constexpr
 
 from ..registry import register_model
 from .layers import bn2d, check_input_size, conv2d, resize_bilinear
@@ -198,6 +199,12 @@ def _reference_layer3_dilation(backbone: nn.Cell, dilation: int = 2) -> None:
                          dilation=dilation)
 
 
+@constexpr
+def _check_size(h: int, w: int) -> None:
+    """Input-size check evaluated at compile time in GRAPH mode (keeps the error type)."""
+    check_input_size(h, w, DGCNET_STRIDE, "dgcnet")
+
+
 class DGCNet(nn.Cell):
     """DGCNet: deep-stem ResNet (output stride 8) + :class:`DualGCNHead` (+ optional dsn head).
 
@@ -235,7 +242,7 @@ class DGCNet(nn.Cell):
 
     def construct(self, x: ms.Tensor) -> Union[ms.Tensor, Tuple[ms.Tensor, ms.Tensor]]:
         h, w = x.shape[2], x.shape[3]
-        check_input_size(h, w, DGCNET_STRIDE, "dgcnet")
+        _check_size(h, w)
         feats = self.backbone(x)
         out = resize_bilinear(self.head(feats[4]), (h, w), align_corners=True)
         if self.aux and self.training:
