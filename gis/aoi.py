@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CRSLike = Union[CRS, str, int, None]
 
+#: AOI edges closer than this (in pixels) to a pixel boundary snap to it when computing windows
+_SLIVER_PX = 0.01
+
 
 def _as_crs(crs: CRSLike) -> Optional[CRS]:
     if crs is None:
@@ -145,6 +148,8 @@ def bbox_aoi(minx: float, miny: float, maxx: float, maxy: float, crs: CRSLike) -
 def aoi_window(aoi: AOI, raster_info) -> Window:
     """Integer pixel window of the AOI's bounding box, rounded outwards and clipped to the raster.
 
+    Edges within 0.01 px of a pixel boundary snap to it (reprojection noise adds no extra pixels).
+
     Args:
         aoi: the AOI in any CRS (reprojected to the raster CRS here).
         raster_info: a :class:`gis.io.RasterInfo` (uses ``crs``, ``transform``, ``width``,
@@ -163,10 +168,11 @@ def aoi_window(aoi: AOI, raster_info) -> Window:
         )
     geom = a.geometry.intersection(footprint)
     w = rasterio.windows.from_bounds(*geom.bounds, transform=raster_info.transform)
-    c0 = max(0, int(math.floor(w.col_off + 1e-9)))
-    r0 = max(0, int(math.floor(w.row_off + 1e-9)))
-    c1 = min(raster_info.width, int(math.ceil(w.col_off + w.width - 1e-9)))
-    r1 = min(raster_info.height, int(math.ceil(w.row_off + w.height - 1e-9)))
+    eps = _SLIVER_PX  # reprojection noise must not add a whole row/column of pixels
+    c0 = max(0, int(math.floor(w.col_off + eps)))
+    r0 = max(0, int(math.floor(w.row_off + eps)))
+    c1 = min(raster_info.width, int(math.ceil(w.col_off + w.width - eps)))
+    r1 = min(raster_info.height, int(math.ceil(w.row_off + w.height - eps)))
     if c1 <= c0 or r1 <= r0:
         raise AOIError(
             f"{aoi.source or 'AOI'}: AOI overlaps the raster {raster_info.path} by less than a pixel"
