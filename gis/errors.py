@@ -31,3 +31,11 @@ class OutputDirError(GisError, FileNotFoundError):
 
 class InferenceError(GisError, ValueError):
     """A ``predict_fn`` returned something other than ``(N, K, H, W)`` probabilities."""
+
+
+class VectorizeError(GisError, ValueError):
+    """A mask or probability array that cannot be vectorized (wrong shape, no grid match)."""
+
+
+class VectorWriteError(GisError, OSError):
+    """A vector output (GeoPackage, Shapefile, GeoJSON, style) that cannot be written."""

@@ -1,0 +1,449 @@
+"""Skeleton -> topological graph, and the graph clean-up steps of :mod:`gis.vectorize`.
+
+The graph is a :class:`networkx.MultiGraph` whose nodes are junctions and endpoints of a
+one-pixel-wide skeleton and whose edges are the pixel paths between them. Attributes:
+
+* node: ``rc`` float ``(2,)`` pixel (row, col) of the node (centroid of its pixel cluster),
+  ``xy`` float ``(2,)`` the same point in a metric frame (metres, see ``to_metric``).
+* edge: ``start`` (the node id at ``rc[0]``), ``rc`` float ``(N, 2)`` pixel (row, col) path from
+  node to node (both node points included), ``xy`` float ``(N, 2)`` the path in metres,
+  ``length_m`` float, ``bridge`` bool (True where the edge was created by gap bridging).
+
+``to_metric`` is a callable mapping pixel (row, col) ``(N, 2)`` to metric ``(N, 2)`` coordinates
+(projected metres, e.g. the local UTM zone for a geographic raster); :mod:`gis.vectorize` builds it
+from the raster's CRS and transform. All thresholds here are in metres.
+
+The tracing is our own implementation of the usual approach (as in ``sknw``): pixels with a number of
+8-neighbours other than two are node pixels, 8-connected node pixels form one node, and every
+path of two-neighbour pixels between node pixels is one edge; closed loops without any node pixel
+get an artificial node. Memory: a padded copy of the skeleton, a neighbour-count array (uint8) and a
+label array (int32), i.e. about 6 bytes per pixel; the tracing loop is Python, linear in the number of
+skeleton pixels.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Dict, Hashable, List, Optional, Tuple
+
+import networkx as nx
+import numpy as np
+from scipy import ndimage
+
+log = logging.getLogger(__name__)
+
+ToMetric = Callable[[np.ndarray], np.ndarray]
+
+__all__ = [
+    "skeleton_to_graph",
+    "attach_metric",
+    "merge_degree2",
+    "prune_spurs",
+    "bridge_gaps",
+    "remove_small_components",
+    "douglas_peucker",
+    "path_length",
+]
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def path_length(xy: np.ndarray) -> float:
+    """Length of a polyline ``(N, 2)`` in its own units (0 for fewer than two points)."""
+    xy = np.asarray(xy, dtype=float)
+    if len(xy) < 2:
+        return 0.0
+    return float(np.hypot(*np.diff(xy, axis=0).T).sum())
+
+
+def skeleton_to_graph(skeleton: np.ndarray) -> nx.MultiGraph:
+    """Trace a one-pixel-wide skeleton into a graph of nodes and pixel-path edges.
+
+    Args:
+        skeleton: bool/uint8 ``(H, W)``, non-zero = skeleton pixel (8-connected, as produced by
+            :func:`skimage.morphology.skeletonize`).
+
+    Returns:
+        MultiGraph with node attribute ``rc`` and edge attributes ``start`` and ``rc`` (pixel
+        (row, col) coordinates, see the module docstring). No metric attributes yet: call
+        :func:`attach_metric`.
+    """
+    sk = np.pad(np.asarray(skeleton) != 0, 1)
+    h, w = sk.shape
+    kernel = np.ones((3, 3), dtype=np.uint8)
+    kernel[1, 1] = 0
+    nbcount = ndimage.convolve(sk.astype(np.uint8), kernel, mode="constant")
+    node_px = sk & (nbcount != 2)
+    labels, n_nodes = ndimage.label(node_px, structure=_EIGHT)
+    flat = sk.ravel()
+    lab = labels.ravel()
+    offsets = np.array([-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1])
+
+    g = nx.MultiGraph()
+    if n_nodes:
+        idx = np.arange(1, n_nodes + 1)
+        rows, cols = np.nonzero(node_px)
+        # centroids (in unpadded pixel coordinates)
+        cnt = np.bincount(labels[rows, cols], minlength=n_nodes + 1)[1:].astype(float)
+        rsum = np.bincount(labels[rows, cols], weights=rows, minlength=n_nodes + 1)[1:]
+        csum = np.bincount(labels[rows, cols], weights=cols, minlength=n_nodes + 1)[1:]
+        for i, r, c, k in zip(idx, rsum, csum, cnt):
+            g.add_node(int(i), rc=np.array([r / k - 1.0, c / k - 1.0]))
+
+    visited = np.zeros(flat.shape, dtype=bool)
+
+    def rc_of(p: int) -> Tuple[float, float]:
+        return (p // w - 1.0, p % w - 1.0)
+
+    def trace(start_px: int, first: int, start_label: int) -> Optional[Tuple[List[int], int]]:
+        """Walk from node pixel ``start_px`` through ``first``; return (path, end label)."""
+        path = [first]
+        visited[first] = True
+        prev, cur = start_px, first
+        while True:
+            nxt = -1
+            end_label = 0
+            for o in offsets:
+                q = cur + o
+                if q == prev or not flat[q]:
+                    continue
+                if lab[q]:
+                    if len(path) == 1 and lab[q] == start_label:
+                        continue  # touches its own start cluster again
+                    end_label = int(lab[q])
+                    break
+                if not visited[q]:
+                    nxt = q
+            if end_label:
+                return path, end_label
+            if nxt < 0:
+                return None  # dead end inside a junction cluster: tiny, dropped
+            visited[nxt] = True
+            path.append(nxt)
+            prev, cur = cur, nxt
+
+    node_pixels = np.flatnonzero(lab)
+    for p in node_pixels:
+        lp = int(lab[p])
+        for o in offsets:
+            q = p + o
+            if not flat[q] or lab[q] or visited[q]:
+                continue
+            res = trace(int(p), int(q), lp)
+            if res is None:
+                continue
+            path, le = res
+            pts = [g.nodes[lp]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[le]["rc"]]
+            g.add_edge(lp, le, start=lp, rc=np.array(pts, dtype=float), bridge=False)
+
+    # closed loops without node pixels: every remaining skeleton pixel has two neighbours
+    rest = np.flatnonzero(flat & ~visited & (lab == 0))
+    next_id = n_nodes + 1
+    for p in rest:
+        if visited[p]:
+            continue
+        visited[p] = True
+        nid = next_id
+        next_id += 1
+        g.add_node(nid, rc=np.array(rc_of(int(p))))
+        nbrs = [int(p + o) for o in offsets if flat[p + o]]
+        # walk from p along one neighbour until we come back next to p
+        path: List[int] = []
+        prev, cur = int(p), nbrs[0] if nbrs else -1
+        while cur >= 0 and not visited[cur]:
+            visited[cur] = True
+            path.append(cur)
+            cand = [int(cur + o) for o in offsets if flat[cur + o] and cur + o != prev]
+            nxt = next((c for c in cand if not visited[c]), -1)
+            prev, cur = cur, nxt
+        if len(path) >= 2:
+            pts = [g.nodes[nid]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[nid]["rc"]]
+            g.add_edge(nid, nid, start=nid, rc=np.array(pts, dtype=float), bridge=False)
+    log.debug("skeleton traced: %d nodes, %d edges", g.number_of_nodes(), g.number_of_edges())
+    return g
+
+
+def attach_metric(g: nx.MultiGraph, to_metric: ToMetric) -> nx.MultiGraph:
+    """Add ``xy`` (metres) to nodes and edges and ``length_m`` to edges, in place; returns ``g``."""
+    if g.number_of_nodes():
+        ids = list(g.nodes)
+        xy = to_metric(np.array([g.nodes[n]["rc"] for n in ids], dtype=float))
+        for n, p in zip(ids, xy):
+            g.nodes[n]["xy"] = np.asarray(p, dtype=float)
+    edges = list(g.edges(keys=True, data=True))
+    if edges:
+        sizes = [len(d["rc"]) for _, _, _, d in edges]
+        allxy = to_metric(np.concatenate([d["rc"] for _, _, _, d in edges]))
+        splits = np.cumsum(sizes)[:-1]
+        for (_, _, _, d), xy in zip(edges, np.split(allxy, splits)):
+            d["xy"] = xy
+            d["length_m"] = path_length(xy)
+    return g
+
+
+def _oriented(d: dict, from_node: Hashable, key: str) -> np.ndarray:
+    """Edge array ``key`` oriented so that it starts at ``from_node``."""
+    arr = d[key]
+    return arr if d["start"] == from_node else arr[::-1]
+
+
+def merge_degree2(g: nx.MultiGraph) -> int:
+    """Merge every node of degree 2 (not a self-loop) into one edge, in place; returns the count.
+
+    Needs the metric attributes (:func:`attach_metric`). A merged edge is a bridge only if both
+    parts were.
+    """
+    merged = 0
+    for n in list(g.nodes):
+        if n not in g or g.degree(n) != 2:
+            continue
+        inc = list(g.edges(n, keys=True, data=True))
+        if len(inc) != 2 or any(u == v for u, v, _, _ in inc):
+            continue
+        (_, a, ka, da), (_, b, kb, db) = inc
+        # path a -> n -> b
+        rc = np.concatenate([_oriented(da, a, "rc"), _oriented(db, n, "rc")[1:]])
+        xy = np.concatenate([_oriented(da, a, "xy"), _oriented(db, n, "xy")[1:]])
+        attrs = dict(
+            start=a,
+            rc=rc,
+            xy=xy,
+            length_m=da["length_m"] + db["length_m"],
+            bridge=bool(da.get("bridge") and db.get("bridge")),
+        )
+        g.remove_edge(n, a, ka)
+        g.remove_edge(n, b, kb)
+        g.remove_node(n)
+        g.add_edge(a, b, **attrs)
+        merged += 1
+    return merged
+
+
+def prune_spurs(g: nx.MultiGraph, spur_length_m: float, max_passes: int = 5) -> int:
+    """Remove dangling edges shorter than ``spur_length_m`` that hang off a junction, in place.
+
+    A spur is an edge with one end of degree 1 and the other of degree >= 3. After each pass
+    degree-2 nodes are merged, and passes repeat (at most ``max_passes``) until nothing changes.
+    Isolated short segments (both ends degree 1) are left to :func:`remove_small_components`.
+    Returns the number of edges removed.
+    """
+    removed = 0
+    for _ in range(max_passes):
+        spurs = []
+        for u, v, k, d in g.edges(keys=True, data=True):
+            if u == v or d["length_m"] >= spur_length_m:
+                continue
+            du, dv = g.degree(u), g.degree(v)
+            if (du == 1 and dv >= 3) or (dv == 1 and du >= 3):
+                spurs.append((u, v, k, u if du == 1 else v))
+        if not spurs:
+            break
+        for u, v, k, leaf in spurs:
+            if g.has_edge(u, v, k):
+                g.remove_edge(u, v, k)
+                if g.degree(leaf) == 0:
+                    g.remove_node(leaf)
+        removed += len(spurs)
+        merge_degree2(g)
+    for n in [n for n in g.nodes if g.degree(n) == 0]:
+        g.remove_node(n)
+    return removed
+
+
+def _unit(v: np.ndarray) -> Optional[np.ndarray]:
+    n = float(np.hypot(*v))
+    return None if n == 0 else v / n
+
+
+def _dangling_direction(xy_from_end: np.ndarray, probe_m: float) -> Optional[np.ndarray]:
+    """Unit direction pointing out of a dangling end; ``xy_from_end[0]`` is the end point."""
+    seg = np.hypot(*np.diff(xy_from_end, axis=0).T)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    i = int(np.searchsorted(cum, probe_m))
+    i = min(max(i, 1), len(xy_from_end) - 1)
+    return _unit(xy_from_end[0] - xy_from_end[i])
+
+
+def bridge_gaps(
+    g: nx.MultiGraph,
+    to_metric: ToMetric,
+    gap_m: float,
+    collinear_gap_m: float,
+    collinear_angle_deg: float,
+    direction_probe_m: float = 10.0,
+    snap_m: float = 1.0,
+) -> int:
+    """Join dangling ends (degree-1 nodes) to the nearest qualifying point of the network, in place.
+
+    A target point (any vertex of any edge, including other dangling ends) qualifies when it is
+    closer than ``gap_m``, or closer than ``collinear_gap_m`` and the joining segment deviates by at
+    most ``collinear_angle_deg`` from the direction of the dangling edge (measured over its last
+    ``direction_probe_m``). Targets already reachable through the network within three times the gap
+    (plus ``snap_m``) are skipped: such a join would only add a shortcut. A target inside an edge
+    splits that edge (targets within ``snap_m`` of an edge's node snap to the node). Each end joins at
+    most once and two ends never join each other twice. Returns the number of bridges added.
+    """
+    from shapely import STRtree, points
+    from shapely.geometry import LineString
+
+    ends = [n for n in g.nodes if g.degree(n) == 1]
+    if not ends:
+        return 0
+    edge_list = list(g.edges(keys=True, data=True))
+    lines = [LineString(d["xy"]) if len(d["xy"]) >= 2 else LineString([d["xy"][0], d["xy"][0]])
+             for _, _, _, d in edge_list]
+    tree = STRtree(lines)
+    cos_max = math.cos(math.radians(collinear_angle_deg))
+    reach = max(gap_m, collinear_gap_m)
+
+    proposals = []  # (distance, end node, edge index, vertex index)
+    for e in ends:
+        exy = g.nodes[e]["xy"]
+        (_, other, k, d) = next(iter(g.edges(e, keys=True, data=True)))
+        own = _oriented(d, e, "xy")
+        direction = _dangling_direction(own, direction_probe_m)
+        near = tree.query(points(exy).buffer(reach))
+        if len(near) == 0:
+            continue
+        dist_net = nx.single_source_dijkstra_path_length(
+            g, e, cutoff=3 * reach + snap_m, weight="length_m"
+        )
+        best = None
+        for ei in near:
+            u, v, kk, dd = edge_list[int(ei)]
+            xy = dd["xy"]
+            vec = xy - exy
+            dist = np.hypot(vec[:, 0], vec[:, 1])
+            ok = dist <= gap_m
+            if direction is not None and collinear_gap_m > 0:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cosang = (vec @ direction) / dist
+                ok |= (dist <= collinear_gap_m) & (cosang >= cos_max)
+            ok &= dist > 0
+            if not ok.any():
+                continue
+            # network distance from e to each vertex of this edge
+            seg = np.hypot(*np.diff(xy, axis=0).T)
+            s = np.concatenate([[0.0], np.cumsum(seg)])
+            a = dd["start"]
+            b = v if a == u else u
+            da = dist_net.get(a, math.inf)
+            db = dist_net.get(b, math.inf)
+            net = np.minimum(da + s, db + (s[-1] - s))
+            ok &= net > 3 * dist + snap_m
+            if not ok.any():
+                continue
+            cand = np.flatnonzero(ok)
+            j = int(cand[np.argmin(dist[cand])])
+            if best is None or dist[j] < best[0]:
+                best = (float(dist[j]), e, int(ei), j)
+        if best is not None:
+            proposals.append(best)
+
+    proposals.sort()
+    used_ends = set()
+    joined_pairs = set()
+    joins = []  # (end node, target) with target ("node", id) or ("split", edge index, vertex index)
+    for dist, e, ei, j in proposals:
+        if e in used_ends:
+            continue
+        u, v, k, d = edge_list[ei]
+        s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(d["xy"], axis=0).T))])
+        if s[j] <= snap_m:
+            target = ("node", d["start"])
+        elif s[-1] - s[j] <= snap_m:
+            target = ("node", v if d["start"] == u else u)
+        else:
+            target = ("split", ei, j)
+        if target[0] == "node":
+            t = target[1]
+            if t == e or frozenset((e, t)) in joined_pairs:
+                continue
+            joined_pairs.add(frozenset((e, t)))
+            if g.degree(t) == 1:
+                used_ends.add(t)
+        used_ends.add(e)
+        joins.append((e, target))
+
+    # split edges at their requested vertices (several per edge possible)
+    splits: Dict[int, List[int]] = {}
+    for _, t in joins:
+        if t[0] == "split":
+            splits.setdefault(t[1], []).append(t[2])
+    split_node: Dict[Tuple[int, int], Hashable] = {}
+    next_id = max((n for n in g.nodes if isinstance(n, int)), default=0) + 1
+    for ei, idxs in splits.items():
+        u, v, k, d = edge_list[ei]
+        a = d["start"]
+        b = v if a == u else u
+        cuts = sorted(set(idxs))
+        g.remove_edge(u, v, k)
+        prev_node, prev_i = a, 0
+        for j in cuts:
+            nid = next_id
+            next_id += 1
+            g.add_node(nid, rc=d["rc"][j].copy(), xy=d["xy"][j].copy())
+            split_node[(ei, j)] = nid
+            rc, xy = d["rc"][prev_i:j + 1], d["xy"][prev_i:j + 1]
+            g.add_edge(prev_node, nid, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
+                       bridge=d.get("bridge", False))
+            prev_node, prev_i = nid, j
+        rc, xy = d["rc"][prev_i:], d["xy"][prev_i:]
+        g.add_edge(prev_node, b, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
+                   bridge=d.get("bridge", False))
+
+    for e, t in joins:
+        tn = t[1] if t[0] == "node" else split_node[(t[1], t[2])]
+        p0, p1 = g.nodes[e]["rc"], g.nodes[tn]["rc"]
+        n = max(2, int(math.ceil(float(np.hypot(*(p1 - p0))))) + 1)
+        rc = np.linspace(p0, p1, n)
+        xy = to_metric(rc)
+        g.add_edge(e, tn, start=e, rc=rc, xy=xy, length_m=path_length(xy), bridge=True)
+    if joins:
+        log.debug("bridged %d gaps", len(joins))
+    return len(joins)
+
+
+def remove_small_components(g: nx.MultiGraph, min_length_m: float) -> int:
+    """Remove connected components whose total edge length is below ``min_length_m``, in place."""
+    removed = 0
+    for comp in list(nx.connected_components(g)):
+        total = sum(d["length_m"] for _, _, d in g.subgraph(comp).edges(data=True))
+        if total < min_length_m:
+            g.remove_nodes_from(comp)
+            removed += 1
+    return removed
+
+
+def douglas_peucker(xy: np.ndarray, tolerance: float) -> np.ndarray:
+    """Indices of the vertices of ``xy`` ``(N, 2)`` kept by Douglas-Peucker at ``tolerance``.
+
+    The first and last vertices are always kept; returns a sorted int array. ``tolerance`` is in the
+    units of ``xy``.
+    """
+    xy = np.asarray(xy, dtype=float)
+    n = len(xy)
+    if n <= 2 or tolerance <= 0:
+        return np.arange(n)
+    keep = np.zeros(n, dtype=bool)
+    keep[0] = keep[-1] = True
+    stack = [(0, n - 1)]
+    while stack:
+        i, j = stack.pop()
+        if j - i < 2:
+            continue
+        p, q = xy[i], xy[j]
+        seg = q - p
+        pts = xy[i + 1:j] - p
+        L = float(np.hypot(*seg))
+        if L == 0:
+            dist = np.hypot(pts[:, 0], pts[:, 1])
+        else:
+            dist = np.abs(seg[0] * pts[:, 1] - seg[1] * pts[:, 0]) / L
+        k = int(np.argmax(dist))
+        if dist[k] > tolerance:
+            m = i + 1 + k
+            keep[m] = True
+            stack.append((i, m))
+            stack.append((m, j))
+    return np.flatnonzero(keep)
