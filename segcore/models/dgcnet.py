@@ -22,17 +22,25 @@ input exactly and the coarse attention map re-aligns with the stride-8 feature m
 raise :class:`~segcore.errors.InputSizeError` naming the size to pad to.
 
 Trainable parameters at 19 classes, 3 input channels: 67,776,723 (72,506,598 with ``aux=True``).
+
+Known differences from the PyTorch release (no effect on parameter shapes): the shared backbone
+uses torchvision's max-pool (no ``ceil_mode``), so sizes divide exactly for multiples of 64 where
+the reference targets ``8k + 1`` crops such as 769; weights start from He-uniform instead of
+PyTorch's default initialisation, so an *untrained* network in inference mode (running BN
+statistics 0/1) produces very large logits. The first block of layer3 is re-dilated here to match
+the reference (torchvision keeps dilation 1 there).
 """
 from __future__ import annotations
 
 import logging
-from typing import Sequence, Tuple, Union
+from typing import Tuple, Union
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.ops import constexpr
 
 from ..registry import register_model
+from .backbones.resnet import resnet
 from .layers import bn2d, check_input_size, conv2d, resize_bilinear
 
 logger = logging.getLogger(__name__)
@@ -226,8 +234,6 @@ class DGCNet(nn.Cell):
         if num_classes < 1 or in_channels < 1:
             raise ValueError(f"DGCNet: num_classes ({num_classes}) and in_channels "
                              f"({in_channels}) must be positive")
-        from .backbones.resnet import resnet
-
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.aux = aux
@@ -239,6 +245,8 @@ class DGCNet(nn.Cell):
         self.head = DualGCNHead(chans[4], 512, num_classes)
         if aux:
             self.dsn = DSNHead(chans[3], num_classes)
+        logger.debug("DGCNet: resnet%d backbone, %d classes, %d input bands, aux=%s", depth,
+                     num_classes, in_channels, aux)
 
     def construct(self, x: ms.Tensor) -> Union[ms.Tensor, Tuple[ms.Tensor, ms.Tensor]]:
         h, w = x.shape[2], x.shape[3]
