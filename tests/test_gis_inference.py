@@ -1,0 +1,315 @@
+"""gis.inference: tiled inference end to end with numpy predict functions (no MindSpore)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.windows
+from pyproj import Transformer
+from rasterio.crs import CRS
+
+from gis.aoi import load_aoi
+from gis.errors import (
+    AOIError,
+    CancelledError,
+    CRSError,
+    InferenceError,
+    OutputExistsError,
+)
+from gis.inference import predict_with_tta, run_tiled_inference, tta_transforms
+from gis.mosaic import MASK_NODATA, MASK_ROAD, PROB_NODATA, PROB_SCALE
+from gis_fixtures import UTM33_ORIGIN, random_image, utm_transform, write_geotiff
+
+
+def identity(batch: np.ndarray) -> np.ndarray:
+    return batch.copy()
+
+
+def channel_mean(batch: np.ndarray) -> np.ndarray:
+    return batch.mean(axis=1, keepdims=True)
+
+
+def sigmoid_pixelwise(batch: np.ndarray) -> np.ndarray:
+    """A per-pixel (hence flip/rotation-equivariant) non-linear 'model'."""
+    z = 6.0 * (batch[:, :1] - 0.5) + 2.0 * (batch[:, 1:2] - batch[:, 2:3])
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def _quantised_float_raster(tmp_path, h=70, w=90, seed=0):
+    """float32 band with values k/254, so that p * 254 rounds back to k exactly."""
+    k = np.random.default_rng(seed).integers(0, PROB_SCALE + 1, size=(1, h, w))
+    arr = (k / PROB_SCALE).astype(np.float32)
+    return write_geotiff(tmp_path / "f.tif", arr, transform=utm_transform(0.5)), k[0]
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.profile, ds.tags(ns="IMAGE_STRUCTURE"), ds.overviews(1)
+
+
+def _listing(d):
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_identity_round_trip_is_exact_and_outputs_are_cogs(tmp_path):
+    src, k = _quantised_float_raster(tmp_path)
+    calls = []
+    res = run_tiled_inference(
+        src, identity, tmp_path / "prob.tif", tmp_path / "mask.tif",
+        tile_size_px=32, overlap_px=8, batch_size=2, normalize="none",
+        on_progress=lambda d, t, s: calls.append((d, t, s)),
+    )
+    prob, prof, tags, _ = _read(res.prob_path)
+    mask, mprof, mtags, _ = _read(res.mask_path)
+    np.testing.assert_array_equal(prob[0], k)  # exact round trip through tiles and blending
+    np.testing.assert_array_equal(mask[0], np.where(k / PROB_SCALE >= 0.5, MASK_ROAD, 0))
+    for p, t in ((prof, tags), (mprof, mtags)):
+        assert p["tiled"] and t.get("LAYOUT") == "COG" and p["dtype"] == "uint8"
+        assert p["crs"] == CRS.from_epsg(32633) and p["transform"] == utm_transform(0.5)
+        assert (p["width"], p["height"]) == (90, 70)
+    assert prof["nodata"] == PROB_NODATA and mprof["nodata"] == MASK_NODATA
+    assert res.tiles == 12 and res.valid_pixels == 70 * 90
+    assert res.positive_pixels == int((k / PROB_SCALE >= 0.5).sum())
+    # progress: per batch, monotonic, then the two COGs
+    inf = [c for c in calls if c[2] == "inference"]
+    assert inf[0] == (0, 12, "inference") and inf[-1] == (12, 12, "inference")
+    assert [d for d, _, _ in inf] == sorted(d for d, _, _ in inf) and len(inf) == 7
+    assert calls[-1] == (2, 2, "writing")
+    assert _listing(tmp_path) == ["f.tif", "mask.tif", "prob.tif"]
+
+
+def test_cog_overviews_present_on_larger_output(tmp_path):
+    src = write_geotiff(tmp_path / "rgb.tif", random_image((3, 600, 600)))
+    res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=256, overlap_px=32, batch_size=2)
+    for path in (res.prob_path, res.mask_path):
+        _, prof, tags, ovr = _read(path)
+        assert tags["LAYOUT"] == "COG" and prof["blockxsize"] == 512
+        assert ovr == [2, 4]
+
+
+@pytest.mark.parametrize("mode", ["flips", "d4"])
+def test_tta_with_equivariant_model_equals_no_tta(tmp_path, mode):
+    x = np.random.default_rng(5).random((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(predict_with_tta(sigmoid_pixelwise, x, mode),
+                               sigmoid_pixelwise(x), atol=1e-6)
+    assert len(tta_transforms(mode)) == {"flips": 3, "d4": 8}[mode]
+    src = write_geotiff(tmp_path / "rgb.tif", random_image((3, 48, 40), seed=3))
+    kw = dict(tile_size_px=32, overlap_px=8, batch_size=2)
+    a = run_tiled_inference(src, sigmoid_pixelwise, tmp_path / "p0.tif", tmp_path / "m0.tif", **kw)
+    b = run_tiled_inference(src, sigmoid_pixelwise, tmp_path / "p1.tif", tmp_path / "m1.tif",
+                            tta=mode, **kw)
+    pa, pb = _read(a.prob_path)[0].astype(int), _read(b.prob_path)[0].astype(int)
+    assert np.abs(pa - pb).max() <= 1 and (pa == pb).mean() > 0.99  # float rounding only
+
+
+def test_tta_inverse_transforms_are_correct():
+    """A model that is *not* equivariant (reads the absolute column) gives the average of its
+    transformed predictions; each inverse must map predictions back to input pixels."""
+    x = np.zeros((1, 1, 4, 4), np.float32)
+
+    def column_model(b):
+        n, _, h, w = b.shape
+        return np.broadcast_to(np.arange(w, dtype=np.float32), (n, 1, h, w)).copy()
+
+    # identity -> c, hflip mapped back -> w-1-c, vflip -> c: mean (c + 3) / 3 per column
+    out = predict_with_tta(column_model, x, "flips")
+    np.testing.assert_allclose(out[0, 0], np.tile((np.arange(4) + 3) / 3, (4, 1)), atol=1e-6)
+    # d4: the 8 transforms map column c to every column/row index equally -> mean 1.5
+    np.testing.assert_allclose(predict_with_tta(column_model, x, "d4"), 1.5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown TTA"):
+        tta_transforms("rot45")
+
+
+def test_nodata_and_alpha_become_output_nodata(tmp_path):
+    img = random_image((4, 40, 40))
+    img[3] = 255
+    img[3, :, :12] = 0  # transparent left strip
+    src = write_geotiff(tmp_path / "a.tif", img, alpha_band=4)
+    seen = []
+
+    def model(b):
+        seen.append(b.shape[1])
+        return channel_mean(b)
+
+    res = run_tiled_inference(src, model, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=32, overlap_px=8, batch_size=4)
+    assert set(seen) == {3} and res.bands == (1, 2, 3)
+    prob = _read(res.prob_path)[0][0]
+    mask = _read(res.mask_path)[0][0]
+    assert (prob[:, :12] == PROB_NODATA).all() and (prob[:, 12:] < PROB_NODATA).all()
+    assert (mask[:, :12] == MASK_NODATA).all() and (mask[:, 12:] != MASK_NODATA).all()
+    assert res.valid_pixels == 40 * 28
+    expected = np.rint(img[:3, :, 12:].astype(np.float32).mean(0) / 255 * PROB_SCALE)
+    assert np.abs(prob[:, 12:] - expected).max() <= 1
+
+
+def test_uint16_band_selection_and_multiclass(tmp_path):
+    src = write_geotiff(tmp_path / "u16.tif", random_image((4, 36, 36), "uint16"), nodata=0)
+
+    def two_class(b):
+        p1 = b[:, :1]
+        return np.concatenate([1 - p1, p1], axis=1)
+
+    res = run_tiled_inference(src, two_class, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=32, overlap_px=8, bands=(4,))
+    prob, prof, _, _ = _read(res.prob_path)
+    mask = _read(res.mask_path)[0][0]
+    assert prof["count"] == 2 and res.num_classes == 2 and res.bands == (4,)
+    assert np.abs(prob.astype(int).sum(0) - PROB_SCALE).max() <= 1
+    decided = prob[1] != prob[0]
+    np.testing.assert_array_equal(mask[decided], (prob[1] > prob[0])[decided].astype(np.uint8))
+    # the stretch maps 2 %..98 % of the band to 0..1
+    assert 0.01 < (prob[1] == 0).mean() < 0.05 and 0.01 < (prob[1] == PROB_SCALE).mean() < 0.05
+
+
+def test_aoi_geojson_in_wgs84_over_utm_raster(tmp_path):
+    src = write_geotiff(tmp_path / "r.tif", random_image((3, 64, 64)), transform=utm_transform(1.0))
+    ox, oy = UTM33_ORIGIN
+    tr = Transformer.from_crs(32633, 4326, always_xy=True)
+    # a triangle inside pixels x 10..50, y 20..60
+    xs, ys = tr.transform([ox + 10, ox + 50, ox + 10], [oy - 20, oy - 20, oy - 60])
+    ring = [[a, b] for a, b in zip(xs, ys)] + [[xs[0], ys[0]]]
+    gj = tmp_path / "aoi.geojson"
+    gj.write_text(json.dumps({"type": "Feature", "properties": {},
+                              "geometry": {"type": "Polygon", "coordinates": [ring]}}))
+    aoi = load_aoi(gj)
+    assert aoi.crs == CRS.from_epsg(4326)
+    res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=32, overlap_px=8, aoi=aoi)
+    assert (res.window.col_off, res.window.row_off, res.window.width, res.window.height) == (10, 20, 40, 40)
+    prob, prof, _, _ = _read(res.prob_path)
+    assert prof["transform"] == rasterio.windows.transform(res.window, utm_transform(1.0))
+    assert prof["transform"].c == ox + 10 and prof["transform"].f == oy - 20
+    inside = prob[0] != PROB_NODATA
+    assert inside[0, 0] and not inside[-1, -1]  # triangle: top-left in, bottom-right out
+    assert inside.mean() == pytest.approx(0.5, abs=0.05)
+    assert res.valid_pixels == int(inside.sum())
+
+    far = tmp_path / "far.geojson"
+    far.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}))
+    with pytest.raises(AOIError, match="does not overlap"):
+        run_tiled_inference(src, channel_mean, tmp_path / "p2.tif", tmp_path / "m2.tif",
+                            aoi=load_aoi(far))
+    assert not (tmp_path / "p2.tif").exists()
+
+
+def _previous_outputs(tmp_path):
+    prob, mask = tmp_path / "prob.tif", tmp_path / "mask.tif"
+    prob.write_bytes(b"previous probabilities")
+    mask.write_bytes(b"previous mask")
+    return prob, mask
+
+
+def test_cancel_leaves_previous_outputs_intact(tmp_path):
+    src, _ = _quantised_float_raster(tmp_path)
+    prob, mask = _previous_outputs(tmp_path)
+    batches = []
+
+    def model(b):
+        batches.append(len(b))
+        return b
+
+    polls = iter([False, False, True])
+    with pytest.raises(CancelledError, match="cancelled after 2 of 12 tiles"):
+        run_tiled_inference(src, model, prob, mask, tile_size_px=32, overlap_px=8, batch_size=2,
+                            normalize="none", overwrite=True, should_cancel=lambda: next(polls))
+    assert batches == [2]  # checked between batches: the second batch was never predicted
+    assert prob.read_bytes() == b"previous probabilities"
+    assert mask.read_bytes() == b"previous mask"
+    assert _listing(tmp_path) == ["f.tif", "mask.tif", "prob.tif"]
+
+
+def test_cancel_during_cog_writing_cleans_up(tmp_path):
+    src, _ = _quantised_float_raster(tmp_path)
+    state = {"writing": False}
+
+    def progress(done, total, stage):
+        state["writing"] = stage == "writing"
+
+    with pytest.raises(CancelledError):
+        run_tiled_inference(src, identity, tmp_path / "p.tif", tmp_path / "m.tif",
+                            tile_size_px=32, overlap_px=8, normalize="none",
+                            on_progress=progress, should_cancel=lambda: state["writing"])
+    assert _listing(tmp_path) == ["f.tif"]
+
+
+def test_failing_model_leaves_no_partial_files(tmp_path):
+    src, _ = _quantised_float_raster(tmp_path)
+    prob, mask = _previous_outputs(tmp_path)
+    n = {"calls": 0}
+
+    def flaky(b):
+        n["calls"] += 1
+        if n["calls"] == 3:
+            raise RuntimeError("device lost")
+        return b
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_tiled_inference(src, flaky, prob, mask, tile_size_px=32, overlap_px=8, batch_size=2,
+                            normalize="none", overwrite=True)
+    assert prob.read_bytes() == b"previous probabilities"
+    assert _listing(tmp_path) == ["f.tif", "mask.tif", "prob.tif"]
+
+
+def test_refuses_to_overwrite_before_any_work(tmp_path):
+    src, _ = _quantised_float_raster(tmp_path)
+    prob, mask = _previous_outputs(tmp_path)
+    called = []
+    with pytest.raises(OutputExistsError, match="prob.tif"):
+        run_tiled_inference(src, lambda b: called.append(1) or b, prob, tmp_path / "new.tif")
+    assert not called and not (tmp_path / "new.tif").exists()
+
+
+def test_bad_model_output_shape(tmp_path):
+    src, _ = _quantised_float_raster(tmp_path)
+    with pytest.raises(InferenceError, match="expected"):
+        run_tiled_inference(src, lambda b: b[:, :, :8], tmp_path / "p.tif", tmp_path / "m.tif",
+                            tile_size_px=32, overlap_px=8, normalize="none")
+    assert _listing(tmp_path) == ["f.tif"]
+
+
+def test_no_crs_needs_allow_pixel_coords(tmp_path):
+    src = write_geotiff(tmp_path / "n.tif", random_image((3, 20, 20)), crs=None,
+                        transform=utm_transform())
+    with pytest.raises(CRSError, match="no CRS"):
+        run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif")
+    res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=16, overlap_px=4, allow_pixel_coords=True)
+    _, prof, _, _ = _read(res.prob_path)
+    assert prof["crs"] is None and res.crs is None
+
+
+def test_does_not_import_segcore_or_mindspore():
+    import subprocess
+
+    code = ("import sys, gis.inference, gis.io, gis.aoi, gis.mosaic, gis.postprocess;"
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('segcore','mindspore')];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_real_vegas_rgb_with_alpha(shared_data, tmp_path):
+    src = shared_data / "geotiff" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+    res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=512, overlap_px=64, batch_size=2, tta="flips")
+    with rasterio.open(src) as s, rasterio.open(res.prob_path) as p:
+        assert p.crs == s.crs and p.transform == s.transform and p.shape == s.shape
+        assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.overviews(1)
+        expected = np.rint(s.read([1, 2, 3]).astype(np.float32).mean(0) / 255 * PROB_SCALE)
+        assert np.abs(p.read(1).astype(int) - expected).max() <= 1
+    assert res.bands == (1, 2, 3) and res.resolution_m[1] == pytest.approx(0.3, abs=0.01)
+
+
+def test_real_uint16_percentile(shared_data, tmp_path):
+    src = shared_data / "geotiff" / "road_mask_input.tif"
+    res = run_tiled_inference(src, identity, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=512, overlap_px=64, batch_size=2)
+    prob = _read(res.prob_path)[0][0]
+    # 2-98 % stretch: ~2 % of pixels at each end of the range, the rest spread between
+    assert 0.01 < (prob == 0).mean() < 0.05 and 0.01 < (prob == PROB_SCALE).mean() < 0.05
+    assert 60 < prob.mean() < 200
