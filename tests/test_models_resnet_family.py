@@ -70,8 +70,8 @@ def test_resnet_feature_shapes_and_output_stride(dilate, strides):
 
 
 def test_resnet_deep_stem_multigrid_and_in_channels():
-    net = resnet(50, in_channels=4, deep_stem=True, replace_stride_with_dilation=(False, True, True),
-                 multi_grid=(1, 2, 4))
+    net = resnet(50, in_channels=4, deep_stem=True,
+                 replace_stride_with_dilation=(False, True, True), multi_grid=(1, 2, 4))
     assert net.out_channels == (128, 256, 512, 1024, 2048)
     # deep stem: three 3x3 convs, the first takes the 4 input channels, inplanes 128 afterwards
     assert tuple(net.conv1.weight.shape) == (64, 4, 3, 3)

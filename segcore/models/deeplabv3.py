@@ -63,7 +63,11 @@ class ASPPConv(nn.Cell):
 
 class ASPPPooling(nn.Cell):
     """Image-level branch: global mean over H and W (any size), 1x1 conv, BN, ReLU, broadcast
-    back to ``(N, out_channels, H, W)``."""
+    back to ``(N, out_channels, H, W)``.
+
+    In training mode with batch size 1 the BN here sees one value per channel, so the branch
+    outputs ReLU(beta) everywhere (PyTorch refuses such a batch); train with batch >= 2.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -120,6 +124,8 @@ class DeepLabV3(SizeCheckedNet):
                              multi_grid=(1, 2, 4))
         self.aspp = ASPP(tuple(atrous_rates), self.resnet.out_channels[4], num_classes,
                          dropout=dropout)
+        logger.debug("built %s: in_channels=%d, num_classes=%d, atrous rates %s", self.name,
+                     in_channels, num_classes, tuple(atrous_rates))
 
     def construct(self, x):
         self._check_size(x)

@@ -32,7 +32,8 @@ from .layers import bn2d, check_input_size, conv2d
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SizeCheckedNet", "DLinkNet", "DBlock", "DecoderBlock", "conv_transpose2d", "dlinknet34", "dlinknet50",
+__all__ = ["SizeCheckedNet", "DLinkNet", "DBlock", "DecoderBlock", "conv_transpose2d",
+           "dlinknet34", "dlinknet50",
            "TORCH_PREFIX_MAP"]
 
 #: original ``dinknet.py`` key prefix -> our key prefix (everything else keeps its name)
@@ -176,6 +177,8 @@ class DLinkNet(SizeCheckedNet):
         self.finalconv2 = conv2d(32, 32, 3, padding=1, bias=True)
         self.finalconv3 = conv2d(32, num_classes, 3, padding=1, bias=True)
         self.relu = nn.ReLU()
+        logger.debug("built %s: in_channels=%d, num_classes=%d, centre dilations %s", self.name,
+                     in_channels, num_classes, dilations)
 
     def construct(self, x):
         self._check_size(x)

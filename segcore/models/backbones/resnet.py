@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from typing import Optional, Sequence, Tuple, Type, Union
 
-import mindspore as ms
 from mindspore import nn
 
 from ..layers import bn2d, conv2d
