@@ -100,9 +100,10 @@ class SizeCheckedNet(nn.Cell):
     name = "network"
 
     def __call__(self, *args, **kwargs):
-        if args and hasattr(args[0], "shape") and len(args[0].shape) == 4:
-            check_input_size(int(args[0].shape[2]), int(args[0].shape[3]), self.stride,
-                             self.name)
+        shape = tuple(getattr(args[0], "shape", ())) if args else ()
+        if len(shape) == 4 and shape[2] is not None and shape[3] is not None \
+                and shape[2] >= 0 and shape[3] >= 0:  # skip dynamic-shape placeholders
+            check_input_size(int(shape[2]), int(shape[3]), self.stride, self.name)
         return super().__call__(*args, **kwargs)
 
     def _check_size(self, x) -> None:
