@@ -7,7 +7,7 @@ one-pixel-wide skeleton and whose edges are the pixel paths between them. Attrib
   ``xy`` float ``(2,)`` the same point in a metric frame (metres, see ``to_metric``).
 * edge: ``start`` (the node id at ``rc[0]``), ``rc`` float ``(N, 2)`` pixel (row, col) path from
   node to node (both node points included), ``xy`` float ``(N, 2)`` the path in metres,
-  ``length_m`` float, ``bridge`` bool (True where the edge was created by gap bridging).
+  ``length_m`` float, ``bridged_m`` float (length of bridged gaps inside the edge).
 
 ``to_metric`` is a callable mapping pixel (row, col) ``(N, 2)`` to metric ``(N, 2)`` coordinates
 (projected metres, e.g. the local UTM zone for a geographic raster); :mod:`gis.vectorize` builds it
@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: a collinear bridge into the inside of an edge must meet it at least this steeply (degrees)
+_MIN_INCIDENCE_DEG = 45.0
 
 
 def path_length(xy: np.ndarray) -> float:
@@ -134,7 +136,7 @@ def skeleton_to_graph(skeleton: np.ndarray) -> nx.MultiGraph:
                 continue
             path, le = res
             pts = [g.nodes[lp]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[le]["rc"]]
-            g.add_edge(lp, le, start=lp, rc=np.array(pts, dtype=float), bridge=False)
+            g.add_edge(lp, le, start=lp, rc=np.array(pts, dtype=float), bridged_m=0.0)
 
     # closed loops without node pixels: every remaining skeleton pixel has two neighbours
     rest = np.flatnonzero(flat & ~visited & (lab == 0))
@@ -158,7 +160,7 @@ def skeleton_to_graph(skeleton: np.ndarray) -> nx.MultiGraph:
             prev, cur = cur, nxt
         if len(path) >= 2:
             pts = [g.nodes[nid]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[nid]["rc"]]
-            g.add_edge(nid, nid, start=nid, rc=np.array(pts, dtype=float), bridge=False)
+            g.add_edge(nid, nid, start=nid, rc=np.array(pts, dtype=float), bridged_m=0.0)
     log.debug("skeleton traced: %d nodes, %d edges", g.number_of_nodes(), g.number_of_edges())
     return g
 
@@ -190,8 +192,7 @@ def _oriented(d: dict, from_node: Hashable, key: str) -> np.ndarray:
 def merge_degree2(g: nx.MultiGraph) -> int:
     """Merge every node of degree 2 (not a self-loop) into one edge, in place; returns the count.
 
-    Needs the metric attributes (:func:`attach_metric`). A merged edge is a bridge only if both
-    parts were.
+    Needs the metric attributes (:func:`attach_metric`). ``bridged_m`` adds up.
     """
     merged = 0
     for n in list(g.nodes):
@@ -209,7 +210,7 @@ def merge_degree2(g: nx.MultiGraph) -> int:
             rc=rc,
             xy=xy,
             length_m=da["length_m"] + db["length_m"],
-            bridge=bool(da.get("bridge") and db.get("bridge")),
+            bridged_m=da.get("bridged_m", 0.0) + db.get("bridged_m", 0.0),
         )
         g.remove_edge(n, a, ka)
         g.remove_edge(n, b, kb)
@@ -278,7 +279,10 @@ def bridge_gaps(
     A target point (any vertex of any edge, including other dangling ends) qualifies when it is
     closer than ``gap_m``, or closer than ``collinear_gap_m`` and the joining segment deviates by at
     most ``collinear_angle_deg`` from the direction of the dangling edge (measured over its last
-    ``direction_probe_m``). Targets already reachable through the network within three times the gap
+    ``direction_probe_m``; dangling edges shorter than half of that have no trusted direction). A
+    collinear target inside an edge must also be met at an angle of at least 45 degrees to that
+    edge (no grazing joins onto a parallel road), and a collinear target that is itself a dangling
+    end must point back within ``collinear_angle_deg``. Targets already reachable through the network within three times the gap
     (plus ``snap_m``) are skipped: such a join would only add a shortcut. A target inside an edge
     splits that edge (targets within ``snap_m`` of an edge's node snap to the node). Each end joins at
     most once and two ends never join each other twice. Returns the number of bridges added.
@@ -296,12 +300,19 @@ def bridge_gaps(
     cos_max = math.cos(math.radians(collinear_angle_deg))
     reach = max(gap_m, collinear_gap_m)
 
+    ends_set = set(ends)
+    directions: Dict[Hashable, Optional[np.ndarray]] = {}
+    for e in ends:
+        (_, _, _, d) = next(iter(g.edges(e, keys=True, data=True)))
+        # a direction is trusted only on a dangling edge at least half the probe length long
+        directions[e] = (_dangling_direction(_oriented(d, e, "xy"), direction_probe_m)
+                         if d["length_m"] >= 0.5 * direction_probe_m else None)
+    cos_incidence = math.cos(math.radians(_MIN_INCIDENCE_DEG))
+
     proposals = []  # (distance, end node, edge index, vertex index)
     for e in ends:
         exy = g.nodes[e]["xy"]
-        (_, other, k, d) = next(iter(g.edges(e, keys=True, data=True)))
-        own = _oriented(d, e, "xy")
-        direction = _dangling_direction(own, direction_probe_m)
+        direction = directions[e]
         near = tree.query(points(exy).buffer(reach))
         if len(near) == 0:
             continue
@@ -317,8 +328,23 @@ def bridge_gaps(
             ok = dist <= gap_m
             if direction is not None and collinear_gap_m > 0:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    cosang = (vec @ direction) / dist
-                ok |= (dist <= collinear_gap_m) & (cosang >= cos_max)
+                    unit = vec / dist[:, None]
+                    cosang = unit @ direction
+                    # the joining segment must meet the target edge at a steep angle ...
+                    nv = len(xy)
+                    i0 = np.clip(np.arange(nv) - 3, 0, nv - 1)
+                    i1 = np.clip(np.arange(nv) + 3, 0, nv - 1)
+                    tan = xy[i1] - xy[i0]
+                    tan /= np.maximum(np.hypot(tan[:, 0], tan[:, 1]), 1e-12)[:, None]
+                    steep = np.abs(np.sum(tan * unit, axis=1)) <= cos_incidence
+                    # ... unless the target is another dangling end that looks back at us
+                    a_end, b_end = dd["start"], (v if dd["start"] == u else u)
+                    for j, node in ((0, a_end), (nv - 1, b_end)):
+                        if node in ends_set and node != e:
+                            od = directions.get(node)
+                            steep[j] = od is not None and float(-unit[j] @ od) >= cos_max
+                coll = (dist <= collinear_gap_m) & (cosang >= cos_max) & steep
+                ok |= coll
             ok &= dist > 0
             if not ok.any():
                 continue
@@ -386,11 +412,11 @@ def bridge_gaps(
             split_node[(ei, j)] = nid
             rc, xy = d["rc"][prev_i:j + 1], d["xy"][prev_i:j + 1]
             g.add_edge(prev_node, nid, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
-                       bridge=d.get("bridge", False))
+                       bridged_m=d.get("bridged_m", 0.0) * path_length(xy) / max(d["length_m"], 1e-9))
             prev_node, prev_i = nid, j
         rc, xy = d["rc"][prev_i:], d["xy"][prev_i:]
         g.add_edge(prev_node, b, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
-                   bridge=d.get("bridge", False))
+                   bridged_m=d.get("bridged_m", 0.0) * path_length(xy) / max(d["length_m"], 1e-9))
 
     for e, t in joins:
         tn = t[1] if t[0] == "node" else split_node[(t[1], t[2])]
@@ -398,7 +424,8 @@ def bridge_gaps(
         n = max(2, int(math.ceil(float(np.hypot(*(p1 - p0))))) + 1)
         rc = np.linspace(p0, p1, n)
         xy = to_metric(rc)
-        g.add_edge(e, tn, start=e, rc=rc, xy=xy, length_m=path_length(xy), bridge=True)
+        length = path_length(xy)
+        g.add_edge(e, tn, start=e, rc=rc, xy=xy, length_m=length, bridged_m=length)
     if joins:
         log.debug("bridged %d gaps", len(joins))
     return len(joins)

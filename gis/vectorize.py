@@ -47,6 +47,7 @@ from gis.graph import (
     bridge_gaps,
     douglas_peucker,
     merge_degree2,
+    path_length,
     prune_spurs,
     remove_small_components,
     skeleton_to_graph,
@@ -142,7 +143,7 @@ class MetricFrame:
 
     def _centre_lonlat(self) -> Tuple[float, float]:
         h, w = self.shape
-        x, y = self.transform * (w / 2.0, h / 2.0)
+        x, y = self.rc_to_crs(np.array([[h / 2.0 - 0.5, w / 2.0 - 0.5]]))[0]
         to_ll = Transformer.from_crs(self.crs, ProjCRS.from_epsg(4326), always_xy=True)
         lon, lat = to_ll.transform(x, y)
         return float(lon), float(lat)
@@ -180,7 +181,8 @@ class RoadNetwork:
 
     ``edges``: LineStrings in ``crs`` with columns ``u``, ``v`` (node ids), ``length_m``,
     ``width_m``, ``confidence`` (mean probability along the edge; NaN without probabilities),
-    ``bridge`` (True if the edge is only a bridged gap) and ``component``. ``nodes``: Points with
+    ``bridged_m`` (metres of the edge that bridge a gap in the mask) and ``component``.
+    ``length_m`` is the metric length of the (simplified) output geometry. ``nodes``: Points with
     ``node_id`` and ``degree``. ``graph``: the same network as a MultiGraph (nodes keyed by
     ``node_id``; node attribute ``geometry``; edge attributes as the edge columns plus
     ``geometry``). ``polygons``: optional road-surface polygons (see :func:`mask_to_polygons`).
@@ -230,6 +232,10 @@ def _as_probability(prob: Optional[np.ndarray], shape: Tuple[int, int]) -> Optio
     return p.astype(np.float32, copy=False)
 
 
+#: pixels of border replication before skeletonizing (more than half the widest road expected)
+_BORDER_PAD_PX = 64
+
+
 def _remove_small(mask: np.ndarray, max_pixels: int, structure: np.ndarray) -> np.ndarray:
     """``mask`` without connected components of at most ``max_pixels`` pixels."""
     lab, n = ndimage.label(mask, structure=structure)
@@ -273,7 +279,7 @@ def _empty_outputs(crs: object) -> Tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     edges = gpd.GeoDataFrame(
         {"u": np.array([], int), "v": np.array([], int), "length_m": np.array([], float),
          "width_m": np.array([], float), "confidence": np.array([], float),
-         "bridge": np.array([], bool), "component": np.array([], int)},
+         "bridged_m": np.array([], float), "component": np.array([], int)},
         geometry=gpd.GeoSeries([], crs=crs), crs=crs,
     )
     nodes = gpd.GeoDataFrame(
@@ -328,7 +334,10 @@ def vectorize_mask(
               px_w, px_h, frame.metric_crs.to_string())
     cleaned = _clean(m, frame, params)
     step(0)
-    skel = skeletonize(cleaned)
+    # replicate the border before thinning so that roads leaving the raster keep their full length
+    # (thinning treats the outside as background and would retract them by half their width)
+    pad = _BORDER_PAD_PX
+    skel = skeletonize(np.pad(cleaned, pad, mode="edge"))[pad:-pad, pad:-pad]
     # distance to the nearest background pixel, in metres (rows: pixel height, cols: pixel width)
     dist = ndimage.distance_transform_edt(cleaned, sampling=(px_h, px_w)) if cleaned.any() else None
     step(1)
@@ -388,9 +397,10 @@ def vectorize_mask(
         else:
             conf = float("nan")
         geom = LineString(coords)
+        length = path_length(frame.crs_to_metric(coords))
         attrs = dict(
-            u=ids[a], v=ids[b], length_m=float(d["length_m"]), width_m=width, confidence=conf,
-            bridge=bool(d.get("bridge", False)), component=comp_of[a],
+            u=ids[a], v=ids[b], length_m=length, width_m=width, confidence=conf,
+            bridged_m=float(min(d.get("bridged_m", 0.0), length)), component=comp_of[a],
         )
         out.add_edge(ids[a], ids[b], geometry=geom, **attrs)
         edge_rows.append({**attrs, "geometry": geom})
