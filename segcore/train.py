@@ -1,0 +1,864 @@
+"""The training engine: ``train(config, on_event=None, should_stop=None) -> TrainResult``.
+
+One epoch = ``steps_per_epoch`` optimizer steps over a per-epoch permutation of the training
+samples (seeded by ``(seed, epoch)``, sharded by rank in data-parallel runs), then validation
+with :class:`~segcore.metrics.ConfusionMatrix` (road IoU/F1 for one-output models, mIoU for
+multi-class, top-1/top-5 for the classifier) and checkpoints in ``output_dir``:
+
+* ``epoch_NNN.ckpt`` every epoch (weights + metadata sidecar),
+* ``best.ckpt`` when the monitored metric improves,
+* ``last.ckpt`` (weights + optimizer state) and ``train_state.json`` for exact resume
+  (epoch, step inside the epoch, global step, lr scale, best metric, plateau counter, loss
+  scale, seed); ``resume=True`` continues there,
+* ``events.jsonl``: one JSON object per line (``type`` start/step/epoch/checkpoint/end/error,
+  ``step``, ``epoch``, ``loss``, ``lr``, ``metrics``, ``eta_s``, ``time``); the same dicts go to
+  ``on_event``. Step lines are written at most once a second (every step goes to ``on_event``).
+
+``should_stop()`` is checked between steps; when it returns True the current state is saved to
+``last.ckpt`` and ``train`` returns a result with ``status == "stopped"``. A file named ``STOP``
+in ``output_dir`` has the same effect (for processes started by the GUI).
+
+The D-LinkNet plateau rule (``plateau: true``): after more than ``plateau_patience`` epochs
+without improvement the best weights are reloaded and the lr divided by ``plateau_factor``;
+training ends when the lr falls below ``plateau_min_lr`` or after more than
+``plateau_stop_patience`` epochs without improvement.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from .checkpoint import (CheckpointMeta, load_optimizer_state, load_weights, read_metadata,
+                         save_checkpoint)
+from .config import TrainConfig, save_resolved
+from .errors import CheckpointError, ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+EventFn = Callable[[Dict[str, Any]], None]
+StopFn = Callable[[], bool]
+
+STATE_FILE = "train_state.json"
+EVENTS_FILE = "events.jsonl"
+STOP_FILE = "STOP"
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    ``status``: ``completed`` (all epochs / max_steps), ``early_stopped`` (patience or plateau
+    rule), ``stopped`` (``should_stop``). ``epochs_done`` counts completed epochs;
+    ``best_metric`` is the best value of ``monitor`` (None without any epoch).
+    """
+
+    status: str
+    output_dir: Path
+    epochs_done: int
+    global_step: int
+    monitor: str
+    best_metric: Optional[float]
+    best_epoch: Optional[int]
+    best_checkpoint: Optional[Path]
+    last_checkpoint: Optional[Path]
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+# ----------------------------------------------------------------------------- events
+class EventLog:
+    """Appends events to ``<dir>/events.jsonl`` (only when ``write``) and forwards them."""
+
+    def __init__(self, directory: Path, on_event: Optional[EventFn], write: bool) -> None:
+        self.path = directory / EVENTS_FILE
+        self.on_event = on_event
+        self.write = write
+        self._last_step_write = 0.0
+
+    def emit(self, type_: str, **fields: Any) -> Dict[str, Any]:
+        ev: Dict[str, Any] = {"type": type_, "time": round(time.time(), 3)}
+        ev.update(fields)
+        if self.write:
+            now = time.monotonic()
+            if type_ != "step" or fields.get("force") or now - self._last_step_write >= 1.0:
+                if type_ == "step":
+                    self._last_step_write = now
+                line = json.dumps({k: v for k, v in ev.items() if k != "force"},
+                                  default=_json_default)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+        ev.pop("force", None)
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:  # noqa: BLE001  (a broken listener must not kill training)
+                logger.exception("on_event callback failed")
+        return ev
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(x: Any) -> Any:
+    """Floats with nan/inf become None so events and sidecars stay strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+# ----------------------------------------------------------------------------- lr schedule
+def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) before the plateau scale.
+
+    ``poly``: ``lr * (1 - t/T)^power``; ``cosine``: ``min_lr + (lr - min_lr)(1 + cos(pi t/T))/2``;
+    ``step``: ``lr * gamma^k`` with ``k`` = milestones passed (epochs) or
+    ``epoch // lr_step_epochs``; ``constant``. A linear warmup from
+    ``warmup_start_factor * lr`` over ``warmup_epochs`` precedes all of them.
+    """
+    base = cfg.lr
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if warm > 0 and step < warm:
+        f = cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * step / warm
+        return base * f
+    T = max(1, total_steps - warm)
+    t = min(max(step - warm, 0), T)
+    sched = cfg.lr_schedule
+    if sched == "poly":
+        return max(cfg.min_lr, base * (1.0 - t / T) ** cfg.lr_power) if t < T else cfg.min_lr
+    if sched == "cosine":
+        return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / T))
+    if sched == "step":
+        epoch = step // max(1, steps_per_epoch)
+        if cfg.lr_milestones:
+            k = sum(1 for m in cfg.lr_milestones if epoch >= m)
+        else:
+            k = epoch // cfg.lr_step_epochs
+        return max(cfg.min_lr, base * cfg.lr_gamma ** k)
+    return base
+
+
+# ----------------------------------------------------------------------------- data
+def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
+    norm = dict(cfg.normalization)
+    method = str(norm.pop("method", "meanstd")).lower()
+    kw: Dict[str, Any] = {}
+    if method in ("dlinknet", "imagenet"):
+        kw["norm"] = method
+    elif method == "meanstd":
+        kw.update(mean=norm.get("mean"), std=norm.get("std"))
+        if "scale" in norm:  # sidecar convention: scale 255 means raw / 255
+            s = float(norm["scale"])
+            kw["scale"] = 1.0 / s if s > 1 else s
+    else:
+        raise ConfigError(f"normalization method {method!r} is not supported for training "
+                          "(use meanstd, dlinknet or imagenet)")
+    kw["bands"] = list(cfg.bands) if cfg.dataset != "imagenet" else None
+    if cfg.dataset == "imagenet":
+        kw.pop("bands")
+    aug = cfg.augment if train else "none"
+    kw["augment"] = None if aug == "default" else aug
+    kw["crop_size"] = list(cfg.crop_hw)
+    if cfg.dataset != "imagenet":
+        kw["ignore_index"] = cfg.ignore_index
+        if cfg.num_classes > 1:
+            kw["num_classes"] = cfg.num_classes
+    kw.update(cfg.dataset_kwargs)
+    if cfg.dataset == "imagenet":
+        kw.pop("augment", None)
+    return kw
+
+
+def build_datasets(cfg: TrainConfig, seed: int):
+    """``(train_dataset, val_dataset or None)`` from ``segcore.data.build_dataset``.
+
+    With ``val_fraction`` a deterministic (seeded) share of the training samples is held out
+    for validation instead of reading ``val_split``.
+    """
+    from .data import build_dataset
+
+    if not cfg.data_root:
+        raise ConfigError("config key data_root is not set (pass --data ROOT)")
+    root = Path(cfg.data_root)
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset root not found")
+    train_ds = build_dataset(cfg.dataset, root, cfg.train_split, seed=seed,
+                             **_dataset_kwargs(cfg, True))
+    val_ds = None
+    if cfg.val_fraction > 0:
+        val_ds = build_dataset(cfg.dataset, root, cfg.train_split, seed=seed,
+                               **_dataset_kwargs(cfg, False))
+        n = len(train_ds.samples)
+        n_val = max(1, int(round(n * cfg.val_fraction)))
+        if n_val >= n:
+            raise ConfigError(f"val_fraction {cfg.val_fraction} leaves no training samples "
+                              f"out of {n}")
+        order = np.random.default_rng(cfg.seed).permutation(n)
+        val_idx, tr_idx = sorted(order[:n_val]), sorted(order[n_val:])
+        all_samples = list(train_ds.samples)
+        train_ds.samples = [all_samples[i] for i in tr_idx]
+        val_ds.samples = [all_samples[i] for i in val_idx]
+    elif cfg.val_split:
+        val_ds = build_dataset(cfg.dataset, root, cfg.val_split, seed=seed,
+                               **_dataset_kwargs(cfg, False))
+    return train_ds, val_ds
+
+
+def _epoch_indices(n: int, steps: int, batch: int, seed: int, epoch: int, rank: int,
+                   world: int) -> np.ndarray:
+    """Sample indices of one epoch for ``rank``: ``steps * batch`` of them, from seeded
+    permutations of all ``n`` samples (repeated when an epoch asks for more than ``n``)."""
+    need = steps * batch * world
+    rng = np.random.default_rng((seed, epoch))
+    chunks, have = [], 0
+    while have < need:
+        p = rng.permutation(n)
+        chunks.append(p)
+        have += n
+    allidx = np.concatenate(chunks)[:need]
+    return allidx[rank::world]
+
+
+class _IndexView:
+    """Random-access view ``view[i] = dataset[indices[i]]`` (indices may repeat)."""
+
+    def __init__(self, dataset, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+
+def _batches(dataset, indices: np.ndarray, batch: int, workers: int) -> Iterator[Tuple[Any, Any]]:
+    """Batches ``(x (B,C,H,W) float32, y)`` of ``dataset`` in the order of ``indices`` through a
+    ``mindspore.dataset.GeneratorDataset`` (``workers`` loader threads)."""
+    if len(indices) == 0:
+        return iter(())
+    import mindspore.dataset as msds
+
+    gen = msds.GeneratorDataset(source=_IndexView(dataset, indices),
+                                column_names=list(dataset.column_names), shuffle=False,
+                                num_parallel_workers=max(1, int(workers)),
+                                python_multiprocessing=False)
+    gen = gen.batch(batch, drop_remainder=False)
+    return gen.create_tuple_iterator(num_epochs=1, output_numpy=True)
+
+
+def _set_epoch(dataset, seed: int, epoch: int) -> None:
+    """Make the augmentation draws of ``epoch`` independent of earlier epochs (so a resumed
+    run sees the same augmentations as an uninterrupted one)."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+        return
+    dataset.seed = int(seed) * 100003 + int(epoch)
+    draws = getattr(dataset, "_draws", None)
+    if draws is not None:  # restart the per-index draw counters of segcore.data datasets
+        dataset._draws = type(draws)()
+
+
+def _enet_weights(cfg: TrainConfig, train_ds) -> List[float]:
+    from .losses import enet_class_weights
+
+    labels = (train_ds.load_pair(i)[1] for i in range(len(train_ds)))
+    w = enet_class_weights(labels, num_classes=max(cfg.num_classes, 2),
+                           ignore_index=cfg.ignore_index)
+    return [float(v) for v in w[:cfg.num_classes]]
+
+
+def _build_loss(cfg: TrainConfig, task: str, class_weights: Optional[List[float]]):
+    from mindspore import nn
+
+    from .losses import AuxLoss, BCEDiceLoss, create_loss
+
+    if task == "classification":
+        return nn.CrossEntropyLoss()
+    if cfg.loss == "bce_dice":
+        main = BCEDiceLoss(ignore_index=cfg.ignore_index)
+        return AuxLoss(main, None, cfg.aux_weight) if cfg.aux_weight > 0 else main
+    name = {"ce_ignore": "ce"}.get(cfg.loss, cfg.loss)
+    return create_loss(name, ignore_index=cfg.ignore_index, aux_weight=cfg.aux_weight,
+                       class_weights=class_weights, ohem_thresh=cfg.ohem_thresh,
+                       ohem_min_kept=cfg.ohem_min_kept)
+
+
+def _build_optimizer(cfg: TrainConfig, params, lr0: float):
+    import mindspore as ms
+    from mindspore import nn
+
+    lr = ms.Tensor(np.float32(lr0))
+    if cfg.optimizer == "sgd":
+        return nn.Momentum(params, learning_rate=lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, use_nesterov=cfg.nesterov)
+    if cfg.optimizer == "adam":
+        return nn.Adam(params, learning_rate=lr, weight_decay=cfg.weight_decay)
+    return nn.AdamWeightDecay(params, learning_rate=lr, weight_decay=cfg.weight_decay)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_better(value: Optional[float], best: Optional[float], higher: bool) -> bool:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if higher else value < best
+
+
+def _resolve_monitor(cfg: TrainConfig, task: str, has_val: bool) -> Tuple[str, bool]:
+    m = cfg.monitor
+    if m == "auto":
+        if not has_val:
+            m = "train_loss"
+        elif task == "classification":
+            m = "top1"
+        else:
+            m = "iou" if cfg.num_classes == 1 else "miou"
+    if m == "loss":
+        m = "val_loss" if has_val else "train_loss"
+    if m in ("val_loss", "iou", "f1", "miou", "top1") and not has_val:
+        raise ConfigError(f"monitor {m!r} needs a validation set (val_split or val_fraction)")
+    return m, m not in ("train_loss", "val_loss")
+
+
+def _atomic_json(path: Path, obj: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_clean(obj), f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_train_state(output_dir: os.PathLike) -> Dict[str, Any]:
+    """The ``train_state.json`` of a run directory; :class:`CheckpointError` when absent."""
+    p = Path(output_dir) / STATE_FILE
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no training state to resume from")
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: unreadable training state ({exc})") from exc
+
+
+def read_events(output_dir: os.PathLike) -> List[Dict[str, Any]]:
+    """All events of ``<output_dir>/events.jsonl`` (a half-written last line is skipped)."""
+    p = Path(output_dir) / EVENTS_FILE
+    out: List[Dict[str, Any]] = []
+    if not p.exists():
+        return out
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+# ----------------------------------------------------------------------------- trainer
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, on_event: Optional[EventFn],
+                 should_stop: Optional[StopFn], resume: bool, rank: int, world: int) -> None:
+        self.cfg = cfg
+        self.rank, self.world = rank, world
+        self.is_main = rank == 0
+        self.resume = resume
+        self.out = Path(cfg.output_dir)
+        self.should_stop_fn = should_stop
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(self.out, on_event, write=self.is_main)
+        self.best_weights: Dict[str, np.ndarray] = {}
+
+    # -- setup ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import mindspore as ms
+        from mindspore import nn
+
+        from .device import set_device, supports_amp
+        from .registry import create_model, model_info
+
+        cfg = self.cfg
+        if self.world == 1:
+            set_device(cfg.device, cfg.mode)
+        ms.set_seed(cfg.seed)
+        np.random.seed(cfg.seed % (2 ** 32))
+        self.info = model_info(cfg.model)
+        self.task = self.info.task
+        if self.task == "classification" and cfg.dataset != "imagenet":
+            raise ConfigError(f"model {cfg.model} is a classifier: use dataset: imagenet")
+        self.state = self._initial_state()
+        self.train_ds, self.val_ds = build_datasets(cfg, cfg.seed)
+        n = len(self.train_ds)
+        per_rank = n // self.world
+        if cfg.steps_per_epoch:
+            self.steps_per_epoch = cfg.steps_per_epoch
+        else:
+            self.steps_per_epoch = per_rank // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise DatasetError(f"{cfg.data_root}: {n} training samples are fewer than one batch "
+                               f"of {cfg.batch_size} x {self.world} device(s); lower batch_size "
+                               "or set steps_per_epoch")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        class_weights = None
+        if cfg.loss == "weighted_ce":
+            if cfg.class_weights == "enet":
+                class_weights = self.state.get("class_weights") or _enet_weights(cfg,
+                                                                                 self.train_ds)
+                logger.info("ENet class weights: %s", class_weights)
+            else:
+                class_weights = list(cfg.class_weights)
+            self.state["class_weights"] = class_weights
+
+        self.aux = cfg.aux_weight > 0 and self.task != "classification"
+        self.net = create_model(cfg.model, num_classes=cfg.num_classes,
+                                in_channels=cfg.in_channels, aux=self.aux, **cfg.model_kwargs)
+        if cfg.init_checkpoint and not self.resume:
+            rep = load_weights(self.net, cfg.init_checkpoint, strict=False,
+                               allow_head_mismatch=True)
+            logger.info("initialised from %s: %d loaded, %d skipped (head), %d missing",
+                        cfg.init_checkpoint, len(rep.loaded), len(rep.skipped_mismatch),
+                        len(rep.missing))
+        self.loss_fn = _build_loss(cfg, self.task, class_weights)
+
+        amp = cfg.amp_level
+        if amp == "auto":
+            amp = "O2" if supports_amp(cfg.device) else "O0"
+        if amp != "O0" and not supports_amp(cfg.device):
+            logger.warning("mixed precision %s is not used on %s: training in float32", amp,
+                           cfg.device)
+            amp = "O0"
+        self.amp = amp
+        if amp != "O0":
+            self.net = ms.amp.auto_mixed_precision(self.net, amp)
+            self.scaler = ms.amp.DynamicLossScaler(scale_value=cfg.loss_scale, scale_factor=2,
+                                                   scale_window=1000)
+            if self.state.get("loss_scale"):
+                self.scaler.scale_value.set_data(
+                    ms.Tensor(np.float32(self.state["loss_scale"])))
+        else:
+            self.scaler = None
+
+        self.optimizer = _build_optimizer(cfg, self.net.trainable_params(), self._lr_now())
+        if self.resume:
+            self._restore()
+
+        self.grad_reducer = None
+        if self.world > 1:
+            self.grad_reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True,
+                                                          degree=self.world)
+            from mindspore import ops
+            self._allreduce_max = ops.AllReduce(ops.ReduceOp.MAX)
+        self._build_step()
+
+    def _initial_state(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        st: Dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "lr_scale": 1.0,
+                              "best_metric": None, "best_epoch": None, "no_optim": 0,
+                              "seed": cfg.seed, "history": [], "loss_scale": None,
+                              "model": cfg.model, "status": "running"}
+        if self.resume:
+            saved = read_train_state(self.out)
+            if saved.get("model") != cfg.model:
+                raise CheckpointError(f"{self.out / STATE_FILE}: was trained with "
+                                      f"{saved.get('model')!r}, config says {cfg.model!r}")
+            st.update(saved)
+        return st
+
+    def _restore(self) -> None:
+        ckpt = self.out / self.state.get("checkpoint", "last.ckpt")
+        load_weights(self.net, ckpt, strict=True)
+        n = load_optimizer_state(self.optimizer, ckpt)
+        logger.info("resumed from %s: epoch %d, step %d (%d optimizer tensors)", ckpt,
+                    self.state["epoch"], self.state["global_step"], n)
+
+    def _lr_now(self) -> float:
+        return lr_at(self.cfg, self.state["global_step"], self.total_steps,
+                     self.steps_per_epoch) * float(self.state["lr_scale"])
+
+    def _build_step(self) -> None:
+        import mindspore as ms
+
+        net, loss_fn, opt, scaler, reducer = (self.net, self.loss_fn, self.optimizer,
+                                              self.scaler, self.grad_reducer)
+
+        def forward(x, y):
+            loss = loss_fn(net(x), y)
+            if scaler is not None:
+                return scaler.scale(loss), loss
+            return loss, loss
+
+        grad_fn = ms.value_and_grad(forward, None, opt.parameters, has_aux=True)
+
+        def step(x, y):
+            (_, loss), grads = grad_fn(x, y)
+            if reducer is not None:
+                grads = reducer(grads)
+            if scaler is not None:
+                grads = scaler.unscale(grads)
+                finite = ms.amp.all_finite(grads)
+                scaler.adjust(finite)
+                if finite:
+                    opt(grads)
+            else:
+                opt(grads)
+            return loss
+
+        self.step_fn = ms.jit(step) if (self.cfg.jit or self.cfg.mode == "graph") else step
+
+    # -- loop ----------------------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        import mindspore as ms
+
+        self.optimizer.learning_rate.set_data(ms.Tensor(np.float32(lr)))
+
+    def _stop_requested(self) -> bool:
+        flag = False
+        if self.should_stop_fn is not None:
+            try:
+                flag = bool(self.should_stop_fn())
+            except Exception:  # noqa: BLE001
+                logger.exception("should_stop callback failed")
+        if not flag and (self.out / STOP_FILE).exists():
+            flag = True
+        if self.world > 1:
+            import mindspore as ms
+
+            t = ms.Tensor(np.array([1.0 if flag else 0.0], np.float32))
+            flag = bool(self._allreduce_max(t).asnumpy()[0] > 0)
+        return flag
+
+    def run(self) -> TrainResult:
+        import mindspore as ms
+
+        cfg, st = self.cfg, self.state
+        self.monitor, self.higher = _resolve_monitor(cfg, self.task, self.val_ds is not None)
+        if self.is_main:
+            save_resolved(cfg, self.out)
+        self.events.emit("start", step=st["global_step"], epoch=st["epoch"],
+                         total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                         epochs=cfg.epochs, model=cfg.model, device=cfg.device, amp=self.amp,
+                         world_size=self.world, resumed=self.resume, monitor=self.monitor,
+                         train_samples=len(self.train_ds),
+                         val_samples=len(self.val_ds) if self.val_ds is not None else 0)
+        t_start = time.monotonic()
+        steps_this_run = 0
+        status, reason = "completed", ""
+        while st["epoch"] < cfg.epochs and st["global_step"] < self.total_steps:
+            epoch = st["epoch"] + 1  # 1-based for humans and file names
+            self.net.set_train(True)
+            idx = _epoch_indices(len(self.train_ds), self.steps_per_epoch, cfg.batch_size,
+                                 cfg.seed, epoch, self.rank, self.world)
+            start = st["step_in_epoch"] * cfg.batch_size
+            _set_epoch(self.train_ds, cfg.seed, epoch)
+            losses: List[float] = list(st.get("epoch_losses", []))
+            stopped = False
+            for x, y in _batches(self.train_ds, idx[start:], cfg.batch_size, cfg.num_workers):
+                if st["global_step"] >= self.total_steps:
+                    break
+                if self._stop_requested():
+                    stopped = True
+                    break
+                lr = self._lr_now()
+                self._set_lr(lr)
+                loss = float(self.step_fn(ms.Tensor(x), ms.Tensor(y)).asnumpy())
+                if not math.isfinite(loss) and self.scaler is None:
+                    raise FloatingPointError(f"loss became {loss} at step {st['global_step']} "
+                                             "(lower the learning rate)")
+                losses.append(loss)
+                st["global_step"] += 1
+                st["step_in_epoch"] += 1
+                steps_this_run += 1
+                elapsed = time.monotonic() - t_start
+                remaining = self.total_steps - st["global_step"]
+                eta = elapsed / steps_this_run * remaining
+                self.events.emit("step", step=st["global_step"], epoch=epoch,
+                                 step_in_epoch=st["step_in_epoch"],
+                                 steps_per_epoch=self.steps_per_epoch, loss=loss, lr=lr,
+                                 eta_s=round(eta, 1),
+                                 force=st["step_in_epoch"] == self.steps_per_epoch)
+            st["epoch_losses"] = losses
+            if stopped:
+                status, reason = "stopped", "stop requested"
+                self._save_last(epoch_done=False)
+                break
+            if st["step_in_epoch"] < self.steps_per_epoch and st["global_step"] < self.total_steps:
+                continue  # pragma: no cover  (loader ended early: treat like a full epoch)
+            done = self._finish_epoch(epoch, losses)
+            if done:
+                status, reason = "early_stopped", done
+                break
+        if status == "completed" and st["epoch"] >= cfg.epochs:
+            reason = f"{cfg.epochs} epochs"
+        elif status == "completed":
+            reason = f"max_steps {cfg.max_steps}"
+        st["status"] = status
+        if self.is_main:
+            self._write_state()
+        if self.cfg.debug_save_rank_weights:
+            self._save_rank_weights()
+        best = self.out / "best.ckpt"
+        last = self.out / "last.ckpt"
+        self.events.emit("end", step=st["global_step"], epoch=st["epoch"], status=status,
+                         reason=reason, best_metric=st["best_metric"],
+                         best_epoch=st["best_epoch"], monitor=self.monitor,
+                         best_checkpoint=str(best) if best.exists() else None)
+        return TrainResult(status, self.out, st["epoch"], st["global_step"], self.monitor,
+                           st["best_metric"], st["best_epoch"],
+                           best if best.exists() else None, last if last.exists() else None,
+                           list(st["history"]), reason)
+
+    # -- epoch end -----------------------------------------------------------------------
+    def _validate(self) -> Dict[str, Any]:
+        import mindspore as ms
+
+        from .metrics import ConfusionMatrix, topk_accuracy
+
+        cfg = self.cfg
+        self.net.set_train(False)
+        n = len(self.val_ds)
+        idx = np.arange(n)[self.rank::self.world]
+        if cfg.val_steps:
+            idx = idx[:cfg.val_steps * cfg.batch_size]
+        losses: List[float] = []
+        if self.task == "classification":
+            logits_all, labels_all = [], []
+        else:
+            cm = ConfusionMatrix(max(2, cfg.num_classes), ignore_index=cfg.ignore_index)
+        for x, y in _batches(self.val_ds, idx, cfg.batch_size, cfg.num_workers):
+            out = self.net(ms.Tensor(x))
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            losses.append(float(self.loss_fn(out, ms.Tensor(y)).asnumpy()))
+            logits = out.asnumpy().astype(np.float32)
+            if self.task == "classification":
+                logits_all.append(logits)
+                labels_all.append(np.asarray(y).reshape(-1))
+            elif cfg.num_classes == 1:
+                cm.update_binary(logits, y, from_logits=True)
+            else:
+                cm.update(logits.argmax(axis=1), y)
+        self.net.set_train(True)
+        if self.task == "classification":
+            if not logits_all:
+                return {"val_loss": None}
+            logits = np.concatenate(logits_all)
+            labels = np.concatenate(labels_all)
+            ks = [k for k in (1, 5) if k <= logits.shape[1]]
+            acc = topk_accuracy(logits, labels, ks)
+            vals = np.array([acc[k] * len(labels) for k in ks] + [np.sum(losses), len(losses),
+                                                                  len(labels)], np.float64)
+            if self.world > 1:
+                vals = self._allreduce_sum(vals, as_int=False)
+            out = {f"top{k}": float(vals[i] / vals[-1]) for i, k in enumerate(ks)}
+            out["val_loss"] = float(vals[-3] / max(vals[-2], 1))
+            return out
+        loss_sum = np.array([np.sum(losses), len(losses)], np.float64)
+        if self.world > 1:
+            cm.matrix = self._allreduce_sum(cm.matrix)
+            loss_sum = self._allreduce_sum(loss_sum, as_int=False)
+        losses = [loss_sum[0] / loss_sum[1]] if loss_sum[1] else []
+        names = list(cfg.class_names) or None
+        summary = cm.summary(class_names=names if names and len(names) == cm.num_classes
+                             else None)
+        out = {"val_loss": float(np.mean(losses)) if losses else None,
+               "miou": summary.get("miou"), "pixel_accuracy": summary.get("pixel_accuracy")}
+        if cfg.num_classes == 1:
+            out.update(iou=summary.get("positive_iou"), f1=summary.get("f1"),
+                       precision=summary.get("precision"), recall=summary.get("recall"))
+        else:
+            out["per_class_iou"] = summary.get("per_class_iou")
+        return _clean(out)
+
+    def _allreduce_sum(self, arr: np.ndarray, as_int: bool = True) -> np.ndarray:
+        import mindspore as ms
+        from mindspore import ops
+
+        t = ms.Tensor(np.asarray(arr, np.float32))
+        out = ops.AllReduce(ops.ReduceOp.SUM)(t).asnumpy().astype(np.float64)
+        return out.round().astype(np.int64) if as_int else out
+
+    def _meta(self, metrics: Dict[str, Any], epoch: int) -> CheckpointMeta:
+        cfg = self.cfg
+        names = list(cfg.class_names)
+        if not names:
+            names = (["background", "road"] if cfg.num_classes == 1
+                     else [str(i) for i in range(cfg.num_classes)])
+        return CheckpointMeta(model=cfg.model, num_classes=cfg.num_classes,
+                              in_channels=cfg.in_channels, bands=tuple(cfg.bands),
+                              normalization=dict(cfg.normalization),
+                              tile_size_px=cfg.tile_size_px or max(cfg.crop_hw),
+                              stride=int(self.info.stride), class_names=tuple(names),
+                              task=self.task, metrics=_clean(dict(metrics)), epoch=epoch,
+                              model_kwargs=dict(cfg.model_kwargs))
+
+    def _finish_epoch(self, epoch: int, losses: List[float]) -> str:
+        """Validate, checkpoint, apply stopping rules. Returns a stop reason or ''."""
+        cfg, st = self.cfg, self.state
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if self.world > 1:
+            import mindspore as ms
+            from mindspore import ops
+
+            t = ms.Tensor(np.array([train_loss], np.float32))
+            train_loss = float(ops.AllReduce(ops.ReduceOp.SUM)(t).asnumpy()[0]) / self.world
+        metrics: Dict[str, Any] = {"train_loss": train_loss}
+        if self.val_ds is not None and epoch % cfg.val_every == 0:
+            metrics.update(self._validate())
+        metrics = _clean(metrics)
+        value = metrics.get(self.monitor)
+        improved = _is_better(value, st["best_metric"], self.higher)
+        st["epoch"] = epoch
+        st["step_in_epoch"] = 0
+        st["epoch_losses"] = []
+        if improved:
+            st["best_metric"], st["best_epoch"], st["no_optim"] = value, epoch, 0
+            if cfg.plateau:  # every rank keeps its copy for the plateau rule's reload
+                self.best_weights = {p.name: p.asnumpy().copy()
+                                     for p in self.net.get_parameters()}
+        elif value is not None:
+            st["no_optim"] += 1
+        lr = self._lr_now()
+        st["history"].append({"epoch": epoch, "step": st["global_step"], "lr": lr, **metrics})
+        self.events.emit("epoch", step=st["global_step"], epoch=epoch, loss=train_loss, lr=lr,
+                         metrics=metrics, monitor=self.monitor, improved=improved,
+                         best_metric=st["best_metric"])
+        # checkpoints (rank 0 only)
+        meta = self._meta(metrics, epoch)
+        if self.is_main:
+            p = save_checkpoint(self.net, self.out / f"epoch_{epoch:03d}.ckpt", meta)
+            self.events.emit("checkpoint", step=st["global_step"], epoch=epoch, path=str(p),
+                             kind="epoch")
+            self._prune_epoch_checkpoints(epoch)
+            if improved:
+                p = save_checkpoint(self.net, self.out / "best.ckpt", meta)
+                self.events.emit("checkpoint", step=st["global_step"], epoch=epoch,
+                                 path=str(p), kind="best", metric=value)
+        # stopping rules
+        reason = ""
+        if cfg.early_stopping_patience and st["no_optim"] >= cfg.early_stopping_patience:
+            reason = (f"no improvement of {self.monitor} for {st['no_optim']} epochs "
+                      "(early_stopping_patience)")
+        if cfg.plateau and not reason:
+            if st["no_optim"] > cfg.plateau_stop_patience:
+                reason = f"plateau rule: no improvement for {st['no_optim']} epochs"
+            elif st["no_optim"] > cfg.plateau_patience:
+                if lr < cfg.plateau_min_lr:
+                    reason = f"plateau rule: lr {lr:.3g} < {cfg.plateau_min_lr:g}"
+                else:
+                    self._plateau_step(epoch)
+        self._save_last(epoch_done=True, meta=meta)
+        return reason
+
+    def _plateau_step(self, epoch: int) -> None:
+        st, cfg = self.state, self.cfg
+        best = self.out / "best.ckpt"
+        if self.best_weights:
+            import mindspore as ms
+
+            ms.load_param_into_net(self.net, {k: ms.Parameter(ms.Tensor(v), name=k)
+                                              for k, v in self.best_weights.items()})
+        elif best.exists():  # resumed run: the copy in memory is gone, the file is identical
+            load_weights(self.net, best, strict=True)
+        st["lr_scale"] = float(st["lr_scale"]) / cfg.plateau_factor
+        new_lr = self._lr_now()
+        logger.info("plateau rule at epoch %d: reloaded %s, lr -> %.3g", epoch, best.name, new_lr)
+        self.events.emit("plateau", step=st["global_step"], epoch=epoch, lr=new_lr,
+                         no_optim=st["no_optim"])
+
+    def _prune_epoch_checkpoints(self, epoch: int) -> None:
+        keep = self.cfg.keep_epoch_checkpoints
+        if not keep:
+            return
+        old = epoch - keep
+        for e in range(max(1, old - 2), old + 1):
+            for suffix in (".ckpt", ".json"):
+                p = self.out / f"epoch_{e:03d}{suffix}"
+                if p.exists():
+                    p.unlink()
+
+    def _save_last(self, epoch_done: bool, meta: Optional[CheckpointMeta] = None) -> None:
+        st = self.state
+        if self.scaler is not None:
+            st["loss_scale"] = float(self.scaler.scale_value.asnumpy())
+        st["checkpoint"] = "last.ckpt"
+        if not self.is_main:
+            return
+        if meta is None:
+            meta = self._meta({}, st["epoch"])
+        p = save_checkpoint(self.net, self.out / "last.ckpt", meta, optimizer=self.optimizer,
+                            train_state=_clean(dict(st)))
+        self._write_state()
+        self.events.emit("checkpoint", step=st["global_step"], epoch=st["epoch"], path=str(p),
+                         kind="last", epoch_complete=epoch_done)
+
+    def _write_state(self) -> None:
+        _atomic_json(self.out / STATE_FILE, dict(self.state))
+
+    def _save_rank_weights(self) -> None:
+        """Debug aid for data-parallel tests: every rank writes its trainable weights."""
+        import mindspore as ms
+
+        d = self.out / "rank_weights"
+        d.mkdir(parents=True, exist_ok=True)
+        ms.save_checkpoint([{"name": p.name, "data": p} for p in self.net.trainable_params()],
+                           str(d / f"rank_{self.rank}.ckpt"))
+
+
+def train(config: TrainConfig, on_event: Optional[EventFn] = None,
+          should_stop: Optional[StopFn] = None, resume: bool = False, rank: int = 0,
+          world_size: int = 1) -> TrainResult:
+    """Train ``config.model`` as described in the module docstring.
+
+    Args:
+        config: a validated :class:`TrainConfig`.
+        on_event: called with every event dict (also written to ``events.jsonl`` on rank 0).
+        should_stop: polled between steps; True saves ``last.ckpt`` and returns.
+        resume: continue from ``<output_dir>/train_state.json`` and ``last.ckpt``.
+        rank, world_size: data-parallel position (set by :mod:`segcore.distributed`).
+
+    Raises:
+        ConfigError, DatasetError, CheckpointError, DeviceError: bad input (one line).
+    """
+    config.validate()
+    if resume and not (Path(config.output_dir) / STATE_FILE).exists():
+        raise CheckpointError(f"{Path(config.output_dir) / STATE_FILE}: no training state to "
+                              "resume from")
+    trainer = _Trainer(config, on_event, should_stop, resume, rank, world_size)
+    try:
+        trainer.setup()
+        return trainer.run()
+    except Exception as exc:
+        trainer.events.emit("error", message=str(exc).strip().splitlines()[0] if str(exc).strip()
+                            else type(exc).__name__, error=type(exc).__name__)
+        raise
+
+
+__all__ = ["train", "TrainResult", "lr_at", "read_train_state", "read_events", "EventLog",
+           "build_datasets", "STATE_FILE", "EVENTS_FILE", "STOP_FILE"]
