@@ -39,3 +39,7 @@ class VectorizeError(GisError, ValueError):
 
 class VectorWriteError(GisError, OSError):
     """A vector output (GeoPackage, Shapefile, GeoJSON, style) that cannot be written."""
+
+
+class RasterWriteError(GisError, OSError):
+    """A raster output that could not be written (disk full, GDAL driver error)."""

@@ -3,8 +3,9 @@
 :func:`run_tiled_inference` is the raster half of the pipeline::
 
     open_raster -> plan_tiles(area) -> [reader thread: read_window + normalise, batch by batch]
-      -> predict_fn (+ test-time augmentation) -> MosaicAccumulator (row strips)
-      -> [writer thread: uint8 strips into temporary tiled GTiffs] -> COGs -> rename
+      -> predict_fn (+ test-time augmentation, calling thread)
+      -> [blend thread: MosaicAccumulator -> uint8 row strips into temporary tiled GTiffs]
+      -> two COG conversions in parallel -> rename both
 
 The model is only seen through ``predict_fn(batch) -> probs``: ``batch`` float32 ``(N, C, T, T)``
 already normalised, ``probs`` float32 ``(N, K, T, T)`` probabilities in 0..1 (K = 1 for roads).
@@ -17,9 +18,10 @@ Outputs (both uint8 COGs with the source CRS and the transform of the processed 
 * mask raster: 1 band, 0 background / 1 road (``p >= threshold``; for K > 1 the argmax class
   index), nodata 255 (:data:`gis.mosaic.MASK_NODATA`) in the same places.
 
-Memory is bounded by the prefetch queue (two batches), the accumulator's strip (one tile height
-times the area width) and the writer queue; the full raster is never held. Reading, inference and
-writing run in three threads so they overlap (GDAL releases the GIL while reading and writing).
+Memory is bounded by the prefetch queue (``prefetch_batches``), the blend queue (two batches) and
+the accumulator's strip (one tile height times the area width, ``K + 1`` float32 planes); the full
+raster is never held. Reading, inference and blending/writing run in three threads so they overlap
+(GDAL and large numpy operations release the GIL).
 Nothing is written at the target names until both COGs are complete; on cancel or error every
 temporary file is removed and existing files at the target names are left untouched.
 """
@@ -30,6 +32,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -43,7 +46,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from gis.aoi import AOI, aoi_mask, aoi_window
-from gis.errors import CancelledError, InferenceError, OutputExistsError, RasterReadError
+from gis.errors import CancelledError, InferenceError, OutputExistsError, RasterWriteError
 from gis.io import (
     Normalizer,
     _open,
@@ -172,7 +175,7 @@ class InferenceResult:
         resolution_m: source pixel size in metres (None without CRS).
         tta: the TTA mode used.
         timings: seconds spent: ``read`` (reader thread), ``wait`` (inference thread waiting for
-            data), ``predict``, ``blend``, ``write`` (writer thread), ``cog``, ``total``.
+            data), ``predict``, ``blend`` and ``write`` (blend thread), ``cog``, ``total``.
     """
 
     prob_path: Path
@@ -277,15 +280,40 @@ class _Reader(threading.Thread):
                 return
 
 
-class _Writer(threading.Thread):
-    """Writes finished uint8 strips into the temporary GTiffs."""
+class _Blender(threading.Thread):
+    """Blends predicted batches into the accumulator and writes finished strips.
 
-    def __init__(self, prob_ds, mask_ds):
-        super().__init__(name="gis-strip-writer", daemon=True)
+    Runs beside the inference loop so that blending (numpy, releases the GIL on large arrays)
+    and GTiff writing (GDAL, releases the GIL) overlap with the next ``predict_fn`` call.
+    """
+
+    def __init__(self, prob_ds, mask_ds, threshold: float):
+        super().__init__(name="gis-blend-writer", daemon=True)
         self.prob_ds, self.mask_ds = prob_ds, mask_ds
-        self.q: "queue.Queue" = queue.Queue(maxsize=4)
+        self.threshold = threshold
+        self.acc: Optional[MosaicAccumulator] = None
+        self.q: "queue.Queue" = queue.Queue(maxsize=2)
         self.error: Optional[BaseException] = None
+        self.blend_s = 0.0
         self.write_s = 0.0
+        self.valid_pixels = 0
+        self.positive_pixels = 0
+
+    def on_strip(self, row: int, probs: np.ndarray, valid: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        prob8 = probabilities_to_uint8(probs, valid)
+        if probs.shape[0] == 1:
+            mask8 = np.where(probs[0] >= self.threshold, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
+        else:
+            mask8 = np.argmax(probs, axis=0).astype(np.uint8)
+        mask8[~valid] = MASK_NODATA
+        self.valid_pixels += int(valid.sum())
+        self.positive_pixels += int(((mask8 != MASK_NODATA) & (mask8 != MASK_BACKGROUND)).sum())
+        h, w = mask8.shape
+        win = Window(0, row, w, h)
+        self.prob_ds.write(prob8, window=win)
+        self.mask_ds.write(mask8, 1, window=win)
+        self.write_s += time.perf_counter() - t0
 
     def run(self) -> None:
         while True:
@@ -293,17 +321,32 @@ class _Writer(threading.Thread):
             if item is None:
                 return
             if self.error is not None:
-                continue  # drain
-            row, prob8, mask8 = item
+                continue  # drain until the sentinel
             t0 = time.perf_counter()
+            w0 = self.write_s
             try:
-                h, w = mask8.shape
-                win = Window(0, row, w, h)
-                self.prob_ds.write(prob8, window=win)
-                self.mask_ds.write(mask8, 1, window=win)
+                if item == "finish":
+                    assert self.acc is not None
+                    self.acc.finish()
+                else:
+                    batch, probs, valid = item
+                    assert self.acc is not None
+                    for i, tile in enumerate(batch):
+                        self.acc.add(tile, probs[i], valid[i])
             except BaseException as exc:
                 self.error = exc
-            self.write_s += time.perf_counter() - t0
+            self.blend_s += (time.perf_counter() - t0) - (self.write_s - w0)
+
+    def put(self, item) -> None:
+        """Queue work; re-raises an error of the thread in the caller."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +405,7 @@ def run_tiled_inference(
 
     Raises:
         RasterReadError, CRSError: unreadable input / missing CRS.
+        RasterWriteError: an output could not be written.
         AOIError: the AOI does not overlap the raster.
         OutputExistsError: an output exists and ``overwrite`` is False.
         InferenceError: ``predict_fn`` returned a wrongly shaped array.
@@ -411,10 +455,33 @@ def run_tiled_inference(
     tmp_mask_c = temp_path_for(mask_path, "cog")
     temps = [tmp_prob_g, tmp_mask_g, tmp_prob_c, tmp_mask_c]
     reader: Optional[_Reader] = None
-    writer: Optional[_Writer] = None
-    prob_ds = mask_ds = None
+    blender: Optional[_Blender] = None
+    datasets: List[Any] = []
     timings = {"read": 0.0, "wait": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0, "cog": 0.0}
-    counts = {"valid": 0, "positive": 0}
+    num_classes: Optional[int] = None
+
+    def start_blender(k: int) -> _Blender:
+        common = dict(
+            driver="GTiff", width=aw, height=ah, crs=info.crs, transform=out_transform,
+            dtype="uint8", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
+        )
+        try:
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+                datasets.append(rasterio.open(tmp_prob_g, "w", count=k, nodata=PROB_NODATA, **common))
+                datasets.append(rasterio.open(tmp_mask_g, "w", count=1, nodata=MASK_NODATA, **common))
+        except RasterioError as exc:
+            raise RasterWriteError(
+                f"{tmp_prob_g}: cannot create temporary output: {str(exc).splitlines()[0]}"
+            ) from exc
+        b = _Blender(datasets[0], datasets[1], threshold)
+        b.acc = MosaicAccumulator(area, k, tile_size_px, overlap_px, b.on_strip)
+        b.start()
+        return b
+
+    def stop_blender(b: _Blender) -> None:
+        b.q.put(None)
+        b.join()
+
     try:
         if cancel():
             raise CancelledError(f"{src_path}: cancelled before start")
@@ -423,35 +490,6 @@ def run_tiled_inference(
             info.crs, prefetch_batches,
         )
         reader.start()
-
-        num_classes: Optional[int] = None
-        acc: Optional[MosaicAccumulator] = None
-
-        def open_outputs(k: int) -> None:
-            nonlocal prob_ds, mask_ds, writer
-            common = dict(
-                driver="GTiff", width=aw, height=ah, crs=info.crs, transform=out_transform,
-                dtype="uint8", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
-            )
-            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-                prob_ds = rasterio.open(tmp_prob_g, "w", count=k, nodata=PROB_NODATA, **common)
-                mask_ds = rasterio.open(tmp_mask_g, "w", count=1, nodata=MASK_NODATA, **common)
-            writer = _Writer(prob_ds, mask_ds)
-            writer.start()
-
-        def on_strip(row: int, probs: np.ndarray, valid: np.ndarray) -> None:
-            prob8 = probabilities_to_uint8(probs, valid)
-            if probs.shape[0] == 1:
-                mask8 = np.where(probs[0] >= threshold, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
-            else:
-                mask8 = np.argmax(probs, axis=0).astype(np.uint8)
-            mask8[~valid] = MASK_NODATA
-            counts["valid"] += int(valid.sum())
-            counts["positive"] += int(((mask8 != MASK_NODATA) & (mask8 != MASK_BACKGROUND)).sum())
-            assert writer is not None
-            if writer.error is not None:
-                raise writer.error
-            writer.q.put((row, prob8, mask8))
 
         done = 0
         total = len(tiles)
@@ -471,42 +509,43 @@ def run_tiled_inference(
             timings["predict"] += time.perf_counter() - t0
             if num_classes is None:
                 num_classes = int(probs.shape[1])
-                open_outputs(num_classes)
-                acc = MosaicAccumulator(area, num_classes, tile_size_px, overlap_px, on_strip)
+                blender = start_blender(num_classes)
             elif probs.shape[1] != num_classes:
                 raise InferenceError(
                     f"predict_fn returned {probs.shape[1]} classes after {num_classes} earlier"
                 )
-            t0 = time.perf_counter()
-            assert acc is not None
-            for i, tile in enumerate(batch):
-                acc.add(tile, probs[i], valid[i])
-            timings["blend"] += time.perf_counter() - t0
+            assert blender is not None
+            blender.put((batch, probs, valid))
             done += len(batch)
             progress(done, total, "inference")
-        assert acc is not None and writer is not None
-        t0 = time.perf_counter()
-        acc.finish()
-        writer.q.put(None)
-        writer.join()
-        timings["blend"] += time.perf_counter() - t0
-        if writer.error is not None:
-            raise RasterReadError(f"{tmp_prob_g}: writing strips failed: {writer.error}") from writer.error
-        timings["write"] = writer.write_s
-        prob_ds.close()
-        mask_ds.close()
+        assert blender is not None and num_classes is not None
+        blender.put("finish")
+        stop_blender(blender)
+        if blender.error is not None:
+            raise blender.error
+        timings["blend"], timings["write"] = blender.blend_s, blender.write_s
+        for ds in datasets:
+            ds.close()
 
+        if cancel():
+            raise CancelledError(f"{src_path}: cancelled before writing outputs")
         t0 = time.perf_counter()
         progress(0, 2, "writing")
+        jobs = [
+            (tmp_prob_g, tmp_prob_c, dict(overview_resampling="average", predictor=True)),
+            (tmp_mask_g, tmp_mask_c, dict(overview_resampling="nearest", predictor=False)),
+        ]
+        # the two conversions run in parallel (GDAL releases the GIL while compressing)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gis-cog") as pool:
+            futures = [pool.submit(cog_copy, a, b, blocksize=cog_blocksize, **kw) for a, b, kw in jobs]
+            for n_done, fut in enumerate(as_completed(futures), start=1):
+                fut.result()
+                if n_done < 2:
+                    progress(n_done, 2, "writing")
+        for a, _, _ in jobs:
+            _remove_quietly(a)
         if cancel():
-            raise CancelledError(f"{src_path}: cancelled before writing outputs")
-        cog_copy(tmp_prob_g, tmp_prob_c, blocksize=cog_blocksize, overview_resampling="average")
-        _remove_quietly(tmp_prob_g)
-        progress(1, 2, "writing")
-        if cancel():
-            raise CancelledError(f"{src_path}: cancelled before writing outputs")
-        cog_copy(tmp_mask_g, tmp_mask_c, blocksize=cog_blocksize, overview_resampling="nearest")
-        _remove_quietly(tmp_mask_g)
+            raise CancelledError(f"{src_path}: cancelled before replacing outputs")
         for final in (prob_path, mask_path):
             if final.exists() and not overwrite:
                 raise OutputExistsError(f"{final}: output appeared while running (not overwritten)")
@@ -517,12 +556,11 @@ def run_tiled_inference(
     except BaseException:
         if reader is not None:
             reader.stop.set()
-        if writer is not None and writer.is_alive():
-            writer.error = writer.error or _Stop()
-            writer.q.put(None)
-            writer.join()
-        for ds in (prob_ds, mask_ds):
-            if ds is not None and not ds.closed:
+        if blender is not None and blender.is_alive():
+            blender.error = blender.error or _Stop()
+            stop_blender(blender)
+        for ds in datasets:
+            if not ds.closed:
                 try:
                     ds.close()
                 except RasterioError:  # pragma: no cover
@@ -550,8 +588,8 @@ def run_tiled_inference(
         num_classes=int(num_classes),
         bands=bands_t,
         tiles=len(tiles),
-        valid_pixels=counts["valid"],
-        positive_pixels=counts["positive"],
+        valid_pixels=blender.valid_pixels,
+        positive_pixels=blender.positive_pixels,
         resolution_m=info.resolution_m,
         tta=tta,
         timings=timings,

@@ -40,7 +40,13 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from gis.errors import CRSError, OutputDirError, OutputExistsError, RasterReadError
+from gis.errors import (
+    CRSError,
+    OutputDirError,
+    OutputExistsError,
+    RasterReadError,
+    RasterWriteError,
+)
 
 __all__ = [
     "RasterInfo",
@@ -226,12 +232,13 @@ def _read_error(path: Any, exc: Exception) -> RasterReadError:
 
 
 def _check_readable(ds: "rasterio.io.DatasetReader") -> None:
-    """Read the last block of band 1 so that a file cut short fails at open, not mid-run."""
+    """Read the last block of the last band (the end of the file for both pixel- and
+    band-interleaved layouts) so that a file cut short fails at open, not mid-run."""
     try:
-        bh, bw = ds.block_shapes[0]
+        bh, bw = ds.block_shapes[-1]
         r0 = max(0, ds.height - bh)
         c0 = max(0, ds.width - bw)
-        ds.read(1, window=Window(c0, r0, min(bw, ds.width), min(bh, ds.height)))
+        ds.read(ds.count, window=Window(c0, r0, min(bw, ds.width), min(bh, ds.height)))
     except RasterioError as exc:
         raise _read_error(ds.name, exc) from exc
 
@@ -643,8 +650,11 @@ def cog_copy(
     compress: str = "DEFLATE",
     overview_resampling: str = "nearest",
     overview_count: Optional[int] = None,
+    predictor: bool = True,
 ) -> Path:
     """Write ``src_path`` as a COG at exactly ``dst_path`` (no existence check, no temp name).
+
+    ``predictor``: horizontal differencing before compression (helps continuous data, not masks).
 
     Building block of :func:`gtiff_to_cog`, for callers that manage temporary names themselves
     (e.g. :func:`gis.inference.run_tiled_inference`, which renames two outputs together).
@@ -665,13 +675,13 @@ def cog_copy(
             opts["OVERVIEW_COUNT"] = int(n)
         else:
             opts["OVERVIEWS"] = "NONE"
-        if compress.upper() in ("DEFLATE", "LZW", "ZSTD"):
+        if predictor and compress.upper() in ("DEFLATE", "LZW", "ZSTD"):
             opts["PREDICTOR"] = "YES"
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             rasterio.shutil.copy(str(src_path), str(dst), driver="COG", **opts)
     except RasterioError as exc:
         _remove_quietly(dst)
-        raise RasterReadError(f"{dst}: writing the COG failed: {str(exc).splitlines()[0]}") from exc
+        raise RasterWriteError(f"{dst}: writing the COG failed: {str(exc).splitlines()[0]}") from exc
     except BaseException:
         _remove_quietly(dst)
         raise
@@ -743,7 +753,7 @@ def write_cog(
 
     The data goes first to a temporary tiled GeoTIFF, then through :func:`gtiff_to_cog`; both
     temporaries live next to ``path`` and are removed on success or failure. For rasters larger
-    than memory use :class:`gis.inference` style strip writing into a GTiff and call
+    than memory write row strips into a tiled GTiff (as :mod:`gis.inference` does) and call
     :func:`gtiff_to_cog` yourself.
     """
     dst = check_output_path(path, overwrite)
@@ -754,6 +764,17 @@ def write_cog(
         raise ValueError(f"{dst}: write_cog expects (H,W) or (C,H,W), got shape {arr.shape}")
     dtype = np.dtype(dtype or arr.dtype)
     tmp = temp_path_for(dst, "gtiff")
+    try:
+        _write_gtiff(tmp, arr, dtype, crs, transform, nodata, band_descriptions)
+        return gtiff_to_cog(
+            tmp, dst, overwrite=overwrite, blocksize=blocksize, compress=compress,
+            overview_resampling=overview_resampling, overview_count=overview_count,
+        )
+    finally:
+        _remove_quietly(tmp)
+
+
+def _write_gtiff(tmp, arr, dtype, crs, transform, nodata, band_descriptions) -> None:
     try:
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             with rasterio.open(
@@ -766,9 +787,5 @@ def write_cog(
                 if band_descriptions:
                     for i, d in enumerate(band_descriptions, start=1):
                         out.set_band_description(i, d)
-        return gtiff_to_cog(
-            tmp, dst, overwrite=overwrite, blocksize=blocksize, compress=compress,
-            overview_resampling=overview_resampling, overview_count=overview_count,
-        )
-    finally:
-        _remove_quietly(tmp)
+    except RasterioError as exc:
+        raise RasterWriteError(f"{tmp}: writing failed: {str(exc).splitlines()[0]}") from exc

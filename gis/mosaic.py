@@ -126,6 +126,7 @@ class MosaicAccumulator:
         self._flushed = 0  # area-relative rows already written
         self.max_buffer_rows_used = 0
         self._finished = False
+        self._weights: dict = {}
 
     # ------------------------------------------------------------------------------------
     @property
@@ -184,9 +185,13 @@ class MosaicAccumulator:
             )
         if ty > self._top:
             self._flush_until(ty)
-        # weights: ramps only where a neighbour exists
-        ry = ramp_profile(T, self.overlap_px, ty > 0, ty < self._last_y)
-        rx = ramp_profile(T, self.overlap_px, tx > 0, tx < self._last_x)
+        # weights: ramps only where a neighbour exists (at most 9 distinct tiles, cached)
+        key = (ty > 0, ty < self._last_y, tx > 0, tx < self._last_x)
+        weight = self._weights.get(key)
+        if weight is None:
+            ry = ramp_profile(T, self.overlap_px, key[0], key[1])
+            rx = ramp_profile(T, self.overlap_px, key[2], key[3])
+            weight = self._weights[key] = np.outer(ry, rx).astype(np.float32)
         # intersection of the tile with the area
         aw, ah = int(self.area.width), int(self.area.height)
         y0, y1 = max(ty, 0), min(ty + T, ah)
@@ -194,11 +199,11 @@ class MosaicAccumulator:
         if y1 <= y0 or x1 <= x0:
             return
         sy, sx = slice(y0 - ty, y1 - ty), slice(x0 - tx, x1 - tx)
-        w = np.outer(ry[sy], rx[sx]).astype(np.float32)
+        w = weight[sy, sx]
         by = slice(y0 - self._top, y1 - self._top)
         if by.stop > self.buffer_rows:  # cannot happen for plan_tiles tiles
             raise ValueError(f"tile {tile.index} does not fit the strip buffer")
-        self._sum[:, by, x0:x1] += probs[:, sy, sx].astype(np.float32, copy=False) * w[None]
+        self._sum[:, by, x0:x1] += probs[:, sy, sx].astype(np.float32, copy=False) * w
         self._wsum[by, x0:x1] += w
         if valid is None:
             self._valid[by, x0:x1] = True
