@@ -76,7 +76,8 @@ class WeightedCrossEntropy(nn.Cell):
         super().__init__()
         w = np.asarray(class_weights, dtype=np.float32).reshape(-1)
         if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError(f"WeightedCrossEntropy: class weights must be finite and >= 0, got {w}")
+            raise ValueError(f"WeightedCrossEntropy: class weights must be finite and >= 0, "
+                             f"got {w}")
         self.class_weights = ms.Tensor(w)
         self.num_classes = int(w.size)
         self.ignore_index = int(ignore_index)

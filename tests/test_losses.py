@@ -7,8 +7,9 @@ import pytest
 ms = pytest.importorskip("mindspore")
 from mindspore import ops  # noqa: E402
 
-from segcore.losses import (AuxLoss, BCEDiceLoss, CrossEntropyIgnore, OhemCrossEntropy,  # noqa: E402
-                            WeightedCrossEntropy, create_loss, enet_class_weights)
+from segcore.losses import (AuxLoss, BCEDiceLoss, CrossEntropyIgnore,  # noqa: E402
+                            OhemCrossEntropy, WeightedCrossEntropy, create_loss,
+                            enet_class_weights)
 
 RTOL = 1e-5
 IGN = 255

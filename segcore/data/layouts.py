@@ -30,7 +30,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -271,5 +271,3 @@ def index_image_folder(root: Path, split: Optional[str] = "train",
         out.extend(Sample(f, None, label) for f in files)
     return out, classes
 
-
-Indexer = Callable[..., List[Sample]]

@@ -25,7 +25,7 @@ the D-LinkNet seed's ``img / 255 * 3.2 - 1.6`` is ``mean=0.5``, ``std=1/3.2`` (p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -346,7 +346,3 @@ def classification_transform(img: np.ndarray, crop_size: SizeLike, train: bool,
         img, _ = _crop(img, None, (ch, cw), None)
     return np.ascontiguousarray(img)
 
-
-def with_crop(cfg: AugmentConfig, crop_size: Optional[SizeLike]) -> AugmentConfig:
-    """A copy of ``cfg`` with another crop size."""
-    return replace(cfg, crop_size=_pair(crop_size))
