@@ -174,6 +174,8 @@ class InferenceResult:
         positive_pixels: valid pixels classified as road (K == 1) / non-zero class (K > 1).
         resolution_m: source pixel size in metres (None without CRS).
         tta: the TTA mode used.
+        strip_rows: rows held by the blending buffer (one tile height, capped by the area height):
+            the memory bound of the mosaic, independent of the raster height.
         timings: seconds spent: ``read`` (reader thread), ``wait`` (inference thread waiting for
             data), ``predict``, ``blend`` and ``write`` (blend thread), ``cog``, ``total``.
     """
@@ -192,6 +194,7 @@ class InferenceResult:
     positive_pixels: int
     resolution_m: Optional[Tuple[float, float]]
     tta: str
+    strip_rows: int = 0
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property
@@ -592,5 +595,6 @@ def run_tiled_inference(
         positive_pixels=blender.positive_pixels,
         resolution_m=info.resolution_m,
         tta=tta,
+        strip_rows=blender.acc.buffer_rows if blender.acc is not None else 0,
         timings=timings,
     )

@@ -65,6 +65,9 @@ __all__ = [
     "check_output_path",
     "default_overview_count",
     "utm_crs_for_lonlat",
+    "MaskRaster",
+    "read_mask",
+    "write_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -789,3 +792,73 @@ def _write_gtiff(tmp, arr, dtype, crs, transform, nodata, band_descriptions) -> 
                         out.set_band_description(i, d)
     except RasterioError as exc:
         raise RasterWriteError(f"{tmp}: writing failed: {str(exc).splitlines()[0]}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# masks (the 0 / 1 / 255 rasters of gis.inference)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskRaster:
+    """A mask read back from disk.
+
+    Attributes:
+        mask: bool ``(H, W)``, True where the value is non-zero and not nodata (road / any class).
+        values: the raw uint8 ``(H, W)`` values (class indices, 255 = nodata).
+        valid: bool ``(H, W)``, False at nodata.
+        crs, transform: georeference of the array (the window's transform when a window was read).
+        resolution_m: pixel size in metres (None without CRS).
+    """
+
+    mask: np.ndarray
+    values: np.ndarray
+    valid: np.ndarray
+    crs: Optional[CRS]
+    transform: Affine
+    resolution_m: Optional[Tuple[float, float]]
+
+
+def read_mask(path: PathLike, window: Optional[Window] = None) -> MaskRaster:
+    """Read band 1 of a mask raster (e.g. the mask COG of :func:`gis.inference.run_tiled_inference`).
+
+    Nodata is the file's nodata value (255 for our masks). ``window`` (integer, inside the raster)
+    reads part of it; default the whole raster, so mind the memory for very large masks.
+    """
+    with _open(path) as ds:
+        win = window or Window(0, 0, ds.width, ds.height)
+        try:
+            values = ds.read(1, window=win)
+        except RasterioError as exc:
+            raise _read_error(ds.name, exc) from exc
+        nodata = ds.nodata
+        valid = np.ones(values.shape, bool) if nodata is None else values != nodata
+        crs = ds.crs if ds.crs else None
+        transform = rasterio.windows.transform(win, ds.transform)
+        res = _resolution_m(crs, ds.transform, ds.width, ds.height)
+    return MaskRaster(
+        mask=(values != 0) & valid, values=values, valid=valid, crs=crs, transform=transform,
+        resolution_m=res,
+    )
+
+
+def write_mask(
+    path: PathLike,
+    mask: np.ndarray,
+    *,
+    crs: Optional[Union[CRS, str]],
+    transform: Affine,
+    valid: Optional[np.ndarray] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bool (or uint8 class) mask ``(H, W)`` as a COG with the pipeline's mask values:
+    0 background, 1 road (or the class index), 255 nodata where ``valid`` is False.
+    """
+    from gis.mosaic import MASK_NODATA, MASK_ROAD
+
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"{path}: write_mask expects a (H, W) mask, got shape {m.shape}")
+    out = (m.astype(np.uint8) * MASK_ROAD) if m.dtype == bool else m.astype(np.uint8)
+    if valid is not None:
+        out = np.where(np.asarray(valid, bool), out, MASK_NODATA).astype(np.uint8)
+    return write_cog(path, out, crs=crs, transform=transform, nodata=MASK_NODATA, dtype="uint8",
+                     overwrite=overwrite, overview_resampling="nearest")

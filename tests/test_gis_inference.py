@@ -369,3 +369,34 @@ def test_morphology_and_clean_mask():
     valid[:, 25:] = False
     out = clean_mask(speck, 1.0, min_object_m2=4, closing_px=1, valid=valid)
     assert not out[1, 1] and out[7, 14] and not out[:, 25:].any()
+
+
+def test_memory_bounded_to_one_strip_on_a_tall_raster(tmp_path):
+    src = write_geotiff(tmp_path / "tall.tif", random_image((1, 400, 24)))
+    res = run_tiled_inference(src, identity, tmp_path / "p.tif", tmp_path / "m.tif",
+                              tile_size_px=32, overlap_px=8, batch_size=1)
+    assert res.strip_rows == 32  # the blend buffer holds one tile height, not 400 rows
+    assert res.height == 400 and res.tiles == 17
+
+
+def test_normalize_specs_mapping_and_callable(tmp_path):
+    img = np.full((3, 20, 20), 255, np.uint8)
+    img[1] = 0
+    src = write_geotiff(tmp_path / "c.tif", img)
+    seen = {}
+
+    def capture(name):
+        def f(b):
+            seen[name] = b.copy()
+            return np.zeros((b.shape[0], 1) + b.shape[2:], np.float32)
+        return f
+
+    kw = dict(tile_size_px=16, overlap_px=4, batch_size=4)
+    run_tiled_inference(src, capture("map"), tmp_path / "p1.tif", tmp_path / "m1.tif",
+                        normalize={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.25, 1.0]}, **kw)
+    # uint8 -> /255 -> (x - mean) / std, padded pixels 0
+    np.testing.assert_allclose(seen["map"][0, :, 0, 0], [1.0, -2.0, 0.5], atol=1e-6)
+    run_tiled_inference(src, capture("fn"), tmp_path / "p2.tif", tmp_path / "m2.tif",
+                        normalize=lambda x: x - 100.0, **kw)
+    np.testing.assert_allclose(seen["fn"][0, :, 0, 0], [155.0, -100.0, 155.0])
+    assert (seen["fn"][-1, :, -1, -1] == 0).all()  # padded beyond the 20 x 20 raster
