@@ -230,7 +230,10 @@ def _open(path: PathLike) -> "rasterio.io.DatasetReader":
 
 
 def _read_error(path: Any, exc: Exception) -> RasterReadError:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # rasterio chains GDAL's own message as the cause ("Read failed. See previous exception")
+    cause = exc.__cause__ or exc.__context__
+    detail = exc if cause is None or not str(cause) else cause
+    msg = str(detail).splitlines()[0] if str(detail) else type(exc).__name__
     return RasterReadError(f"{path}: read failed, file truncated or corrupt ({msg})")
 
 

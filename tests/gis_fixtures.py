@@ -90,3 +90,13 @@ def truncate_file(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * fraction)])
     return Path(dst)
+
+
+def corrupt_middle(src: Path, dst: Path, nbytes: int = 200) -> Path:
+    """Copy ``src`` to ``dst`` with ``nbytes`` garbage bytes a third of the way in (the header and
+    the last block stay intact, so the damage only shows when the middle is read)."""
+    data = bytearray(Path(src).read_bytes())
+    at = len(data) // 3
+    data[at:at + nbytes] = b"\xff" * nbytes
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

@@ -18,10 +18,17 @@ from gis.errors import (
     CRSError,
     InferenceError,
     OutputExistsError,
+    RasterReadError,
 )
 from gis.inference import predict_with_tta, run_tiled_inference, tta_transforms
 from gis.mosaic import MASK_NODATA, MASK_ROAD, PROB_NODATA, PROB_SCALE
-from gis_fixtures import UTM33_ORIGIN, random_image, utm_transform, write_geotiff
+from gis_fixtures import (
+    UTM33_ORIGIN,
+    corrupt_middle,
+    random_image,
+    utm_transform,
+    write_geotiff,
+)
 
 
 def identity(batch: np.ndarray) -> np.ndarray:
@@ -400,3 +407,20 @@ def test_normalize_specs_mapping_and_callable(tmp_path):
                         normalize=lambda x: x - 100.0, **kw)
     np.testing.assert_allclose(seen["fn"][0, :, 0, 0], [155.0, -100.0, 155.0])
     assert (seen["fn"][-1, :, -1, -1] == 0).all()  # padded beyond the 20 x 20 raster
+
+
+def test_corrupt_block_mid_run_raises_and_cleans_up(tmp_path):
+    import rasterio as rio
+
+    good = tmp_path / "good.tif"
+    with rio.open(good, "w", driver="GTiff", width=128, height=128, count=1, dtype="uint8",
+                  crs="EPSG:32633", transform=utm_transform(), tiled=True, blockxsize=32,
+                  blockysize=32, compress="deflate") as ds:
+        ds.write(random_image((1, 128, 128)))
+    bad = corrupt_middle(good, tmp_path / "bad.tif")
+    prob, mask = _previous_outputs(tmp_path)
+    with pytest.raises(RasterReadError, match="bad.tif"):
+        run_tiled_inference(bad, channel_mean, prob, mask, tile_size_px=32, overlap_px=0,
+                            batch_size=1, overwrite=True)
+    assert prob.read_bytes() == b"previous probabilities"
+    assert _listing(tmp_path) == ["bad.tif", "good.tif", "mask.tif", "prob.tif"]
