@@ -187,8 +187,8 @@ def test_imagenet_class_folders(tmp_path):
     x, y = ds[3]
     assert x.shape == (3, 16, 16) and x.dtype == np.float32
     assert y.dtype == np.int32 and int(y) == 2
-    ev = build_dataset("imagenet", tmp_path, "train", crop_size=16)
-    ev.train = False
+    ev = build_dataset("imagenet", tmp_path, "train", crop_size=16, augment="none")
+    assert not ev.train
     a, _ = ev[0]
     b, _ = ev[0]
     np.testing.assert_array_equal(a, b)  # evaluation transform is deterministic
@@ -320,6 +320,14 @@ def test_augmentation_is_seeded_per_draw(tmp_path):
     np.testing.assert_array_equal(m1, n1)
     draws = [a[0][0] for _ in range(4)]  # later draws of the same sample differ
     assert any(not np.array_equal(draws[0], d) for d in draws[1:])
+    # set_epoch: an epoch's draws do not depend on what earlier epochs drew (resume)
+    a.set_epoch(3)
+    c = build_dataset("deepglobe", root, "train", crop_size=24, seed=11)
+    c.set_epoch(3)
+    np.testing.assert_array_equal(a[2][0], c[2][0])
+    np.testing.assert_array_equal(a[0][0], c[0][0])
+    c.set_epoch(4)
+    assert not np.array_equal(a[1][0], c[1][0])
 
 
 def test_normalization_presets():

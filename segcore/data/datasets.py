@@ -4,9 +4,11 @@ A :class:`SegmentationDataset` item is ``(image, mask)``: ``image`` ``(C, H, W)`
 normalised, ``mask`` ``(H, W)`` int32 class indices (255 = ignore). A
 :class:`ClassificationDataset` item is ``(image, label)`` with ``label`` a scalar int32.
 
-Randomness: sample ``i`` drawn for the ``k``-th time uses ``numpy.random.default_rng((seed, i,
-k))``, so a run is reproducible whatever order or thread loads the samples, and every epoch sees
-new augmentations.
+Randomness: sample ``i`` drawn for the ``k``-th time in epoch ``e`` uses
+``numpy.random.default_rng((seed, e, i, k))``, so a run is reproducible whatever order or thread
+loads the samples, repeated draws see new augmentations, and :meth:`set_epoch` (which restarts
+the draw counts) makes an epoch's augmentations independent of the epochs before it, so a
+resumed run matches an uninterrupted one.
 
 Broken samples: a file that cannot be read, or a mask whose size differs from its image, raises
 :class:`~segcore.errors.DatasetError` naming the file. With ``skip_broken=True`` the sample is
@@ -70,15 +72,22 @@ class _BaseDataset:
         self.skip_broken = bool(skip_broken)
         self.seed = int(seed)
         self.name = name
+        self.epoch = 0
         self._draws = _DrawCounter()
         self._broken: set = set()
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` and restart the per-sample draw counts."""
+        self.epoch = int(epoch)
+        self._draws = _DrawCounter()
+
     def rng_for(self, index: int) -> np.random.Generator:
-        """The generator for the next draw of ``index``."""
-        return np.random.default_rng((self.seed, int(index), self._draws.next(int(index))))
+        """The generator for the next draw of ``index`` in the current epoch."""
+        return np.random.default_rng((self.seed, self.epoch, int(index),
+                                      self._draws.next(int(index))))
 
     def _load(self, index: int):
         raise NotImplementedError
@@ -136,7 +145,7 @@ class SegmentationDataset(_BaseDataset):
         self.binary_threshold = float(binary_threshold)
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
-        self.bands = list(bands) if bands is not None else None
+        self.bands = list(bands) if bands else None  # None or [] = every band
 
     def _convert_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if self.mask_mode == "binary":
@@ -232,7 +241,8 @@ def build_dataset(kind: str, root: Union[str, Path], split: Optional[str] = "tra
         augment: recipe name (``dlinknet``, ``deeplabv3``, ``ddrnet``, ``dgcnet``, ``none``) or
             an :class:`AugmentConfig`. Default: the kind's reference recipe for ``split ==
             "train"`` (deepglobe/chips ``dlinknet``, cityscapes ``ddrnet``, voc ``deeplabv3``)
-            and ``none`` otherwise. For ``imagenet``, ``train`` split means random-resized crops.
+            and ``none`` otherwise. For ``imagenet`` only training (random-resized crop + flip)
+            versus ``none`` (resize + centre crop) matters; the default follows the split.
         crop_size: crop ``(H, W)`` or side (required by the scale+crop recipes; for
             ``imagenet`` default 224).
         norm, mean, std, scale: normalisation ``(raw * scale - mean) / std``; ``norm`` is a
@@ -255,6 +265,11 @@ def build_dataset(kind: str, root: Union[str, Path], split: Optional[str] = "tra
     train = split == "train"
     if kind == "imagenet":
         samples, classes = index_image_folder(root, split, skip_broken)
+        if isinstance(augment, AugmentConfig):
+            raise ConfigError("imagenet takes augment=None, 'none' or a recipe name, not an "
+                              "AugmentConfig")
+        if augment is not None:  # 'none'/'eval': centre crop; any recipe: random-resized crop
+            train = augment.lower() not in ("none", "eval", "")
         return ClassificationDataset(samples, classes, crop_size=crop_size or 224, train=train,
                                      normalization=normalization, skip_broken=skip_broken,
                                      seed=seed, name=name)
