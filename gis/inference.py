@@ -270,7 +270,8 @@ class _Reader(threading.Thread):
                     x = np.stack(datas)
                     valid = np.stack(valids)
                     x = np.asarray(self.norm(x), dtype=np.float32)
-                    x *= valid[:, None]  # invalid / padded pixels -> 0 after normalisation
+                    # invalid / padded pixels -> 0 after normalisation (also clears NaN)
+                    x = np.where(valid[:, None], x, np.float32(0.0))
                     self.read_s += time.perf_counter() - t0
                     self._put(("batch", batch, x, valid))
             self._put(("done", None, None, None))

@@ -343,8 +343,9 @@ def read_window(
 
     Returns:
         ``(data, valid)``: ``data`` float32 ``(C, H, W)`` in raw units (not normalised);
-        ``valid`` bool ``(H, W)``, True where the pixel is inside the raster and GDAL's dataset
-        mask (nodata / alpha / mask band) says it holds data.
+        ``valid`` bool ``(H, W)``, True where the pixel is inside the raster, GDAL's dataset
+        mask (nodata / alpha / mask band) says it holds data and (float rasters) all values are
+        finite.
 
     Raises:
         RasterReadError: the read fails (truncated or corrupt file).
@@ -375,7 +376,10 @@ def read_window(
     pos = {b: i for i, b in enumerate(uniq)}
     for k, b in enumerate(bands):
         data[k, ys, xs] = raw[pos[b]]
-    valid[ys, xs] = m > 0
+    inner_valid = m > 0
+    if np.issubdtype(raw.dtype, np.floating):
+        inner_valid &= np.isfinite(raw).all(axis=0)  # NaN/inf are never data
+    valid[ys, xs] = inner_valid
     return data, valid
 
 

@@ -277,3 +277,10 @@ def test_write_and_read_mask_round_trip(tmp_path):
     assert back.crs == CRS.from_epsg(32633) and back.resolution_m == pytest.approx((0.5, 0.5))
     part = read_mask(out, Window(5, 10, 10, 5))
     assert part.mask.all() and part.transform.c == utm_transform(0.5).c + 2.5
+
+
+def test_nan_pixels_of_float_rasters_are_invalid(tmp_path):
+    img = random_image((2, 8, 8), "float32")
+    img[1, 2, 3] = np.nan
+    _, valid = read_window(write_geotiff(tmp_path / "nan.tif", img), Window(0, 0, 8, 8))
+    assert not valid[2, 3] and valid.sum() == 63
