@@ -474,7 +474,7 @@ class _Trainer:
             self.grad_reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True,
                                                           degree=self.world)
             from mindspore import ops
-            self._allreduce_max = ops.AllReduce(ops.ReduceOp.MAX)
+            self._allreduce_any = ops.AllReduce(ops.ReduceOp.SUM)  # CPU: SUM only
         self._build_step()
 
     def _initial_state(self) -> Dict[str, Any]:
@@ -551,7 +551,7 @@ class _Trainer:
             import mindspore as ms
 
             t = ms.Tensor(np.array([1.0 if flag else 0.0], np.float32))
-            flag = bool(self._allreduce_max(t).asnumpy()[0] > 0)
+            flag = bool(self._allreduce_any(t).asnumpy()[0] > 0)
         return flag
 
     def run(self) -> TrainResult:
