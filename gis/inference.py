@@ -376,6 +376,7 @@ def run_tiled_inference(
     allow_pixel_coords: bool = False,
     prefetch_batches: int = 2,
     cog_blocksize: int = 512,
+    cog_compress_level: Optional[int] = None,
 ) -> InferenceResult:
     """Run ``predict_fn`` over a raster tile by tile and write probability and mask COGs.
 
@@ -403,6 +404,8 @@ def run_tiled_inference(
         allow_pixel_coords: accept a raster without CRS (outputs then have no CRS).
         prefetch_batches: batches the reader thread may read ahead.
         cog_blocksize: internal tile size of the output COGs.
+        cog_compress_level: DEFLATE level of the COGs (None: GDAL's default 6; 1 converts
+            several times faster on busy masks, files ~25 % larger).
 
     Returns:
         :class:`InferenceResult`.
@@ -541,7 +544,10 @@ def run_tiled_inference(
         ]
         # the two conversions run in parallel (GDAL releases the GIL while compressing)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gis-cog") as pool:
-            futures = [pool.submit(cog_copy, a, b, blocksize=cog_blocksize, **kw) for a, b, kw in jobs]
+            futures = [
+                pool.submit(cog_copy, a, b, blocksize=cog_blocksize, level=cog_compress_level, **kw)
+                for a, b, kw in jobs
+            ]
             for n_done, fut in enumerate(as_completed(futures), start=1):
                 fut.result()
                 if n_done < 2:

@@ -661,10 +661,13 @@ def cog_copy(
     overview_resampling: str = "nearest",
     overview_count: Optional[int] = None,
     predictor: bool = True,
+    level: Optional[int] = None,
 ) -> Path:
     """Write ``src_path`` as a COG at exactly ``dst_path`` (no existence check, no temp name).
 
     ``predictor``: horizontal differencing before compression (helps continuous data, not masks).
+    ``level``: compression level (DEFLATE 1-9, GDAL default 6; 1 is several times faster on
+    busy masks for ~25 % larger files).
 
     Building block of :func:`gtiff_to_cog`, for callers that manage temporary names themselves
     (e.g. :func:`gis.inference.run_tiled_inference`, which renames two outputs together).
@@ -687,6 +690,8 @@ def cog_copy(
             opts["OVERVIEWS"] = "NONE"
         if predictor and compress.upper() in ("DEFLATE", "LZW", "ZSTD"):
             opts["PREDICTOR"] = "YES"
+        if level is not None:
+            opts["LEVEL"] = int(level)
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             rasterio.shutil.copy(str(src_path), str(dst), driver="COG", **opts)
     except RasterioError as exc:
