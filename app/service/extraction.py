@@ -1,0 +1,1142 @@
+"""The main job, GeoTIFF -> road network, as one Qt-free service call (CLI and GUI share it).
+
+:func:`run_extraction` wires the two libraries together the way DESIGN.md draws it::
+
+    gis.io.open_raster (validate) -> segcore.predict.load_predictor (weights + metadata)
+      -> gis.inference.run_tiled_inference(predict_fn)  -> <stem>_prob.tif, <stem>_mask.tif (COGs)
+      -> gis.vectorize (centre lines, nodes, optional polygons)
+      -> gis.vector_io.write_vectors                    -> <stem>_roads.gpkg (.shp/.geojson) + .qml
+      -> <stem>_summary.json
+
+``segcore`` and ``gis`` never see each other: the service hands the predictor's
+``predict_batch`` to the tiled inference as a plain ``predict_fn(batch) -> probs`` callable and
+turns the checkpoint metadata (bands, normalisation, tile size) into the inference arguments.
+
+All-or-nothing outputs: everything is written into a hidden staging directory inside ``out_dir``
+and moved into place only when the whole set is complete. A failed or cancelled run removes the
+staging directory and leaves files from earlier runs untouched; existing outputs are refused
+unless ``overwrite=True`` (checked before any work starts, and again just before the commit).
+
+Progress is reported through ``on_progress(done, total, stage)`` with the stages
+:data:`STAGES` (``read``, ``infer``, ``mosaic``, ``vectorize``, ``write``); ``should_cancel()`` is
+polled between batches and stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from gis.errors import CancelledError, CRSError, GisError, OutputDirError, OutputExistsError
+from gis.vectorize import VectorizeParams
+
+__all__ = [
+    "STAGES",
+    "FORMATS",
+    "TTA_MODES",
+    "BACKENDS",
+    "DEVICES",
+    "ExtractionRequest",
+    "VectorizeParams",
+    "ExtractionResult",
+    "VectorizeResult",
+    "CheckpointEntry",
+    "run_extraction",
+    "output_paths",
+    "raster_info",
+    "vectorize_mask",
+    "export_network",
+    "list_checkpoints",
+    "default_checkpoint_dirs",
+    "resolve_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+#: progress stages of :func:`run_extraction`, in order
+STAGES: Tuple[str, ...] = ("read", "infer", "mosaic", "vectorize", "write")
+#: vector output formats (file suffixes)
+FORMATS: Tuple[str, ...] = ("gpkg", "shp", "geojson")
+TTA_MODES: Tuple[str, ...] = ("none", "flips", "d4")
+BACKENDS: Tuple[str, ...] = ("auto", "mindspore", "onnx")
+DEVICES: Tuple[str, ...] = ("cpu", "gpu", "ascend")
+#: checkpoint file suffixes :func:`list_checkpoints` looks for
+CHECKPOINT_SUFFIXES: Tuple[str, ...] = (".ckpt", ".onnx")
+#: CRS used internally to vectorize rasters without CRS (1 pixel = 1 unit); never written out
+_PIXEL_FRAME_CRS = "EPSG:3857"
+#: engineering CRS (pixel units, rows down) given to vectors of rasters without CRS
+PIXEL_CRS_WKT = (
+    'ENGCRS["raster pixel grid",EDATUM["raster pixels"],CS[Cartesian,2],'
+    'AXIS["column (x)",east,ORDER[1],LENGTHUNIT["pixel",1]],'
+    'AXIS["row (y)",south,ORDER[2],LENGTHUNIT["pixel",1]]]'
+)
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------------------------
+# requests and results
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtractionRequest:
+    """Everything one extraction run needs; built by the CLI options or the GUI panels.
+
+    Attributes:
+        image: input GeoTIFF.
+        out_dir: output directory (created when missing; removed again when a run that created
+            it fails or is cancelled).
+        model: registered model name. With ``checkpoint`` it must match the checkpoint's
+            metadata; alone it picks the checkpoint of that model from
+            :func:`default_checkpoint_dirs`.
+        checkpoint: ``.ckpt`` (with its ``.json`` metadata sidecar) or ``.onnx`` file. Neither
+            ``model`` nor ``checkpoint``: the bundled ``resources/models/road_demo.ckpt``.
+        backend: ``auto``, ``mindspore`` or ``onnx`` (see ``segcore.predict.load_predictor``).
+        device: ``cpu``, ``gpu`` or ``ascend``.
+        aoi: vector file (GeoJSON/GPKG/SHP, any CRS) whose polygons bound the processed area.
+        bbox: ``(minx, miny, maxx, maxy)`` in ``bbox_crs``; alternative to ``aoi``.
+        bbox_crs: CRS of ``bbox`` (default lon/lat).
+        tile_size_px: inference tile size; default the checkpoint's ``tile_size_px`` (must be a
+            multiple of the network stride).
+        overlap_px: overlap between tiles; default ``tile_size_px // 8``.
+        batch_size: tiles per forward pass.
+        tta: ``none``, ``flips`` (3 passes) or ``d4`` (8 passes).
+        threshold: road probability threshold of the mask (0..1).
+        vectorize: centre-line thresholds in metres (:class:`gis.vectorize.VectorizeParams`).
+        formats: vector formats to write, any of :data:`FORMATS` (GeoPackage always first).
+        polygons: also write road-surface polygons.
+        target_crs: CRS of the vector outputs (default the raster CRS); rasters keep theirs.
+        overwrite: replace existing outputs.
+        allow_pixel_coords: accept a raster without CRS; outputs are then in pixel coordinates
+            and metre thresholds are applied as if one pixel were one metre.
+        bands: 1-based source bands fed to the network (default: the checkpoint's bands).
+        normalization: override of the input normalisation: a ``gis.io.make_normalizer`` method
+            name or keyword mapping, or a callable ``(N,C,H,W) raw float32 -> normalised``.
+            Default: the checkpoint metadata (with ``predict_fn`` and no override: ``auto``).
+        predict_fn: a ready ``float32 (N,C,T,T) -> (N,K,T,T)`` probability callable used instead
+            of loading a checkpoint (tests, custom models, remote inference).
+        stem: base name of the outputs (default the image's file stem).
+    """
+
+    image: str
+    out_dir: str
+    model: Optional[str] = None
+    checkpoint: Optional[str] = None
+    backend: str = "auto"
+    device: str = "cpu"
+    aoi: Optional[str] = None
+    bbox: Optional[Tuple[float, float, float, float]] = None
+    bbox_crs: str = "EPSG:4326"
+    tile_size_px: Optional[int] = None
+    overlap_px: Optional[int] = None
+    batch_size: int = 2
+    tta: str = "none"
+    threshold: float = 0.5
+    vectorize: VectorizeParams = field(default_factory=VectorizeParams)
+    formats: Tuple[str, ...] = ("gpkg",)
+    polygons: bool = False
+    target_crs: Optional[str] = None
+    overwrite: bool = False
+    allow_pixel_coords: bool = False
+    bands: Optional[Tuple[int, ...]] = None
+    normalization: Any = field(default=None, compare=False)
+    predict_fn: Optional[PredictFn] = field(default=None, compare=False, repr=False)
+    stem: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", str(self.image))
+        object.__setattr__(self, "out_dir", str(self.out_dir))
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        if self.aoi is not None:
+            object.__setattr__(self, "aoi", str(self.aoi))
+        if self.bbox is not None:
+            object.__setattr__(self, "bbox", tuple(float(v) for v in self.bbox))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
+        fmts = tuple(dict.fromkeys(str(f).lower().lstrip(".") for f in (self.formats or ("gpkg",))))
+        object.__setattr__(self, "formats", fmts)
+
+    def validate(self) -> None:
+        """Check option values (not files). Raises :class:`UserError` with one line."""
+        if self.aoi is not None and self.bbox is not None:
+            raise UserError("give either an AOI file or a bbox, not both")
+        if self.bbox is not None and len(self.bbox) != 4:
+            raise UserError(f"bbox needs 4 numbers (minx miny maxx maxy), got {len(self.bbox)}")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise UserError(f"unknown output format {bad[0] if bad else ''!r} "
+                            f"(choose from {', '.join(FORMATS)})")
+        if self.tta not in TTA_MODES:
+            raise UserError(f"unknown TTA mode {self.tta!r} (choose from {', '.join(TTA_MODES)})")
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise UserError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if int(self.batch_size) < 1:
+            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.tile_size_px is not None and int(self.tile_size_px) < 8:
+            raise UserError(f"tile size must be at least 8 pixels, got {self.tile_size_px}")
+        if self.overlap_px is not None and int(self.overlap_px) < 0:
+            raise UserError(f"overlap must be >= 0 pixels, got {self.overlap_px}")
+        if self.stem is not None and (not self.stem or "/" in self.stem or os.sep in self.stem):
+            raise UserError(f"invalid output name {self.stem!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready parameters (``predict_fn`` and callables are described, not serialised)."""
+        d: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "vectorize":
+                v = dataclasses.asdict(v)
+            elif f.name == "predict_fn":
+                v = None if v is None else getattr(v, "__qualname__", type(v).__name__)
+            elif f.name == "normalization" and v is not None and not isinstance(v, (str, Mapping)):
+                v = getattr(v, "__qualname__", type(v).__name__)
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """Outcome of :func:`run_extraction`.
+
+    Attributes:
+        status: ``"success"``, ``"failed"`` or ``"cancelled"``.
+        outputs: file name without the ``<stem>_`` prefix -> path, for every file written
+            (``prob.tif``, ``mask.tif``, ``roads.gpkg``, ``roads_edges.gpkg.qml``,
+            ``roads_edges.shp``..., ``summary.json``); empty unless ``status == "success"``.
+        summary: what :file:`<stem>_summary.json` holds (road km, nodes, edges, components, area,
+            timings per stage, model and parameters); partial for failed runs.
+        error: one-line message for failed/cancelled runs.
+        internal_error: True when the failure was not an input problem (a bug; logged with its
+            traceback).
+        elapsed_s: wall time of the run.
+    """
+
+    status: str
+    outputs: Dict[str, str] = field(default_factory=dict)
+    summary: Dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    internal_error: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def _get(self, key: str) -> Optional[str]:
+        return self.outputs.get(key)
+
+    @property
+    def prob_path(self) -> Optional[str]:
+        return self._get("prob.tif")
+
+    @property
+    def mask_path(self) -> Optional[str]:
+        return self._get("mask.tif")
+
+    @property
+    def roads_path(self) -> Optional[str]:
+        """The first vector output (the GeoPackage when written)."""
+        for fmt in FORMATS:
+            if f"roads.{fmt}" in self.outputs:
+                return self.outputs[f"roads.{fmt}"]
+        return next((v for k, v in self.outputs.items() if k.startswith("roads_")
+                     and not k.endswith(".qml") and k.endswith((".shp", ".geojson"))), None)
+
+    @property
+    def summary_path(self) -> Optional[str]:
+        return self._get("summary.json")
+
+
+@dataclass(frozen=True)
+class VectorizeResult:
+    """Outcome of :func:`vectorize_mask` / :func:`export_network`: files written (keyed by name
+    without the output stem: ``gpkg``, ``edges.gpkg.qml``, ``edges.shp``...) and a summary
+    (``road_km``, ``edges``, ``nodes``, ``components``)."""
+
+    outputs: Dict[str, str]
+    summary: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """A checkpoint found by :func:`list_checkpoints`.
+
+    ``meta`` is the ``segcore.checkpoint.CheckpointMeta``; ``label`` a short text for pickers.
+    """
+
+    path: str
+    meta: Any
+    size_bytes: int
+    modified: str
+
+    @property
+    def label(self) -> str:
+        m = self.meta
+        bands = ",".join(str(b) for b in m.bands)
+        return f"{Path(self.path).name} ({m.model}, {m.num_classes} class(es), bands {bands})"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "size_bytes": self.size_bytes, "modified": self.modified,
+                "meta": self.meta.to_dict()}
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+def _one_line(exc: BaseException) -> str:
+    return str(as_user_error(exc))
+
+
+def _stage_progress(on_progress: Optional[ProgressFn]) -> ProgressFn:
+    if on_progress is None:
+        return lambda done, total, stage: None
+
+    def report(done: int, total: int, stage: str) -> None:
+        try:
+            on_progress(int(done), int(total), stage)
+        except Exception:  # a broken progress display must not kill the run
+            log.exception("progress callback failed")
+
+    return report
+
+
+def _checker(should_cancel: Optional[CancelFn]) -> Callable[[str], None]:
+    def check(where: str) -> None:
+        if should_cancel is not None and should_cancel():
+            raise CancelledError(f"cancelled {where}")
+
+    return check
+
+
+def _crs_string(crs: Any) -> Optional[str]:
+    if crs is None:
+        return None
+    try:
+        epsg = crs.to_epsg()
+    except Exception:  # noqa: BLE001
+        epsg = None
+    if epsg:
+        return f"EPSG:{epsg}"
+    try:
+        return crs.to_string()
+    except Exception:  # noqa: BLE001
+        return str(crs)
+
+
+def _check_crs(value: Optional[str], what: str) -> Optional[str]:
+    if value is None:
+        return None
+    from pyproj import CRS as ProjCRS
+    from pyproj.exceptions import CRSError as ProjCRSError
+
+    try:
+        ProjCRS.from_user_input(value)
+    except ProjCRSError as exc:
+        raise UserError(f"{what} {value!r} is not a CRS pyproj understands") from exc
+    return value
+
+
+def _role_for(name: str, stem: str) -> str:
+    """Key of an output file: its name without the ``<stem>_`` / ``<stem>.`` prefix
+    (``img_prob.tif`` -> ``prob.tif``, ``roads.gpkg`` -> ``gpkg``)."""
+    if name.startswith(stem) and len(name) > len(stem) and name[len(stem)] in "._":
+        return name[len(stem) + 1:]
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# output naming, staging and commit
+# --------------------------------------------------------------------------------------------
+def output_paths(req: ExtractionRequest) -> Dict[str, Path]:
+    """The main output files of ``req``: ``prob``, ``mask``, ``roads_<fmt>`` per format and
+    ``summary`` (vector writers may add companion files such as ``.shx``/``.dbf``/``.qml``)."""
+    out = Path(req.out_dir)
+    stem = req.stem or Path(req.image).stem
+    paths = {
+        "prob": out / f"{stem}_prob.tif",
+        "mask": out / f"{stem}_mask.tif",
+    }
+    for fmt in req.formats:
+        paths[f"roads_{fmt}"] = out / f"{stem}_roads.{fmt}"
+    paths["summary"] = out / f"{stem}_summary.json"
+    return paths
+
+
+def _vector_targets(main: Path, formats: Sequence[str], polygons: bool) -> List[Path]:
+    """Files ``gis.vector_io.write_vectors`` produces for ``main``'s stem in each format
+    (GeoPackage: one file; Shapefile/GeoJSON: one file per layer)."""
+    from gis.vector_io import layer_paths
+
+    layers = ["edges", "nodes"] + (["polygons"] if polygons else [])
+    out: List[Path] = []
+    for fmt in formats:
+        out.extend(dict.fromkeys(layer_paths(main.with_suffix(f".{fmt}"), layers).values()))
+    return out
+
+
+def _refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for p in paths:
+        if p.exists():
+            raise OutputExistsError(f"{p}: output exists (use overwrite to replace it)")
+
+
+class _Staging:
+    """A hidden directory next to the final outputs; :meth:`commit` moves its files into place.
+
+    The commit first checks every target, moves existing targets (``overwrite``) into a backup
+    folder, then renames the new files; if a rename fails the moved files are put back, so the
+    output directory holds either the complete new set or the old files.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.created_out_dir = False
+        if not out_dir.exists():
+            parent = out_dir.parent
+            if not parent.is_dir():
+                raise OutputDirError(f"{out_dir}: parent directory {parent} does not exist")
+            out_dir.mkdir()
+            self.created_out_dir = True
+        elif not out_dir.is_dir():
+            raise OutputDirError(f"{out_dir}: exists and is not a directory")
+        self.dir = out_dir / f".roadseg-staging-{uuid.uuid4().hex[:10]}"
+        self.dir.mkdir()
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def files(self) -> List[Path]:
+        return sorted(p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def commit(self, overwrite: bool) -> List[Path]:
+        new = self.files()
+        targets = [self.out_dir / p.name for p in new]
+        _refuse_existing(targets, overwrite)
+        backup = self.dir / ".backup"
+        backup.mkdir()
+        moved_old: List[Tuple[Path, Path]] = []
+        placed: List[Path] = []
+        try:
+            for t in targets:
+                if t.exists():
+                    b = backup / t.name
+                    os.replace(t, b)
+                    moved_old.append((b, t))
+            for src, t in zip(new, targets):
+                os.replace(src, t)
+                placed.append(t)
+        except BaseException:
+            for t in placed:
+                try:
+                    t.unlink()
+                except OSError:
+                    log.warning("could not remove %s while rolling back", t)
+            for b, t in moved_old:
+                try:
+                    os.replace(b, t)
+                except OSError:
+                    log.error("could not restore %s from %s", t, b)
+            raise
+        return targets
+
+    def discard(self, failed: bool) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if failed and self.created_out_dir:
+            try:
+                self.out_dir.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def default_checkpoint_dirs() -> List[Path]:
+    """Where checkpoints are looked for: ``$ROADSEG_MODELS`` (``os.pathsep``-separated), then
+    the project's ``resources/models``."""
+    dirs = [Path(p) for p in os.environ.get("ROADSEG_MODELS", "").split(os.pathsep) if p]
+    dirs.append(_REPO_ROOT / "resources" / "models")
+    return dirs
+
+
+def list_checkpoints(dirs: Optional[Sequence[PathLike]] = None) -> List[CheckpointEntry]:
+    """Checkpoints (``.ckpt``/``.onnx`` with a metadata sidecar) in ``dirs`` (not recursive).
+
+    Files without readable metadata are skipped with a warning in the log. Sorted by directory
+    order, then file name. ``dirs`` default: :func:`default_checkpoint_dirs`.
+    """
+    from segcore.checkpoint import read_metadata
+    from segcore.errors import SegcoreError
+
+    found: List[CheckpointEntry] = []
+    seen = set()
+    for d in (default_checkpoint_dirs() if dirs is None else [Path(x) for x in dirs]):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() not in CHECKPOINT_SUFFIXES or not p.is_file():
+                continue
+            key = p.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                meta = read_metadata(p)
+            except SegcoreError as exc:
+                log.warning("skipping %s: %s", p, exc)
+                continue
+            st = p.stat()
+            found.append(CheckpointEntry(
+                path=str(p), meta=meta, size_bytes=int(st.st_size),
+                modified=_dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc)
+                .isoformat(timespec="seconds"),
+            ))
+    return found
+
+
+def resolve_checkpoint(model: Optional[str], checkpoint: Optional[str],
+                       dirs: Optional[Sequence[PathLike]] = None) -> Path:
+    """The checkpoint file a request means.
+
+    ``checkpoint`` given: that file (must exist). Only ``model``: the first checkpoint of that
+    model in ``dirs`` (default :func:`default_checkpoint_dirs`). Neither: the bundled demo
+    checkpoint ``resources/models/road_demo.ckpt``.
+
+    Raises:
+        UserError: nothing suitable found (the message says where it looked).
+    """
+    if checkpoint is not None:
+        p = Path(checkpoint)
+        if not p.exists():
+            raise UserError(f"{p}: checkpoint file not found")
+        if p.is_dir():
+            raise UserError(f"{p}: is a directory, not a checkpoint file")
+        return p
+    search = default_checkpoint_dirs() if dirs is None else [Path(d) for d in dirs]
+    if model is not None:
+        for entry in list_checkpoints(search):
+            if entry.meta.model == model:
+                return Path(entry.path)
+        raise UserError(f"no checkpoint for model {model!r} in "
+                        f"{', '.join(str(d) for d in search)} (pass a checkpoint file)")
+    demo = _REPO_ROOT / "resources" / "models" / "road_demo.ckpt"
+    if demo.exists():
+        return demo
+    raise UserError(f"no checkpoint given and the bundled {demo} is not there "
+                    "(pass a checkpoint file)")
+
+
+@dataclass
+class _Model:
+    predict_fn: PredictFn
+    normalize: Any
+    bands: Optional[Tuple[int, ...]]
+    tile_size_px: Optional[int]
+    stride: int
+    info: Dict[str, Any]
+
+
+def _load_model(req: ExtractionRequest) -> _Model:
+    """Predictor and preprocessing of ``req`` (checkpoint metadata or injected predict_fn)."""
+    if req.predict_fn is not None:
+        return _Model(
+            predict_fn=req.predict_fn, normalize=req.normalization, bands=req.bands,
+            tile_size_px=req.tile_size_px, stride=1,
+            info={"name": req.model or "custom predict_fn", "checkpoint": None,
+                  "backend": "callable", "device": None},
+        )
+    ckpt = resolve_checkpoint(req.model, req.checkpoint)
+    from segcore.checkpoint import read_metadata
+    from segcore.predict import load_predictor, normalization_from_meta
+
+    meta = read_metadata(ckpt)
+    if req.model is not None and meta.model != req.model:
+        raise UserError(f"{ckpt}: checkpoint holds model {meta.model!r}, not {req.model!r}")
+    if meta.task != "segmentation":
+        raise UserError(f"{ckpt}: a {meta.task} checkpoint, not a segmentation model")
+    predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device)
+    pmeta = getattr(predictor, "meta", None) or meta
+    normalize = req.normalization if req.normalization is not None else normalization_from_meta(pmeta)
+    bands = req.bands if req.bands is not None else tuple(pmeta.bands)
+    if len(bands) != int(pmeta.in_channels):
+        raise UserError(f"{ckpt}: the network takes {pmeta.in_channels} input bands, "
+                        f"band selection {list(bands)} has {len(bands)}")
+    return _Model(
+        predict_fn=predictor.predict_batch, normalize=normalize, bands=tuple(bands),
+        tile_size_px=req.tile_size_px or int(pmeta.tile_size_px), stride=int(pmeta.stride or 1),
+        info={"name": pmeta.model, "checkpoint": str(ckpt),
+              "backend": getattr(predictor, "backend", req.backend), "device": req.device,
+              "num_classes": int(pmeta.num_classes), "bands": list(bands),
+              "normalization": dict(pmeta.normalization),
+              "epoch": int(getattr(pmeta, "epoch", 0)),
+              "metrics": dict(getattr(pmeta, "metrics", {}) or {})},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# raster facts
+# --------------------------------------------------------------------------------------------
+def raster_info(path: PathLike) -> Dict[str, Any]:
+    """Facts about a raster for ``roadseg info`` and the GUI (also for rasters without CRS).
+
+    Returns a JSON-ready dict: ``path``, ``width``, ``height``, ``count``, ``dtypes``, ``crs``
+    (``"EPSG:xxxx"`` or WKT, None without CRS), ``crs_name``, ``geographic``, ``resolution_m``
+    ``[x, y]``, ``pixel_size`` (in CRS units), ``nodata``, ``bounds`` ``[left, bottom, right,
+    top]`` in the raster CRS, ``bounds_lonlat`` (None without CRS), ``area_km2``, ``has_alpha``,
+    ``alpha_band``, ``has_mask``, ``colorinterp``, ``band_descriptions``, ``default_bands``,
+    ``overview_levels``, ``file_size_bytes``.
+
+    Raises:
+        UserError: missing, unreadable or truncated file.
+    """
+    from gis.io import open_raster
+
+    try:
+        info = open_raster(path, allow_pixel_coords=True)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    bounds = [float(v) for v in info.bounds]
+    lonlat = None
+    crs_name = None
+    if info.crs is not None:
+        from pyproj import CRS as ProjCRS
+        from pyproj import Transformer
+
+        pc = ProjCRS.from_user_input(info.crs.to_wkt())
+        crs_name = pc.name
+        tr = Transformer.from_crs(pc, "EPSG:4326", always_xy=True)
+        lon0, lat0, lon1, lat1 = tr.transform_bounds(*bounds, densify_pts=21)
+        lonlat = [float(lon0), float(lat0), float(lon1), float(lat1)]
+    res = list(info.resolution_m) if info.resolution_m is not None else None
+    area = (info.width * info.height * info.pixel_area_m2 / 1e6
+            if info.pixel_area_m2 is not None else None)
+    return {
+        "path": str(path),
+        "width": int(info.width),
+        "height": int(info.height),
+        "count": int(info.count),
+        "dtypes": list(info.dtypes),
+        "crs": _crs_string(info.crs),
+        "crs_name": crs_name,
+        "geographic": bool(info.is_geographic),
+        "resolution_m": res,
+        "pixel_size": [float(abs(info.transform.a)), float(abs(info.transform.e))],
+        "nodata": None if info.nodata is None or (isinstance(info.nodata, float)
+                                                  and math.isnan(info.nodata))
+        else float(info.nodata),
+        "bounds": bounds,
+        "bounds_lonlat": lonlat,
+        "area_km2": area,
+        "has_alpha": bool(info.has_alpha),
+        "alpha_band": info.alpha_band,
+        "has_mask": bool(info.has_mask),
+        "colorinterp": list(info.colorinterp),
+        "band_descriptions": list(info.band_descriptions),
+        "default_bands": list(info.default_bands),
+        "overview_levels": list(info.overview_levels),
+        "file_size_bytes": int(Path(path).stat().st_size),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# vector writing (shared by run_extraction, vectorize_mask and export_network)
+# --------------------------------------------------------------------------------------------
+def _read_mask_arrays(mask_path: Path, prob_path: Optional[Path], num_classes: int):
+    """Mask and probability of the inference outputs: ``(mask bool (H,W), prob float32 (H,W)
+    with NaN for nodata or None)``."""
+    from gis.io import read_window
+    from gis.mosaic import PROB_SCALE
+    from rasterio.windows import Window
+
+    from gis.io import open_raster
+
+    info = open_raster(mask_path, allow_pixel_coords=True)
+    win = Window(0, 0, info.width, info.height)
+    data, valid = read_window(str(mask_path), win, (1,), boundless=False)
+    mask = (data[0] != 0) & valid
+    prob = None
+    if prob_path is not None and num_classes in (1, 2):
+        band = 1 if num_classes == 1 else 2
+        pdata, pvalid = read_window(str(prob_path), win, (band,), boundless=False)
+        prob = pdata[0] / np.float32(PROB_SCALE)
+        prob[~pvalid] = np.nan
+    return mask, prob, info
+
+
+def _vectorize_arrays(mask: np.ndarray, prob: Optional[np.ndarray], transform: Any, crs: Any,
+                      params: VectorizeParams, polygons: bool,
+                      on_progress: Optional[ProgressFn], should_cancel: Optional[CancelFn]):
+    """:func:`gis.vectorize.vectorize_mask` (+ polygons); rasters without CRS are vectorized in
+    a stand-in metric frame (1 px = 1 m) and returned in :data:`PIXEL_CRS_WKT`."""
+    from gis.vectorize import mask_to_polygons
+    from gis.vectorize import vectorize_mask as _vectorize
+
+    frame_crs = crs if crs is not None else _PIXEL_FRAME_CRS
+    net = _vectorize(mask, transform, frame_crs, prob, params, on_progress, should_cancel)
+    if polygons:
+        net.polygons = mask_to_polygons(mask, transform, frame_crs, params.simplify_tolerance_m)
+    if crs is None:
+        net.edges = net.edges.set_crs(PIXEL_CRS_WKT, allow_override=True)
+        net.nodes = net.nodes.set_crs(PIXEL_CRS_WKT, allow_override=True)
+        if net.polygons is not None:
+            net.polygons = net.polygons.set_crs(PIXEL_CRS_WKT, allow_override=True)
+        net.crs = net.edges.crs
+    return net
+
+
+def _is_pixel_crs(crs: Any) -> bool:
+    if crs is None:
+        return True
+    from pyproj import CRS as ProjCRS
+
+    pc = ProjCRS.from_user_input(crs)
+    return not (pc.is_projected or pc.is_geographic)
+
+
+def _check_pixel_formats(pixel: bool, formats: Sequence[str], target_crs: Optional[str],
+                         what: str) -> None:
+    if not pixel:
+        return
+    if target_crs is not None:
+        raise UserError(f"{what}: no CRS (pixel coordinates), cannot reproject to {target_crs}")
+    if "geojson" in formats:
+        raise UserError(f"{what}: no CRS (pixel coordinates); GeoJSON needs lon/lat, "
+                        "use gpkg or shp")
+
+
+def _write_network(net: Any, staging: _Staging, stem: str, formats: Sequence[str],
+                   target_crs: Optional[str], progress: ProgressFn, done0: int, total: int) -> int:
+    from gis.vector_io import write_vectors
+
+    done = done0
+    for fmt in formats:
+        path = staging.path(f"{stem}_roads.{fmt}")
+        # GeoJSON is always lon/lat (RFC 7946): the target CRS applies to the other formats
+        write_vectors(net, path, target_crs=None if fmt == "geojson" else target_crs,
+                      overwrite=False, style=True)
+        done += 1
+        progress(done, total, "write")
+    return done
+
+
+def _network_summary(net: Any) -> Dict[str, Any]:
+    s = net.summary()
+    return {"road_km": float(s.get("total_km", 0.0)), "edges": int(s.get("edges", 0)),
+            "nodes": int(s.get("nodes", 0)), "components": int(s.get("components", 0)),
+            "polygons": None if net.polygons is None else int(len(net.polygons))}
+
+
+def _outputs_by_role(paths: Iterable[Path], stem: str) -> Dict[str, str]:
+    return {_role_for(p.name, stem): str(p) for p in paths}
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# the main job
+# --------------------------------------------------------------------------------------------
+def _resolve_aoi(req: ExtractionRequest, info: Any):
+    from gis.aoi import aoi_window, bbox_aoi, load_aoi
+
+    if req.aoi is not None:
+        aoi = load_aoi(req.aoi)
+    elif req.bbox is not None:
+        aoi = bbox_aoi(*req.bbox, crs=req.bbox_crs)
+    else:
+        return None
+    aoi_window(aoi, info)  # AOIError when outside the raster
+    return aoi
+
+
+def run_extraction(
+    req: ExtractionRequest,
+    on_progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> ExtractionResult:
+    """Run the whole GeoTIFF -> road network job of ``req``; never raises for input problems.
+
+    Outputs in ``req.out_dir`` (``<stem>`` = image file stem): ``<stem>_prob.tif`` and
+    ``<stem>_mask.tif`` (uint8 COGs in the image CRS, see :mod:`gis.inference`),
+    ``<stem>_roads.gpkg`` (layers of edges and nodes, polygons on request; ``.shp``/``.geojson``
+    on request; QGIS ``.qml`` styles) in ``req.target_crs`` or the image CRS, and
+    ``<stem>_summary.json`` (the result's ``summary``).
+
+    Args:
+        req: the request.
+        on_progress: ``on_progress(done, total, stage)`` with ``stage`` in :data:`STAGES`.
+        should_cancel: polled between batches and stages; True -> ``status="cancelled"``.
+
+    Returns:
+        :class:`ExtractionResult`; ``status`` ``success``, ``failed`` (``error`` holds one line
+        naming the file and the problem) or ``cancelled``. Failed and cancelled runs leave no
+        files behind and earlier outputs untouched.
+    """
+    t_start = time.perf_counter()
+    progress = _stage_progress(on_progress)
+    check = _checker(should_cancel)
+    timings: Dict[str, float] = {}
+    summary: Dict[str, Any] = {"image": req.image, "parameters": req.to_dict()}
+    staging: Optional[_Staging] = None
+    status = "failed"
+    try:
+        req.validate()
+        target_crs = _check_crs(req.target_crs, "target CRS")
+        _check_crs(req.bbox_crs if req.bbox is not None else None, "bbox CRS")
+        from gis.inference import run_tiled_inference
+        from gis.io import open_raster
+
+        # ---- read: validate inputs and outputs, load the model -----------------------------
+        t0 = time.perf_counter()
+        progress(0, 3, "read")
+        info = open_raster(req.image, allow_pixel_coords=req.allow_pixel_coords)
+        _check_pixel_formats(info.crs is None, req.formats, target_crs, req.image)
+        aoi = _resolve_aoi(req, info)
+        paths = output_paths(req)
+        stem = req.stem or Path(req.image).stem
+        _refuse_existing([paths["prob"], paths["mask"], paths["summary"]]
+                         + _vector_targets(paths[f"roads_{req.formats[0]}"], req.formats,
+                                           req.polygons), req.overwrite)
+        progress(1, 3, "read")
+        check("while reading the input")
+        model = _load_model(req)
+        tile = int(model.tile_size_px or 512)
+        if tile % model.stride:
+            raise UserError(f"tile size {tile} px is not a multiple of the network stride "
+                            f"{model.stride}")
+        overlap = int(req.overlap_px if req.overlap_px is not None else tile // 8)
+        if overlap * 2 >= tile:
+            raise UserError(f"overlap {overlap} px must be less than half the tile size {tile} px")
+        bands = model.bands or info.default_bands
+        bad = [b for b in bands if not 1 <= b <= info.count]
+        if bad:
+            raise UserError(f"{req.image}: the model reads band {bad[0]} but the raster has "
+                            f"{info.count} band(s)")
+        progress(2, 3, "read")
+        check("after loading the model")
+        staging = _Staging(Path(req.out_dir))
+        timings["read"] = time.perf_counter() - t0
+        progress(3, 3, "read")
+
+        # ---- infer + mosaic ----------------------------------------------------------------
+        def inference_progress(done: int, total: int, stage: str) -> None:
+            progress(done, total, "infer" if stage == "inference" else "mosaic")
+
+        t0 = time.perf_counter()
+        inf = run_tiled_inference(
+            info.path, model.predict_fn,
+            staging.path(paths["prob"].name), staging.path(paths["mask"].name),
+            tile_size_px=tile, overlap_px=overlap, batch_size=int(req.batch_size),
+            bands=tuple(bands), normalize=model.normalize, tta=req.tta,
+            threshold=float(req.threshold), aoi=aoi, on_progress=inference_progress,
+            should_cancel=should_cancel, overwrite=False,
+            allow_pixel_coords=req.allow_pixel_coords,
+        )
+        t_inf = time.perf_counter() - t0
+        timings["infer"] = float(inf.timings.get("predict", 0.0) + inf.timings.get("wait", 0.0))
+        timings["mosaic"] = max(0.0, t_inf - timings["infer"])
+        check("after inference")
+
+        # ---- vectorize -------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        progress(0, 6, "vectorize")
+        mask, prob, _ = _read_mask_arrays(inf.mask_path, inf.prob_path, inf.num_classes)
+        net = _vectorize_arrays(
+            mask, prob, inf.transform, inf.crs, req.vectorize, req.polygons,
+            lambda d, t, s: progress(d, t, "vectorize"), should_cancel,
+        )
+        del mask, prob
+        timings["vectorize"] = time.perf_counter() - t0
+        check("after vectorizing")
+
+        # ---- write -----------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        total_w = len(req.formats) + 2
+        progress(0, total_w, "write")
+        done = _write_network(net, staging, stem, req.formats, target_crs, progress, 0, total_w)
+        pixel_area = info.pixel_area_m2 if info.crs is not None else None
+        area_km2 = inf.valid_pixels * pixel_area / 1e6 if pixel_area is not None else None
+        netsum = _network_summary(net)
+        summary.update({
+            "status": "success",
+            "crs": _crs_string(inf.crs),
+            "vector_crs": target_crs or _crs_string(inf.crs),
+            "units": "m" if inf.crs is not None else "px",
+            "resolution_m": list(info.resolution_m) if info.resolution_m else None,
+            "window": [int(inf.window.col_off), int(inf.window.row_off), inf.width, inf.height],
+            **netsum,
+            "area_km2": area_km2,
+            "road_density_km_per_km2": (netsum["road_km"] / area_km2) if area_km2 else None,
+            "road_pixel_fraction": inf.positive_fraction,
+            "valid_pixels": int(inf.valid_pixels),
+            "tiles": int(inf.tiles),
+            "tile_size_px": tile,
+            "overlap_px": overlap,
+            "bands": list(inf.bands),
+            "tta": inf.tta,
+            "model": model.info,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        final = [Path(req.out_dir) / p.name for p in staging.files()] + [paths["summary"]]
+        summary["outputs"] = _outputs_by_role(final, stem)
+        timings["write"] = time.perf_counter() - t0
+        summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
+        with open(staging.path(paths["summary"].name), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, default=str)
+            f.write("\n")
+        progress(done + 1, total_w, "write")
+        check("before moving the outputs into place")
+        committed = staging.commit(req.overwrite)
+        progress(total_w, total_w, "write")
+        status = "success"
+        outputs = _outputs_by_role(committed, stem)
+        log.info("%s: %.2f km of road, %d edges -> %s", req.image, netsum["road_km"],
+                 netsum["edges"], req.out_dir)
+        return ExtractionResult("success", outputs, summary, None, False,
+                                time.perf_counter() - t_start)
+    except CancelledError as exc:
+        status = "cancelled"
+        log.info("%s: %s", req.image, exc)
+        return ExtractionResult("cancelled", {}, summary, _one_line(exc), False,
+                                time.perf_counter() - t_start)
+    except UserError as exc:
+        return ExtractionResult("failed", {}, summary, str(exc), False,
+                                time.perf_counter() - t_start)
+    except EXPECTED_ERRORS + (ValueError, OSError) as exc:
+        log.debug("extraction failed", exc_info=True)
+        return ExtractionResult("failed", {}, summary, _one_line(exc), False,
+                                time.perf_counter() - t_start)
+    except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback in the log
+        log.exception("%s: extraction failed unexpectedly", req.image)
+        return ExtractionResult("failed", {}, summary,
+                                f"unexpected error: {type(exc).__name__}: {_one_line(exc)}",
+                                True, time.perf_counter() - t_start)
+    finally:
+        if staging is not None:
+            staging.discard(failed=status != "success")
+
+
+# --------------------------------------------------------------------------------------------
+# mask -> vectors, edited network -> vectors
+# --------------------------------------------------------------------------------------------
+def _formats_for(out_path: Path, formats: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    main = out_path.suffix.lower().lstrip(".")
+    if main not in FORMATS:
+        raise UserError(f"{out_path}: unknown vector format {out_path.suffix or '(no suffix)'!r} "
+                        f"(use {', '.join('.' + f for f in FORMATS)})")
+    extra = [str(f).lower().lstrip(".") for f in (formats or ())]
+    bad = [f for f in extra if f not in FORMATS]
+    if bad:
+        raise UserError(f"unknown output format {bad[0]!r} (choose from {', '.join(FORMATS)})")
+    return tuple(dict.fromkeys([main] + extra))
+
+
+def _write_vectors_atomically(net: Any, out_path: Path, formats: Sequence[str],
+                              target_crs: Optional[str], overwrite: bool,
+                              on_progress: Optional[ProgressFn] = None) -> List[Path]:
+    target_crs = _check_crs(target_crs, "target CRS")
+    _check_pixel_formats(_is_pixel_crs(net.crs), formats, target_crs, str(out_path))
+    stem = out_path.stem
+    _refuse_existing(_vector_targets(out_path, formats, net.polygons is not None), overwrite)
+    staging = _Staging(out_path.parent)
+    ok = False
+    progress = _stage_progress(on_progress)
+    try:
+        from gis.vector_io import write_vectors
+
+        for i, fmt in enumerate(formats):
+            write_vectors(net, staging.path(f"{stem}.{fmt}"),
+                          target_crs=None if fmt == "geojson" else target_crs,
+                          overwrite=False, style=True)
+            progress(i + 1, len(formats), "write")
+        committed = staging.commit(overwrite)
+        ok = True
+        return committed
+    finally:
+        staging.discard(failed=not ok)
+
+
+def vectorize_mask(
+    mask_path: PathLike,
+    out_path: PathLike,
+    params: VectorizeParams = VectorizeParams(),
+    formats: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+    *,
+    probability: bool = False,
+    prob_path: Optional[PathLike] = None,
+    polygons: bool = False,
+    target_crs: Optional[str] = None,
+    allow_pixel_coords: bool = False,
+    on_progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> VectorizeResult:
+    """Vectorize an existing road mask (or probability) GeoTIFF into vector files.
+
+    Args:
+        mask_path: band 1 is the mask (non-zero and not nodata = road), or with
+            ``probability=True`` a probability raster (float 0..1, or uint8 0..254 with 255
+            nodata as written by the extraction) thresholded at ``params.threshold``.
+        out_path: main output; its suffix (``.gpkg``/``.shp``/``.geojson``) picks the format.
+        params: thresholds in metres.
+        formats: extra formats written beside ``out_path`` with the same stem.
+        overwrite: replace existing outputs.
+        prob_path: optional probability raster on the mask's grid (edge ``confidence``).
+        polygons: also write road-surface polygons.
+        target_crs: CRS of the outputs (default the raster's).
+        allow_pixel_coords: accept a raster without CRS (outputs in pixel coordinates).
+        on_progress: stages ``vectorize`` and ``write``.
+
+    Returns:
+        :class:`VectorizeResult` (files by role and a summary).
+
+    Raises:
+        UserError: unreadable input, no CRS, existing output, bad format; nothing is left behind.
+    """
+    from gis.io import open_raster, read_window
+    from gis.vectorize import read_mask_file
+    from rasterio.windows import Window
+
+    progress = _stage_progress(on_progress)
+    out = Path(out_path)
+    try:
+        fmts = _formats_for(out, formats)
+        _refuse_existing(_vector_targets(out, fmts, polygons), overwrite)
+        if not out.parent.is_dir():
+            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+        info = open_raster(mask_path, allow_pixel_coords=allow_pixel_coords)
+        if info.crs is not None:
+            if probability:
+                mask, prob, transform, crs = read_mask_file(None, mask_path, params.threshold)
+            else:
+                mask, prob, transform, crs = read_mask_file(mask_path, prob_path, params.threshold)
+        else:
+            data, valid = read_window(mask_path, Window(0, 0, info.width, info.height), (1,),
+                                      boundless=False)
+            if probability:
+                raw = data[0] / np.float32(254.0) if info.dtype == "uint8" else data[0]
+                prob = np.where(valid, raw, np.nan).astype(np.float32)
+                mask = np.nan_to_num(prob, nan=0.0) >= params.threshold
+            else:
+                mask, prob = (data[0] != 0) & valid, None
+            transform, crs = info.transform, None
+        net = _vectorize_arrays(mask, prob, transform, crs, params, polygons,
+                                lambda d, t, s: progress(d, t, "vectorize"), should_cancel)
+        written = _write_vectors_atomically(net, out, fmts, target_crs, overwrite, progress)
+    except UserError:
+        raise
+    except EXPECTED_ERRORS + (ValueError, OSError) as exc:
+        raise as_user_error(exc) from exc
+    summary = _network_summary(net)
+    summary.update({"source": str(mask_path), "crs": _crs_string(net.crs),
+                    "parameters": dataclasses.asdict(params)})
+    return VectorizeResult(_outputs_by_role(written, out.stem), summary)
+
+
+def _graph_from_tables(edges: Any, nodes: Any):
+    import networkx as nx
+
+    g = nx.MultiGraph()
+    if "node_id" in nodes.columns:
+        for nid, geom in zip(nodes["node_id"], nodes.geometry):
+            g.add_node(int(nid), geometry=geom)
+    if {"u", "v"} <= set(edges.columns):
+        for _, row in edges.iterrows():
+            g.add_edge(int(row["u"]), int(row["v"]), **row.to_dict())
+    return g
+
+
+def export_network(
+    edges: Any,
+    nodes: Any,
+    path: PathLike,
+    target_crs: Optional[str] = None,
+    overwrite: bool = False,
+    *,
+    formats: Optional[Sequence[str]] = None,
+    polygons: Any = None,
+) -> VectorizeResult:
+    """Write an (edited) network held as GeoDataFrames, e.g. from the GUI's editor.
+
+    Args:
+        edges: GeoDataFrame of LineStrings (columns as :class:`gis.vectorize.RoadNetwork`;
+            ``length_m`` is recomputed for edited geometry when a CRS is set).
+        nodes: GeoDataFrame of Points (``node_id``, ``degree``); may be empty.
+        path: main output (``.gpkg``/``.shp``/``.geojson``); ``formats`` adds more beside it.
+        target_crs: CRS of the files (default the edges' CRS).
+        overwrite: replace existing files.
+        polygons: optional road-surface polygon GeoDataFrame.
+
+    Raises:
+        UserError: bad format, existing output, unwritable file.
+    """
+    import geopandas as gpd
+
+    from gis.vectorize import RoadNetwork, VectorizeParams as _VP
+
+    out = Path(path)
+    try:
+        fmts = _formats_for(out, formats)
+        if not isinstance(edges, gpd.GeoDataFrame) or not isinstance(nodes, gpd.GeoDataFrame):
+            raise UserError("export_network needs GeoDataFrames of edges and nodes")
+        if edges.crs is not None and nodes.crs is not None and edges.crs != nodes.crs \
+                and len(nodes):
+            nodes = nodes.to_crs(edges.crs)
+        edges = edges.copy()
+        if edges.crs is None:
+            edges = edges.set_crs(PIXEL_CRS_WKT)
+            nodes = nodes.set_crs(PIXEL_CRS_WKT, allow_override=True)
+        if len(edges):
+            from pyproj import CRS as ProjCRS
+
+            pc = ProjCRS.from_user_input(edges.crs)
+            if not (pc.is_projected or pc.is_geographic):
+                edges["length_m"] = edges.geometry.length  # pixel units
+            elif pc.is_projected:
+                factor = pc.axis_info[0].unit_conversion_factor if pc.axis_info else 1.0
+                edges["length_m"] = edges.geometry.length * float(factor or 1.0)
+            else:
+                edges["length_m"] = edges.to_crs(edges.estimate_utm_crs()).geometry.length
+        if "component" not in edges.columns:
+            edges["component"] = 0
+        net = RoadNetwork(edges=edges, nodes=nodes, graph=_graph_from_tables(edges, nodes),
+                          crs=edges.crs, polygons=polygons, params=_VP())
+        if not out.parent.is_dir():
+            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+        written = _write_vectors_atomically(net, out, fmts, target_crs, overwrite)
+    except UserError:
+        raise
+    except EXPECTED_ERRORS + (ValueError, OSError) as exc:
+        raise as_user_error(exc) from exc
+    import networkx as nx
+
+    summary = _network_summary(net)
+    summary["components"] = int(nx.number_connected_components(net.graph))
+    summary["crs"] = _crs_string(net.crs)
+    return VectorizeResult(_outputs_by_role(written, out.stem), summary)
