@@ -91,7 +91,9 @@ def test_identity_round_trip_is_exact_and_outputs_are_cogs(tmp_path):
 def test_cog_overviews_present_on_larger_output(tmp_path):
     src = write_geotiff(tmp_path / "rgb.tif", random_image((3, 600, 600)))
     res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
-                              tile_size_px=256, overlap_px=32, batch_size=2)
+                              tile_size_px=256, overlap_px=32, batch_size=2, cog_compress_level=1)
+    expected = np.rint(_read(src)[0].astype(np.float32).mean(0) / 255 * PROB_SCALE)
+    assert np.abs(_read(res.prob_path)[0][0] - expected).max() <= 1
     for path in (res.prob_path, res.mask_path):
         _, prof, tags, ovr = _read(path)
         assert tags["LAYOUT"] == "COG" and prof["blockxsize"] == 512
