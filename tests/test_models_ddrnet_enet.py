@@ -307,3 +307,20 @@ def test_training_reduces_loss(pynative, name, kw):
         losses.append(float(loss))
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0]
+
+
+def test_enet_final_transposed_conv_matches_pytorch_geometry(pynative):
+    """ConvTranspose2d(k=3, s=2, p=1) with output_size=2h, as the PyTorch port calls it."""
+    net = create_model("enet", num_classes=3)
+    tconv = net.transposed_conv
+    x = np.random.default_rng(4).standard_normal((1, 16, 3, 4)).astype(np.float32)
+    wgt = tconv.weight.asnumpy()  # (in, out, 3, 3)
+    full = np.zeros((1, 3, 2 * 3 + 1, 2 * 4 + 1))
+    for i in range(3):
+        for j in range(4):
+            full[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] += np.einsum("c,cokl->okl", x[0, :, i, j],
+                                                                     wgt)
+    expected = full[:, :, 1:1 + 6, 1:1 + 8]  # crop the padding of 1 at the top/left
+    got = tconv(ms.Tensor(x)).asnumpy()
+    assert got.shape == (1, 3, 6, 8)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -242,9 +242,12 @@ class ENet(nn.Cell):
         # Stage 5 - decoder
         self.upsample5_0 = UpsamplingBottleneck(64, 16, dec, dropout=0.1)
         self.regular5_1 = RegularBottleneck(16, dec, dropout=0.1)
-        # (h-1)*2 - 2*1 + 3 + 1 = 2h: the full input size, as output_size= does in PyTorch
+        # PyTorch ConvTranspose2d(k=3, s=2, p=1) called with output_size=2h crops one row/column
+        # at the top/left of the (2h+1)-sized full output. MindSpore's output_padding=1 does not
+        # reproduce that (values differ on CPU); cropping (top, bottom, left, right) = (1, 0, 1, 0)
+        # gives the same 2h x 2w result exactly (checked in the tests against numpy).
         self.transposed_conv = nn.Conv2dTranspose(16, num_classes, 3, stride=2, pad_mode="pad",
-                                                  padding=1, output_padding=1, has_bias=False,
+                                                  padding=(1, 0, 1, 0), has_bias=False,
                                                   weight_init="HeUniform")
 
     def __call__(self, *args, **kwargs):
