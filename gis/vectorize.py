@@ -8,7 +8,8 @@ Pipeline of :func:`vectorize_mask`:
    (:func:`gis.graph.skeleton_to_graph`);
 3. prune spurs shorter than ``spur_length_m`` that hang off a junction;
 4. bridge gaps: dangling ends join the network when closer than ``gap_m``, or closer than
-   ``collinear_gap_m`` and within ``collinear_angle_deg`` of the dangling edge's direction;
+   ``collinear_gap_m`` and within ``collinear_angle_deg`` of the dangling edge's direction
+   (details in :func:`gis.graph.bridge_gaps`), then prune spurs once more;
 5. remove components whose total length is below ``min_component_length_m``;
 6. simplify each edge with Douglas-Peucker at ``simplify_tolerance_m`` (default: one pixel).
 
@@ -349,9 +350,11 @@ def vectorize_mask(
     prune_spurs(g, params.spur_length_m)
     step(3)
     if params.gap_m > 0 or params.collinear_gap_m > 0:
-        bridge_gaps(g, frame.rc_to_metric, params.gap_m, params.collinear_gap_m,
-                    params.collinear_angle_deg, params.direction_probe_m)
-        merge_degree2(g)
+        if bridge_gaps(g, frame.rc_to_metric, params.gap_m, params.collinear_gap_m,
+                       params.collinear_angle_deg, params.direction_probe_m):
+            merge_degree2(g)
+            # a bridge into the side of an edge can leave a short stub beyond it: prune again
+            prune_spurs(g, params.spur_length_m)
     remove_small_components(g, params.min_component_length_m)
     step(4)
     tol = params.simplify_tolerance_m

@@ -329,12 +329,36 @@ def test_buffered_precision_recall_by_hand():
 # --- real data ---------------------------------------------------------------------------------
 
 
-def test_spacenet_mask_gives_back_its_centre_lines(shared_data):
+def reference_topology(ref: gpd.GeoDataFrame, metric_crs: str) -> tuple:
+    """(connected networks, T-junctions) of reference lines: lines touching within 1 m are
+    connected; a line end touching another line's interior is a T-junction."""
+    refm = ref.to_crs(metric_crs).geometry.tolist()
+    rg = nx.Graph()
+    rg.add_nodes_from(range(len(refm)))
+    rg.add_edges_from((i, j) for i in range(len(refm)) for j in range(i + 1, len(refm))
+                      if refm[i].distance(refm[j]) < 1.0)
+    tees = 0
+    for i, li in enumerate(refm):
+        for end in li.boundary.geoms:
+            if any(end.distance(lj) < 1.0 and end.distance(lj.boundary) > 1.0
+                   for j, lj in enumerate(refm) if j != i):
+                tees += 1
+    return nx.number_connected_components(rg), tees
+
+
+@pytest.fixture(scope="module")
+def spacenet(shared_data):
+    mask_tif = shared_data / "roads/spacenet/sample_road_raster_mask.tif"
+    ref = gpd.read_file(shared_data / "graphs/solaris/sample_roads_for_masking.geojson")
+    with rasterio.open(mask_tif) as ds:
+        return mask_tif, ds.read(1) > 0, ds.transform, ds.crs, ref
+
+
+def test_spacenet_mask_gives_back_its_centre_lines(spacenet):
     """The sample mask is the nine reference centre lines buffered by ~2 m (checked: every mask
     pixel lies within 8.3 px of a line and every line pixel is in the mask), so the extracted lines
     must match them closely and with the same topology."""
-    mask_tif = shared_data / "roads/spacenet/sample_road_raster_mask.tif"
-    ref = gpd.read_file(shared_data / "graphs/solaris/sample_roads_for_masking.geojson")
+    mask_tif, _, _, _, ref = spacenet
     net = vectorize_mask_file(mask_tif)
     assert net.edges.crs.to_epsg() == 4326
 
@@ -345,21 +369,10 @@ def test_spacenet_mask_gives_back_its_centre_lines(shared_data):
     s1 = buffered_precision_recall(net.edges, ref, 1.0)  # tight: centre lines, not road edges
     assert s1.precision > 0.95 and s1.recall > 0.95
 
-    # same number of connected networks as the reference (lines touching within 1 m)
-    refm = ref.to_crs(s4.metric_crs).geometry.tolist()
-    rg = nx.Graph()
-    rg.add_nodes_from(range(len(refm)))
-    rg.add_edges_from((i, j) for i in range(len(refm)) for j in range(i + 1, len(refm))
-                      if refm[i].distance(refm[j]) < 1.0)
-    assert net.summary()["components"] == nx.number_connected_components(rg)
-    # junctions: one per reference line end that touches another line's interior (T-junctions)
-    tees = 0
-    for i, li in enumerate(refm):
-        for end in (li.boundary.geoms if not li.is_ring else []):
-            if any(end.distance(lj) < 1.0 and end.distance(lj.boundary) > 1.0
-                   for j, lj in enumerate(refm) if j != i):
-                tees += 1
+    comps, tees = reference_topology(ref, s4.metric_crs)
+    assert net.summary()["components"] == comps
     assert int((net.nodes.degree >= 3).sum()) == tees
+    assert net.edges.bridged_m.sum() == 0
 
     # widths: mask area / reference length is the mask's mean width
     with rasterio.open(mask_tif) as ds:
@@ -367,3 +380,28 @@ def test_spacenet_mask_gives_back_its_centre_lines(shared_data):
         frame = MetricFrame(ds.crs, ds.transform, a.shape)
     mean_width = a.sum() * frame.pixel_area_m2 / s4.ref_length_m
     assert net.edges.width_m.median() == pytest.approx(mean_width, rel=0.1)
+
+
+def test_spacenet_mask_with_punched_gaps_and_noise_is_repaired(spacenet):
+    """Cut every road of the real mask with ~3.6 m gaps and sprinkle small blobs: bridging and
+    clean-up must give the same network back."""
+    _, mask, transform, crs, ref = spacenet
+    broken = mask.copy()
+    for c in (300, 700, 1100):
+        broken[:, c:c + 15] = False  # 15 px x 0.243 m
+    for r in (400, 1000):
+        broken[r:r + 12, :] = False  # 12 px x 0.300 m
+    for r, c in [(100, 100), (600, 900), (900, 300), (1200, 1200), (250, 1000)]:
+        broken[r:r + 6, c:c + 5] = True  # ~2 m2 specks
+    from scipy import ndimage
+
+    _, cuts = ndimage.label(mask & ~broken, structure=np.ones((3, 3)))
+    assert cuts >= 8
+    net = vectorize_mask(broken, transform, crs)
+    comps, tees = reference_topology(ref, "EPSG:32611")
+    assert net.summary()["components"] == comps
+    assert int((net.nodes.degree >= 3).sum()) == tees
+    assert net.edges.bridged_m.sum() > cuts * 3.6  # every cut was bridged
+    s1 = buffered_precision_recall(net.edges, ref, 1.0)
+    assert s1.precision > 0.95 and s1.recall > 0.95
+    assert abs(s1.pred_length_m - s1.ref_length_m) / s1.ref_length_m < 0.03
