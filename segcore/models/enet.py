@@ -47,7 +47,7 @@ _PRELU_MODES = ("scalar", "channel")
 
 
 def _activation(kind: str, channels: int) -> nn.Cell:
-    """``"relu"`` -> ReLU; ``"scalar"`` -> PReLU with one slope; ``"channel"`` -> one per channel."""
+    """``"relu"``: ReLU; ``"scalar"``: PReLU with one slope; ``"channel"``: one per channel."""
     if kind == "relu":
         return nn.ReLU()
     return nn.PReLU(channel=1 if kind == "scalar" else channels, w=0.25)
