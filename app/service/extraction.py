@@ -112,8 +112,8 @@ class ExtractionRequest:
         aoi: vector file (GeoJSON/GPKG/SHP, any CRS) whose polygons bound the processed area.
         bbox: ``(minx, miny, maxx, maxy)`` in ``bbox_crs``; alternative to ``aoi``.
         bbox_crs: CRS of ``bbox`` (default lon/lat).
-        tile_size_px: inference tile size; default the checkpoint's ``tile_size_px`` (must be a
-            multiple of the network stride).
+        tile_size_px: inference tile size; default the checkpoint's ``tile_size_px`` (the
+            predictor pads tiles up to a multiple of the network stride).
         overlap_px: overlap between tiles; default ``tile_size_px // 8``.
         batch_size: tiles per forward pass.
         tta: ``none``, ``flips`` (3 passes) or ``d4`` (8 passes).
@@ -558,45 +558,113 @@ class _Model:
     normalize: Any
     bands: Optional[Tuple[int, ...]]
     tile_size_px: Optional[int]
-    stride: int
     info: Dict[str, Any]
 
 
-def _load_model(req: ExtractionRequest) -> _Model:
+def _mget(meta: Any, key: str, default: Any = None) -> Any:
+    if isinstance(meta, Mapping):
+        return meta.get(key, default)
+    return getattr(meta, key, default)
+
+
+_EIGHT_BIT_METHODS = ("meanstd", "imagenet", "uint8", "dlinknet")
+
+
+def _normalizer_for(meta: Any, info: Any, bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """The input normalisation of the checkpoint for this raster.
+
+    ``percentile`` models get the stretch computed once over the whole raster (never per tile).
+    Models trained on 8-bit imagery (``meanstd``/``dlinknet`` with a 0..255 scale) fed a
+    non-uint8 raster (11/16-bit, float) first get the raster's 2-98 % stretch mapped to 0..255.
+    """
+    from gis.io import compute_stretch, make_normalizer
+    from segcore.predict import normalization_from_meta
+
+    norm = dict(_mget(meta, "normalization", None) or {"method": "meanstd"})
+    method = str(norm.get("method", "meanstd")).lower()
+    if method == "percentile":
+        lo, hi = compute_stretch(info.path, bands, percentiles=(float(norm.get("low", 2.0)),
+                                                                float(norm.get("high", 98.0))))
+        return normalization_from_meta(meta, stretch=(lo, hi))
+    base = normalization_from_meta(meta)
+    dtypes = {info.dtypes[b - 1] for b in bands}
+    scale = float(norm.get("scale", 255) or 255)
+    if dtypes != {"uint8"} and method in _EIGHT_BIT_METHODS and (scale > 1 or method == "dlinknet"):
+        stretch = make_normalizer(info, bands, method="percentile")
+        log.info("%s: %s data stretched (2-98 %%) to 0..255 for a model trained on 8-bit "
+                 "imagery", info.path, "/".join(sorted(dtypes)))
+
+        def stretched(raw: np.ndarray) -> np.ndarray:
+            return base(stretch(raw) * np.float32(255.0))
+
+        return stretched
+    return base
+
+
+def _load_model(req: ExtractionRequest, info: Any) -> _Model:
     """Predictor and preprocessing of ``req`` (checkpoint metadata or injected predict_fn)."""
     if req.predict_fn is not None:
         return _Model(
             predict_fn=req.predict_fn, normalize=req.normalization, bands=req.bands,
-            tile_size_px=req.tile_size_px, stride=1,
+            tile_size_px=req.tile_size_px,
             info={"name": req.model or "custom predict_fn", "checkpoint": None,
                   "backend": "callable", "device": None},
         )
     ckpt = resolve_checkpoint(req.model, req.checkpoint)
-    from segcore.checkpoint import read_metadata
-    from segcore.predict import load_predictor, normalization_from_meta
+    from segcore.predict import load_predictor
 
-    meta = read_metadata(ckpt)
-    if req.model is not None and meta.model != req.model:
-        raise UserError(f"{ckpt}: checkpoint holds model {meta.model!r}, not {req.model!r}")
-    if meta.task != "segmentation":
-        raise UserError(f"{ckpt}: a {meta.task} checkpoint, not a segmentation model")
-    predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device)
-    pmeta = getattr(predictor, "meta", None) or meta
-    normalize = req.normalization if req.normalization is not None else normalization_from_meta(pmeta)
-    bands = req.bands if req.bands is not None else tuple(pmeta.bands)
-    if len(bands) != int(pmeta.in_channels):
-        raise UserError(f"{ckpt}: the network takes {pmeta.in_channels} input bands, "
-                        f"band selection {list(bands)} has {len(bands)}")
+    tile = req.tile_size_px
+    load_kw: Dict[str, Any] = {}
+    if ckpt.suffix.lower() != ".onnx":
+        from segcore.checkpoint import read_metadata
+
+        meta = read_metadata(ckpt)  # cheap checks before loading weights
+        if req.model is not None and meta.model != req.model:
+            raise UserError(f"{ckpt}: checkpoint holds model {meta.model!r}, not {req.model!r}")
+        tile = int(tile or meta.tile_size_px)
+        stride = max(1, int(meta.stride or 1))
+        side = -(-tile // stride) * stride
+        load_kw["input_hw"] = (side, side)
+        _check_bands(req.bands or tuple(meta.bands), int(meta.in_channels), info, ckpt)
+    predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device, **load_kw)
+    meta = predictor.meta
+    task = str(_mget(meta, "task", "segmentation"))
+    if task != "segmentation":
+        raise UserError(f"{ckpt}: a {task} model, not a segmentation model")
+    name = _mget(meta, "model", None)
+    if req.model is not None and name is not None and name != req.model:
+        raise UserError(f"{ckpt}: checkpoint holds model {name!r}, not {req.model!r}")
+    fixed = getattr(predictor, "fixed_hw", None)
+    if tile is None:
+        tile = int(fixed[0]) if fixed else int(_mget(meta, "tile_size_px", 512) or 512)
+    if fixed and (tile > fixed[0] or tile > fixed[1]):
+        raise UserError(f"{ckpt}: exported for {fixed[0]}x{fixed[1]} inputs, tile size {tile} "
+                        "px is larger")
+    bands = tuple(req.bands or _mget(meta, "bands", None) or info.default_bands)
+    in_ch = _mget(meta, "in_channels", None) or getattr(predictor, "in_channels", None) or len(bands)
+    _check_bands(bands, int(in_ch), info, ckpt)
+    normalize = (req.normalization if req.normalization is not None
+                 else _normalizer_for(meta, info, bands))
+    norm = dict(_mget(meta, "normalization", None) or {"method": "meanstd"})
     return _Model(
-        predict_fn=predictor.predict_batch, normalize=normalize, bands=tuple(bands),
-        tile_size_px=req.tile_size_px or int(pmeta.tile_size_px), stride=int(pmeta.stride or 1),
-        info={"name": pmeta.model, "checkpoint": str(ckpt),
-              "backend": getattr(predictor, "backend", req.backend), "device": req.device,
-              "num_classes": int(pmeta.num_classes), "bands": list(bands),
-              "normalization": dict(pmeta.normalization),
-              "epoch": int(getattr(pmeta, "epoch", 0)),
-              "metrics": dict(getattr(pmeta, "metrics", {}) or {})},
+        predict_fn=predictor.predict_batch, normalize=normalize, bands=bands, tile_size_px=tile,
+        info={"name": name, "checkpoint": str(ckpt),
+              "backend": type(predictor).__name__.replace("Predictor", "").lower() or req.backend,
+              "device": req.device, "num_classes": int(_mget(meta, "num_classes", 0) or 0),
+              "bands": list(bands), "normalization": norm,
+              "epoch": int(_mget(meta, "epoch", 0) or 0),
+              "metrics": dict(_mget(meta, "metrics", None) or {})},
     )
+
+
+def _check_bands(bands: Sequence[int], in_channels: int, info: Any, ckpt: Path) -> None:
+    bad = [b for b in bands if not 1 <= int(b) <= info.count]
+    if bad:
+        raise UserError(f"{info.path}: the model reads band {bad[0]} but the raster has "
+                        f"{info.count} band(s) (checkpoint {ckpt.name})")
+    if len(bands) != in_channels:
+        raise UserError(f"{ckpt}: the network takes {in_channels} input bands, band selection "
+                        f"{list(bands)} has {len(bands)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -824,18 +892,15 @@ def run_extraction(
                                            req.polygons), req.overwrite)
         progress(1, 3, "read")
         check("while reading the input")
-        model = _load_model(req)
+        model = _load_model(req, info)
         tile = int(model.tile_size_px or 512)
-        if tile % model.stride:
-            raise UserError(f"tile size {tile} px is not a multiple of the network stride "
-                            f"{model.stride}")
         overlap = int(req.overlap_px if req.overlap_px is not None else tile // 8)
         if overlap * 2 >= tile:
             raise UserError(f"overlap {overlap} px must be less than half the tile size {tile} px")
         bands = model.bands or info.default_bands
         bad = [b for b in bands if not 1 <= b <= info.count]
         if bad:
-            raise UserError(f"{req.image}: the model reads band {bad[0]} but the raster has "
+            raise UserError(f"{req.image}: band {bad[0]} requested but the raster has "
                             f"{info.count} band(s)")
         progress(2, 3, "read")
         check("after loading the model")
@@ -844,7 +909,11 @@ def run_extraction(
         progress(3, 3, "read")
 
         # ---- infer + mosaic ----------------------------------------------------------------
+        marks: Dict[str, float] = {}
+
         def inference_progress(done: int, total: int, stage: str) -> None:
+            if stage != "inference":
+                marks.setdefault("mosaic", time.perf_counter())
             progress(done, total, "infer" if stage == "inference" else "mosaic")
 
         t0 = time.perf_counter()
@@ -857,9 +926,10 @@ def run_extraction(
             should_cancel=should_cancel, overwrite=False,
             allow_pixel_coords=req.allow_pixel_coords,
         )
-        t_inf = time.perf_counter() - t0
-        timings["infer"] = float(inf.timings.get("predict", 0.0) + inf.timings.get("wait", 0.0))
-        timings["mosaic"] = max(0.0, t_inf - timings["infer"])
+        t1 = time.perf_counter()
+        # wall time of tiling + prediction + blending, then of the COG conversion
+        timings["infer"] = marks.get("mosaic", t1) - t0
+        timings["mosaic"] = t1 - marks.get("mosaic", t1)
         check("after inference")
 
         # ---- vectorize -------------------------------------------------------------------------
@@ -907,6 +977,7 @@ def run_extraction(
         timings["write"] = time.perf_counter() - t0
         summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
+        summary["inference_timings_s"] = {k: round(float(v), 3) for k, v in inf.timings.items()}
         with open(staging.path(paths["summary"].name), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=str)
             f.write("\n")
