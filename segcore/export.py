@@ -79,6 +79,14 @@ class ExportError(SegcoreError, RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # metadata
 # ---------------------------------------------------------------------------------------------
+def export_suffix(format: str) -> str:
+    """File suffix of an export format: ``.mindir`` or ``.onnx``."""
+    fmt = str(format).upper()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; valid: mindir, onnx")
+    return _SUFFIX[fmt]
+
+
 def metadata_path(exported: PathLike) -> Path:
     """The metadata JSON written beside an exported file: ``<name>.json``."""
     p = Path(exported)
@@ -634,5 +642,5 @@ def _verify(net, path: Path, fmt: str, x: np.ndarray, info: Dict[str, Any], name
                           f"(relative error {err:.2e}); file not written")
 
 
-__all__ = ["export_model", "read_export_metadata", "metadata_path", "onnx_compatible",
+__all__ = ["export_model", "export_suffix", "read_export_metadata", "metadata_path", "onnx_compatible",
            "bilinear_matrix", "file_sha256", "ExportError", "FORMATS", "VERIFY_RTOL"]

@@ -1,0 +1,126 @@
+"""``roadseg models``, ``roadseg export`` and ``roadseg eval``: options map onto
+:mod:`app.service.models` calls; no ML logic here."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional, Tuple
+
+import click
+
+from app.cli import cli
+from app.service.models import (
+    EVAL_BACKENDS,
+    EVAL_DATASETS,
+    EXPORT_FORMATS,
+    EvalRequest,
+    ExportRequest,
+    export_checkpoint,
+    list_model_rows,
+    parse_scales,
+    run_evaluation,
+)
+
+
+def _fmt_params(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+@cli.command("models")
+@click.option("--no-params", is_flag=True, help="Skip parameter counting (builds every network).")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models_cmd(no_params: bool, as_json: bool) -> None:
+    """List the registered networks: task, stride, default classes, parameters."""
+    rows = list_model_rows(count_params=not no_params)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    header = f"{'name':<26}{'task':<16}{'stride':>7}{'classes':>9}{'params':>10}  description"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in rows:
+        click.echo(f"{r.name:<26}{r.task:<16}{r.stride:>7}{r.default_classes:>9}"
+                   f"{_fmt_params(r.params):>10}  {r.description}")
+
+
+@cli.command("export")
+@click.option("--checkpoint", "-c", required=True, help="Checkpoint (.ckpt with its .json).")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS, case_sensitive=False),
+              default="onnx", show_default=True)
+@click.option("--out", "-o", required=True, help="Output file (.onnx / .mindir added).")
+@click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
+              help="Input height and width (default: the checkpoint's tile size).")
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="Batch size of the example input.")
+@click.option("--static-batch", is_flag=True, help="Keep the batch axis fixed.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[int, int]],
+               batch: int, static_batch: bool, overwrite: bool) -> None:
+    """Export a checkpoint to ONNX or MindIR (metadata JSON written beside it)."""
+    res = export_checkpoint(ExportRequest(
+        checkpoint=checkpoint, out=out, format=fmt, input_hw=tuple(input_size) if input_size
+        else None, batch=batch, dynamic_batch=not static_batch, overwrite=overwrite))
+    click.echo(f"{res.path}: {res.model} as {res.format.upper()}, input "
+               f"{'x'.join(str(v) for v in res.input_shape)}, "
+               f"{'dynamic' if res.dynamic_batch else 'fixed'} batch ({res.seconds:.1f} s); "
+               f"metadata {res.metadata_path}")
+
+
+@cli.command("eval")
+@click.option("--checkpoint", "-c", required=True, help="Checkpoint (.ckpt) or exported .onnx.")
+@click.option("--data", required=True, help="Dataset root folder.")
+@click.option("--dataset", type=click.Choice(EVAL_DATASETS, case_sensitive=False),
+              required=True)
+@click.option("--split", default=None, help="Split folder/list (default: none for a flat "
+              "folder; val for imagenet).")
+@click.option("--tta", type=click.Choice(("none", "flips", "d4")), default="none",
+              show_default=True, help="Test-time augmentation (d4: 8 flips/rotations).")
+@click.option("--scales", default="1.0", show_default=True,
+              help="Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (DeepLabV3).")
+@click.option("--flip", is_flag=True, help="Add the horizontal mirror at every scale.")
+@click.option("--mode", type=click.Choice(("whole", "sliding")), default="whole",
+              show_default=True, help="Whole image or sliding window.")
+@click.option("--tile-size", type=int, default=None, help="Sliding-window tile (px).")
+@click.option("--overlap", type=float, default=0.25, show_default=True)
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Road probability threshold (one-output models).")
+@click.option("--crop", "crop_size", type=int, default=None, help="Centre-crop every sample.")
+@click.option("--limit", type=int, default=None, help="Only the first N samples.")
+@click.option("--backend", type=click.Choice(EVAL_BACKENDS), default="mindspore",
+              show_default=True)
+@click.option("--device", type=click.Choice(("cpu", "gpu", "ascend")), default="cpu",
+              show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--out", "-o", required=True, help="JSON report path.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+def eval_cmd(checkpoint: str, data: str, dataset: str, split: Optional[str], tta: str,
+             scales: str, flip: bool, mode: str, tile_size: Optional[int], overlap: float,
+             threshold: float, crop_size: Optional[int], limit: Optional[int], backend: str,
+             device: str, batch_size: int, out: str, overwrite: bool) -> None:
+    """Evaluate a checkpoint on a labelled dataset and write a JSON report."""
+    interactive = sys.stderr.isatty()
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int, stage: str) -> None:
+        if interactive:
+            click.echo(f"\r{stage}: {done}/{total} ({time.monotonic() - t0:.0f} s)", err=True,
+                       nl=done >= total)
+
+    report = run_evaluation(EvalRequest(
+        checkpoint=checkpoint, data=data, dataset=dataset.lower(), out=out, split=split,
+        tta=tta, scales=parse_scales(scales), flip=flip, mode=mode, tile_size=tile_size,
+        overlap=overlap, threshold=threshold, crop_size=crop_size, limit=limit, backend=backend,
+        device=device, batch_size=batch_size, overwrite=overwrite), on_progress=progress)
+    m = report["metrics"]
+    if "road_iou" in m:
+        line = ", ".join(f"{k} {m[k]:.4f}" if m[k] is not None else f"{k} n/a"
+                         for k in ("road_iou", "road_f1", "road_precision", "road_recall"))
+    elif "top1" in m:
+        line = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if v is not None)
+    else:
+        line = f"mIoU {m['miou']:.4f}" if m.get("miou") is not None else "mIoU n/a"
+    click.echo(f"{out}: {report['model']} on {report['dataset']['samples']} "
+               f"{report['dataset']['kind']} samples: {line}")

@@ -1,0 +1,251 @@
+"""Qt-free model services: list the registered networks, export and evaluate checkpoints.
+
+The CLI (``roadseg models``, ``roadseg export``, ``roadseg eval``) and the GUI call these; every
+expected problem (missing/unreadable checkpoint, bad option, unsupported operator) comes out as
+:class:`app.service.errors.UserError` with a one-line message naming the file.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+
+EXPORT_FORMATS = ("onnx", "mindir")
+EVAL_DATASETS = ("deepglobe", "chips", "cityscapes", "voc", "imagenet")
+EVAL_BACKENDS = ("mindspore", "onnx", "auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# roadseg models
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRow:
+    """One registered network: ``params`` is the trainable parameter count with the default
+    class count (``None`` when not counted)."""
+
+    name: str
+    family: str
+    task: str
+    stride: int
+    default_classes: int
+    params: Optional[int]
+    description: str
+
+
+@functools.lru_cache(maxsize=None)
+def count_parameters(name: str) -> int:
+    """Trainable parameters of ``name`` built with its default class count (builds the network
+    once per process)."""
+    import segcore
+    from segcore.models.layers import count_trainable_params
+
+    net = segcore.create_model(name)
+    return count_trainable_params(net)
+
+
+def list_model_rows(count_params: bool = True) -> List[ModelRow]:
+    """All registered networks, sorted by name."""
+    import segcore
+
+    rows = []
+    for name in segcore.list_models():
+        info = segcore.model_info(name)
+        rows.append(ModelRow(name=name, family=info.family, task=info.task,
+                             stride=int(info.stride), default_classes=int(info.default_classes),
+                             params=count_parameters(name) if count_params else None,
+                             description=info.description))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------
+def check_checkpoint(path: PathLike) -> Path:
+    """``path`` as a readable checkpoint (``.ckpt`` with its sidecar) or exported ``.onnx``;
+    :class:`UserError` naming the file otherwise. Reads the metadata (cheap), not the weights."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: checkpoint not found")
+    if not p.is_file():
+        raise UserError(f"{p}: not a file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{p}: checkpoint is not readable (permission denied)")
+    try:
+        if p.suffix.lower() == ".onnx":
+            from segcore.export import read_export_metadata
+
+            read_export_metadata(p)
+        else:
+            from segcore.checkpoint import read_metadata
+
+            read_metadata(p)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    return p
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists (use --overwrite)")
+
+
+# ---------------------------------------------------------------------------------------------
+# roadseg export
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportRequest:
+    """Export a checkpoint. ``input_hw`` defaults to the checkpoint's tile size (rounded up to
+    the stride); ``batch`` is the batch size of the example input (the batch axis is made
+    dynamic where the format and network allow it, unless ``dynamic_batch=False``)."""
+
+    checkpoint: str
+    out: str
+    format: str = "onnx"
+    input_hw: Optional[Tuple[int, int]] = None
+    batch: int = 1
+    dynamic_batch: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: str
+    metadata_path: str
+    format: str
+    input_shape: Tuple[int, ...]
+    dynamic_batch: bool
+    model: Optional[str]
+    seconds: float
+
+
+def export_checkpoint(req: ExportRequest) -> ExportResult:
+    """Run :func:`segcore.export.export_model` for ``req``; :class:`UserError` on bad input."""
+    fmt = req.format.lower()
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {req.format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    ckpt = check_checkpoint(req.checkpoint)
+    if ckpt.suffix.lower() == ".onnx":
+        raise UserError(f"{ckpt}: already an exported model; export from the .ckpt")
+    if req.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {req.batch}")
+    from segcore.checkpoint import read_metadata
+    from segcore.export import export_model, export_suffix, metadata_path, read_export_metadata
+
+    meta = read_metadata(ckpt)
+    out = Path(req.out)
+    if out.suffix.lower() != export_suffix(fmt):
+        out = out.with_name(out.name + export_suffix(fmt))
+    _refuse_existing(out, req.overwrite)
+    if req.input_hw is not None:
+        h, w = (int(v) for v in req.input_hw)
+        stride = int(meta.stride or 1)
+        if h < 1 or w < 1 or h % stride or w % stride:
+            raise UserError(f"--input-size {h} {w}: must be positive multiples of {meta.model}'s "
+                            f"stride {stride}")
+        size: Optional[Tuple[int, ...]] = (int(req.batch), int(meta.in_channels), h, w)
+    else:
+        size = None
+        if req.batch != 1:
+            stride = int(meta.stride or 1)
+            side = -(-int(meta.tile_size_px) // stride) * stride
+            size = (int(req.batch), int(meta.in_channels), side, side)
+    t0 = time.perf_counter()
+    try:
+        path = export_model(str(ckpt), out, format=fmt.upper(), input_size=size,
+                            dynamic_batch=req.dynamic_batch, overwrite=req.overwrite)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    info = read_export_metadata(path)["export"]
+    return ExportResult(path=str(path), metadata_path=str(metadata_path(path)), format=fmt,
+                        input_shape=tuple(info["input_shape"]),
+                        dynamic_batch=bool(info["dynamic_batch"]), model=meta.model,
+                        seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# roadseg eval
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalRequest:
+    """Evaluate a checkpoint on a labelled dataset (see :mod:`segcore.evaluate`)."""
+
+    checkpoint: str
+    data: str
+    dataset: str
+    out: Optional[str] = None
+    split: Optional[str] = None
+    tta: str = "none"
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    mode: str = "whole"
+    tile_size: Optional[int] = None
+    overlap: float = 0.25
+    threshold: float = 0.5
+    crop_size: Optional[int] = None
+    limit: Optional[int] = None
+    backend: str = "mindspore"
+    device: str = "cpu"
+    batch_size: int = 4
+    overwrite: bool = False
+
+
+def parse_scales(text: str) -> Tuple[float, ...]:
+    """``"0.5,0.75,1.0"`` -> ``(0.5, 0.75, 1.0)``; :class:`UserError` on bad input."""
+    try:
+        values = tuple(float(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise UserError(f"--scales {text!r}: expected comma-separated numbers such as "
+                        "0.5,0.75,1.0") from None
+    if not values or any(v <= 0 for v in values):
+        raise UserError(f"--scales {text!r}: expected positive numbers")
+    return values
+
+
+def run_evaluation(req: EvalRequest, on_progress: Optional[ProgressFn] = None,
+                   should_cancel: Optional[CancelFn] = None) -> Dict[str, Any]:
+    """Evaluate ``req.checkpoint``; writes the JSON report to ``req.out`` (atomically) when
+    given and returns it. :class:`UserError` for every expected problem."""
+    if req.dataset.lower() not in EVAL_DATASETS:
+        raise UserError(f"unknown dataset {req.dataset!r}; valid: {', '.join(EVAL_DATASETS)}")
+    if req.backend.lower() not in EVAL_BACKENDS:
+        raise UserError(f"unknown backend {req.backend!r}; valid: {', '.join(EVAL_BACKENDS)}")
+    ckpt = check_checkpoint(req.checkpoint)
+    if not Path(req.data).is_dir():
+        raise UserError(f"{req.data}: dataset folder not found")
+    out = Path(req.out) if req.out else None
+    if out is not None:
+        _refuse_existing(out, req.overwrite)
+    from segcore.evaluate import EvalConfig, evaluate, write_report
+    from segcore.predict import load_predictor
+
+    try:
+        cfg = EvalConfig(dataset=req.dataset, root=str(req.data), split=req.split, tta=req.tta,
+                         scales=tuple(req.scales), flip=req.flip, mode=req.mode,
+                         tile_size=req.tile_size, overlap=req.overlap, threshold=req.threshold,
+                         crop_size=req.crop_size, limit=req.limit)
+        predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device)
+        report = evaluate(predictor, cfg, batch_size=req.batch_size, on_progress=on_progress,
+                          should_cancel=should_cancel)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    report["checkpoint"] = str(ckpt)
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+__all__ = ["ModelRow", "list_model_rows", "count_parameters", "check_checkpoint",
+           "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "run_evaluation",
+           "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]
