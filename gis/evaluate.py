@@ -52,7 +52,9 @@ def metric_crs_for(lines: Lines):
     return s.estimate_utm_crs()
 
 
-def buffered_precision_recall(pred_lines: Lines, ref_lines: Lines, buffer_m: float) -> BufferedScore:
+def buffered_precision_recall(
+    pred_lines: Lines, ref_lines: Lines, buffer_m: float
+) -> BufferedScore:
     """Length-based precision and recall of predicted lines within ``buffer_m`` of reference lines.
 
     precision = length of ``pred_lines`` within ``buffer_m`` of ``ref_lines`` / total predicted

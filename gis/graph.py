@@ -13,12 +13,12 @@ one-pixel-wide skeleton and whose edges are the pixel paths between them. Attrib
 (projected metres, e.g. the local UTM zone for a geographic raster); :mod:`gis.vectorize` builds it
 from the raster's CRS and transform. All thresholds here are in metres.
 
-The tracing is our own implementation of the usual approach (as in ``sknw``): pixels with a number of
-8-neighbours other than two are node pixels, 8-connected node pixels form one node, and every
+The tracing is our own implementation of the usual approach (as in ``sknw``): pixels with a number
+of 8-neighbours other than two are node pixels, 8-connected node pixels form one node, and every
 path of two-neighbour pixels between node pixels is one edge; closed loops without any node pixel
 get an artificial node. Memory: a padded copy of the skeleton, a neighbour-count array (uint8) and a
-label array (int32), i.e. about 6 bytes per pixel; the tracing loop is Python, linear in the number of
-skeleton pixels.
+label array (int32), i.e. about 6 bytes per pixel; the tracing loop is Python, linear in the number
+of skeleton pixels.
 """
 from __future__ import annotations
 
@@ -282,10 +282,12 @@ def bridge_gaps(
     ``direction_probe_m``; dangling edges shorter than half of that have no trusted direction). A
     collinear target inside an edge must also be met at an angle of at least 45 degrees to that
     edge (no grazing joins onto a parallel road), and a collinear target that is itself a dangling
-    end must point back within ``collinear_angle_deg``. Targets already reachable through the network within three times the gap
-    (plus ``snap_m``) are skipped: such a join would only add a shortcut. A target inside an edge
-    splits that edge (targets within ``snap_m`` of an edge's node snap to the node). Each end joins at
-    most once and two ends never join each other twice. Returns the number of bridges added.
+    end must point back within ``collinear_angle_deg``. Targets already reachable through the
+    network within three times the gap (plus ``snap_m``) are skipped: such a join would only add a
+    shortcut. A target inside an edge splits that edge (targets within ``snap_m`` of an edge's node
+    snap to the node). Each end joins at most once and two ends never join each other twice.
+    ``bridged_m`` of a split edge is shared out in proportion to length. Returns the number of
+    bridges added.
     """
     from shapely import STRtree, points
     from shapely.geometry import LineString
@@ -404,6 +406,12 @@ def bridge_gaps(
         b = v if a == u else u
         cuts = sorted(set(idxs))
         g.remove_edge(u, v, k)
+
+        def part(xy: np.ndarray, d: dict = d) -> dict:
+            length = path_length(xy)
+            return dict(length_m=length,
+                        bridged_m=d.get("bridged_m", 0.0) * length / max(d["length_m"], 1e-9))
+
         prev_node, prev_i = a, 0
         for j in cuts:
             nid = next_id
@@ -411,12 +419,10 @@ def bridge_gaps(
             g.add_node(nid, rc=d["rc"][j].copy(), xy=d["xy"][j].copy())
             split_node[(ei, j)] = nid
             rc, xy = d["rc"][prev_i:j + 1], d["xy"][prev_i:j + 1]
-            g.add_edge(prev_node, nid, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
-                       bridged_m=d.get("bridged_m", 0.0) * path_length(xy) / max(d["length_m"], 1e-9))
+            g.add_edge(prev_node, nid, start=prev_node, rc=rc, xy=xy, **part(xy))
             prev_node, prev_i = nid, j
         rc, xy = d["rc"][prev_i:], d["xy"][prev_i:]
-        g.add_edge(prev_node, b, start=prev_node, rc=rc, xy=xy, length_m=path_length(xy),
-                   bridged_m=d.get("bridged_m", 0.0) * path_length(xy) / max(d["length_m"], 1e-9))
+        g.add_edge(prev_node, b, start=prev_node, rc=rc, xy=xy, **part(xy))
 
     for e, t in joins:
         tn = t[1] if t[0] == "node" else split_node[(t[1], t[2])]

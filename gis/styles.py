@@ -59,7 +59,8 @@ def _interp(ramp: Sequence[RGBA], t: float) -> RGBA:
     i = min(int(t * n), n - 1)
     f = t * n - i
     a, b = ramp[i], ramp[i + 1]
-    return tuple(int(round(a[k] + (b[k] - a[k]) * f)) for k in range(4))  # type: ignore[return-value]
+    r, g, b_, al = (int(round(a[k] + (b[k] - a[k]) * f)) for k in range(4))
+    return (r, g, b_, al)
 
 
 def _options(parent: ET.Element, props: Dict[str, str]) -> None:

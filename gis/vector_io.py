@@ -88,7 +88,8 @@ def layer_paths(path: PathLike, layer_names, single: bool = False) -> Dict[str, 
 def _sidecar(path: Path, layer: str, driver: str, single: bool) -> Path:
     if driver == "GPKG":
         # not loaded automatically (layer_styles is); distinct from the Shapefile sidecars
-        return path.with_name(f"{path.stem}_{layer}.gpkg.qml" if not single else f"{path.stem}.gpkg.qml")
+        name = f"{path.stem}.gpkg.qml" if single else f"{path.stem}_{layer}.gpkg.qml"
+        return path.with_name(name)
     return path.with_suffix(".qml")
 
 

@@ -17,14 +17,15 @@ Units: every threshold is in metres (or square metres). Geometry is measured in 
 raster's own CRS when it is projected (scaled by its linear unit), otherwise the local UTM zone at
 the raster centre (pyproj). For a geographic CRS such as EPSG:4326 the pixel size in metres differs
 in x and y (e.g. 0.243 m x 0.300 m at 36 deg N for 2.7e-6 deg pixels); widths are converted across
-the local road direction with the pixel -> metre Jacobian, so they honour that anisotropy. Output geometry is in the raster's CRS.
+the local road direction with the pixel -> metre Jacobian, so they honour that anisotropy. Output
+geometry is in the raster's CRS.
 
 Memory and time: the whole mask is processed at once. Measured peak use is about 17 bytes per mask
 pixel above the interpreter's baseline (bool mask and cleaned copy, int32 labels while cleaning,
 the skeleton and its padded copies, a float32 distance transform), e.g. 0.43 GB and 11 s on one
-core for a 5000 x 5000 mask with 125 km of roads, so ~1.7 GB for 10k x 10k; vectorize the mosaicked mask (not per tile) so
-that lines cross tile boundaries without breaks. Strip-wise processing for larger masks is not
-implemented.
+core for a 5000 x 5000 mask with 125 km of roads, so ~1.7 GB for 10k x 10k. Vectorize the
+mosaicked mask (not per tile) so that lines cross tile boundaries without breaks. Strip-wise
+processing for larger masks is not implemented.
 """
 from __future__ import annotations
 
@@ -97,7 +98,9 @@ class VectorizeParams:
             if getattr(self, name) < 0:
                 raise ValueError(f"VectorizeParams.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.collinear_angle_deg <= 90:
-            raise ValueError(f"collinear_angle_deg must be in 0..90, got {self.collinear_angle_deg}")
+            raise ValueError(
+                f"collinear_angle_deg must be in 0..90, got {self.collinear_angle_deg}"
+            )
         if self.simplify_tolerance_m is not None and self.simplify_tolerance_m < 0:
             raise ValueError(f"simplify_tolerance_m must be >= 0, got {self.simplify_tolerance_m}")
         if not 0 <= self.threshold <= 1:
@@ -151,7 +154,10 @@ class MetricFrame:
         return float(lon), float(lat)
 
     def jacobian(self) -> np.ndarray:
-        """2x2 pixel -> metre Jacobian at the raster centre; columns: d(x, y)/d col, d(x, y)/d row."""
+        """2x2 pixel -> metre Jacobian at the raster centre.
+
+        Columns: d(x, y)/d col and d(x, y)/d row, in metres per pixel.
+        """
         h, w = self.shape
         c = np.array([[h / 2.0, w / 2.0], [h / 2.0, w / 2.0 + 1.0], [h / 2.0 + 1.0, w / 2.0]])
         m = self.rc_to_metric(c)

@@ -50,7 +50,8 @@ def _qml_root(path) -> ET.Element:
 def test_geopackage_layers_styles_and_crs(tmp_path, network):
     out = tmp_path / "roads.gpkg"
     written = write_vectors(network, out)
-    assert set(written) == {"edges", "nodes", "polygons"} and all(p == out for p in written.values())
+    assert set(written) == {"edges", "nodes", "polygons"}
+    assert all(p == out for p in written.values())
     names = {n for n, _ in pyogrio.list_layers(out)}
     assert {"edges", "nodes", "polygons"} <= names
     edges = gpd.read_file(out, layer="edges")

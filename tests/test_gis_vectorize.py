@@ -1,4 +1,4 @@
-"""gis.vectorize / gis.graph / gis.evaluate: synthetic masks with real CRSs, and the SpaceNet sample."""
+"""gis.vectorize, gis.graph, gis.evaluate: synthetic masks with real CRSs, SpaceNet sample."""
 from __future__ import annotations
 
 import math
