@@ -16,8 +16,13 @@ Symbol-layer properties are written both as ``<Option type="Map">`` (QGIS >= 3.2
 from __future__ import annotations
 
 import math
+import os
+import uuid
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from gis.errors import OutputDirError, OutputExistsError
 
 __all__ = [
     "QGIS_VERSION",
@@ -28,6 +33,9 @@ __all__ = [
     "polygons_qml",
     "raster_qml",
     "graduated_breaks",
+    "write_qml",
+    "write_raster_style",
+    "default_styles",
 ]
 
 #: version string written into the documents (any QGIS 3 reads them)
@@ -258,3 +266,45 @@ def raster_qml(kind: str = "mask", band: int = 1, road_value: int = 1) -> str:
     ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
     ET.SubElement(root, "blendMode").text = "0"
     return _serialise(root)
+
+
+def write_qml(path: Union[str, Path], qml: str, overwrite: bool = False) -> Path:
+    """Write a QML document to ``path`` (temporary name, then rename); refuses to replace an
+    existing file without ``overwrite=True`` (:class:`gis.errors.OutputExistsError`)."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise OutputDirError(f"{p}: output directory {p.parent} does not exist")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: style exists (pass overwrite=True to replace it)")
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(qml, encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+def write_raster_style(
+    raster_path: Union[str, Path],
+    kind: str = "mask",
+    road_value: int = 1,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``<raster stem>.qml`` beside a mask or probability GeoTIFF (QGIS loads a same-named
+    ``.qml`` as the layer's default style); see :func:`raster_qml`. Returns the style path."""
+    return write_qml(Path(raster_path).with_suffix(".qml"), raster_qml(kind, road_value=road_value),
+                     overwrite)
+
+
+def default_styles() -> Dict[str, str]:
+    """File name -> QML of the styles shipped in ``resources/styles``; regenerate those with
+    ``write_qml(folder / name, qml, overwrite=True)`` for each item."""
+    return {
+        "edges_confidence.qml": edges_qml("confidence"),
+        "nodes_degree.qml": nodes_qml(),
+        "road_polygons.qml": polygons_qml(),
+        "road_mask.qml": raster_qml("mask"),
+        "road_probability.qml": raster_qml("probability"),
+    }

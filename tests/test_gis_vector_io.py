@@ -209,3 +209,30 @@ def test_qml_documents_are_valid_and_complete():
     poly = ET.fromstring(styles.polygons_qml().split("\n", 1)[1])
     assert poly.find("renderer-v2").get("type") == "singleSymbol"
     assert styles.graduated_breaks(0, 10, 5) == [0, 2, 4, 6, 8, 10]
+
+
+def test_raster_style_sidecar(tmp_path):
+    import rasterio
+
+    tif = tmp_path / "mask.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs=UTM, transform=T_UTM, nodata=255) as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    qml = styles.write_raster_style(tif, "mask", road_value=255)
+    assert qml == tmp_path / "mask.qml"
+    items = ET.parse(qml).getroot().findall("pipe/rasterrenderer/rastershader/colorrampshader/item")
+    assert [i.get("value") for i in items] == ["0", "255"]
+    with pytest.raises(OutputExistsError):
+        styles.write_raster_style(tif)
+    styles.write_raster_style(tif, "probability", overwrite=True)
+    assert "INTERPOLATED" in qml.read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_shipped_styles_match_the_generator():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "resources" / "styles"
+    for name, qml in styles.default_styles().items():
+        assert (folder / name).read_text(encoding="utf-8") == qml, f"{name} is stale"
+        ET.fromstring(qml.split("\n", 1)[1])
