@@ -195,7 +195,7 @@ def nodes_qml(attribute: str = "degree") -> str:
     symbols = ET.SubElement(r, "symbols")
     for i, (value, (colour, label, size)) in enumerate(_NODE_COLOURS.items()):
         ET.SubElement(cats, "category", symbol=str(i), value=value, label=label, render="true",
-                      type="string" if value == "" else "integer")
+                      type="string" if value == "" else "long")
         _symbol(symbols, str(i), "marker", "SimpleMarker", _marker_props(colour, size))
     src = ET.SubElement(r, "source-symbol")
     _symbol(src, "0", "marker", "SimpleMarker", _marker_props((128, 128, 128, 255), 1.5))

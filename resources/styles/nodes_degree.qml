@@ -2,10 +2,10 @@
 <qgis version="3.28.0-Firenze" styleCategories="Symbology">
   <renderer-v2 type="categorizedSymbol" attr="degree" symbollevels="0" enableorderby="0" forceraster="0">
     <categories>
-      <category symbol="0" value="1" label="dead end (1)" render="true" type="integer" />
-      <category symbol="1" value="2" label="through (2)" render="true" type="integer" />
-      <category symbol="2" value="3" label="T-junction (3)" render="true" type="integer" />
-      <category symbol="3" value="4" label="crossing (4)" render="true" type="integer" />
+      <category symbol="0" value="1" label="dead end (1)" render="true" type="long" />
+      <category symbol="1" value="2" label="through (2)" render="true" type="long" />
+      <category symbol="2" value="3" label="T-junction (3)" render="true" type="long" />
+      <category symbol="3" value="4" label="crossing (4)" render="true" type="long" />
       <category symbol="4" value="" label="other" render="true" type="string" />
     </categories>
     <symbols>
