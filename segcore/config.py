@@ -39,7 +39,8 @@ class TrainConfig:
     Sizes are pixels (``crop_size`` is the square training crop side or ``[h, w]``);
     ``batch_size`` is per device (data parallel multiplies it by ``--nproc``); ``epochs`` and
     ``max_steps`` bound the run (``max_steps`` 0 = no bound); ``steps_per_epoch`` /
-    ``val_steps`` 0 = the whole split.
+    ``val_steps`` 0 = the whole split; ``max_train_samples`` > 0 keeps only that many training
+    samples (overfitting smoke tests).
     """
 
     # model
@@ -55,6 +56,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: Optional[str] = None
     val_fraction: float = 0.0
+    max_train_samples: int = 0
     dataset_kwargs: Dict[str, Any] = field(default_factory=dict)
     bands: List[int] = field(default_factory=lambda: [1, 2, 3])
     normalization: Dict[str, Any] = field(default_factory=lambda: {"method": "dlinknet"})
@@ -134,7 +136,8 @@ class TrainConfig:
         for key in ("num_classes", "in_channels", "batch_size", "epochs", "val_every"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
-        for key in ("max_steps", "steps_per_epoch", "val_steps", "num_workers",
+        for key in ("max_steps", "max_train_samples", "steps_per_epoch", "val_steps",
+                    "num_workers",
                     "early_stopping_patience", "keep_epoch_checkpoints", "lr_step_epochs",
                     "ohem_min_kept", "tile_size_px"):
             if getattr(self, key) < 0:

@@ -219,6 +219,8 @@ def build_datasets(cfg: TrainConfig, seed: int):
     elif cfg.val_split:
         val_ds = build_dataset(cfg.dataset, root, cfg.val_split, seed=seed,
                                **_dataset_kwargs(cfg, False))
+    if cfg.max_train_samples:
+        train_ds.samples = list(train_ds.samples)[:cfg.max_train_samples]
     return train_ds, val_ds
 
 
