@@ -381,6 +381,13 @@ def test_spacenet_mask_gives_back_its_centre_lines(spacenet):
     mean_width = a.sum() * frame.pixel_area_m2 / s4.ref_length_m
     assert net.edges.width_m.median() == pytest.approx(mean_width, rel=0.1)
 
+    # road-surface polygons: one per connected network, same area as the mask (in UTM)
+    polys = mask_to_polygons(a, frame.transform, frame.crs)
+    assert len(polys) == comps and polys.crs.to_epsg() == 4326
+    area = a.sum() * frame.pixel_area_m2
+    assert polys.to_crs(s4.metric_crs).area.sum() == pytest.approx(area, rel=0.01)
+    assert polys.area_m2.sum() == pytest.approx(area, rel=0.01)
+
 
 def test_spacenet_mask_with_punched_gaps_and_noise_is_repaired(spacenet):
     """Cut every road of the real mask with ~3.6 m gaps and sprinkle small blobs: bridging and
