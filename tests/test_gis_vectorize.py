@@ -412,3 +412,15 @@ def test_spacenet_mask_with_punched_gaps_and_noise_is_repaired(spacenet):
     s1 = buffered_precision_recall(net.edges, ref, 1.0)
     assert s1.precision > 0.95 and s1.recall > 0.95
     assert abs(s1.pred_length_m - s1.ref_length_m) / s1.ref_length_m < 0.03
+
+
+def test_ring_road_is_one_closed_edge():
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 99.5, xx - 99.5)
+    m = (r >= 60) & (r < 70)  # ring road 5 m wide, centre radius 65 px = 32.5 m
+    net = vectorize_mask(m, T_UTM, UTM)
+    assert len(net.edges) == 1 and degrees(net) == [2]
+    line = net.edges.geometry.iloc[0]
+    assert line.is_ring
+    assert net.edges.length_m.iloc[0] == pytest.approx(2 * math.pi * 64.5 * PX, rel=0.03)
+    assert net.edges.width_m.iloc[0] == pytest.approx(5.0, rel=0.1)
