@@ -6,9 +6,11 @@ import json
 import math
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import click
+from rasterio.errors import NotGeoreferencedWarning
 
 from app.cli import cli
 from app.service.errors import UserError
@@ -163,7 +165,10 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
     )
     bar = _Progress(sys.stderr.isatty() if progress is None else progress)
     try:
-        result = run_extraction(req, on_progress=bar)
+        with warnings.catch_warnings():
+            if pixel_coords:  # asked for: no need to warn about the missing georeference
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            result = run_extraction(req, on_progress=bar)
     finally:
         bar.close()
     if result.status == "cancelled":
@@ -187,8 +192,9 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
                f"{s['tiles']} tiles of {s['tile_size_px']} px, tta {s['tta']}")
     t = s.get("timings_s", {})
     click.echo("time:       " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-    for role, path in sorted(result.outputs.items()):
-        click.echo(f"{role + ':':<12}{path}")
+    click.echo("files:")
+    for path in sorted(result.outputs.values()):
+        click.echo(f"  {path}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +232,9 @@ def vectorize(mask: str, output: str, threshold: Optional[float], prob_path: Opt
     s = res.summary
     click.echo(f"roads: {_fmt(s['road_km'])} km in {s['edges']} edges, {s['nodes']} nodes, "
                f"{s['components']} connected networks")
-    for role, path in sorted(res.outputs.items()):
-        click.echo(f"{role + ':':<12}{path}")
+    click.echo("files:")
+    for path in sorted(res.outputs.values()):
+        click.echo(f"  {path}")
 
 
 # --------------------------------------------------------------------------------------------
