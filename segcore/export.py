@@ -29,8 +29,12 @@ network object is restored afterwards):
 * The batch axis is made symbolic after export where the graph allows it (checked by running a
   batch of two); otherwise the file keeps the exported batch size and the metadata says so.
 
-Operators without a converter that are not worked around (ENet's ``MaxPoolWithArgmaxV2`` /
-``MaxUnpool2D``) raise :class:`ExportError` naming the operator; no file is written.
+* ENet's ``MaxPoolWithArgmaxV2`` / ``MaxUnpool2D`` (2x2, stride 2) have no converter: the pool
+  returns a one-hot mask of the first maximum of every window instead of flat indices and the
+  unpool multiplies a nearest 2x upsampling by that mask (all as constant-matrix products).
+
+Operators without a converter that are not worked around raise :class:`ExportError` naming the
+operator; no file is written.
 """
 from __future__ import annotations
 
@@ -241,8 +245,59 @@ def _export_cells():
                                          self.s[0], self.s[1], pt, pb, pl, pr)
             return out
 
+    @constexpr
+    def _up2_mats(h, w):
+        """Constant matrices: nearest 2x upsampling and the four interleaving scatters."""
+        uh = np.zeros((2 * h, h), np.float32)
+        uh[np.arange(2 * h), np.arange(2 * h) // 2] = 1.0
+        uw = np.zeros((2 * w, w), np.float32)
+        uw[np.arange(2 * w), np.arange(2 * w) // 2] = 1.0
+        eh = [np.zeros((2 * h, h), np.float32) for _ in range(2)]
+        ew = [np.zeros((w, 2 * w), np.float32) for _ in range(2)]
+        for d in range(2):
+            eh[d][2 * np.arange(h) + d, np.arange(h)] = 1.0
+            ew[d][np.arange(w), 2 * np.arange(w) + d] = 1.0
+        return (ms.Tensor(uh), ms.Tensor(np.ascontiguousarray(uw.T)), ms.Tensor(eh[0]),
+                ms.Tensor(eh[1]), ms.Tensor(ew[0]), ms.Tensor(ew[1]))
+
+    class MaxPool2x2WithMask(nn.Cell):
+        """``MaxPoolWithArgmaxV2(2, 2)`` returning, instead of flat indices, a float one-hot
+        mask ``(N, C, H, W)`` of the first maximum of every 2x2 window (row-major, as the
+        argmax); consumed by :class:`Unpool2x2WithMask`."""
+
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
+
+        def construct(self, x):
+            m = self.pool(x)
+            h, w = m.shape[2], m.shape[3]
+            uh, uwt, eh0, eh1, ew0, ew1 = _up2_mats(h, w)
+            m_up = ops.matmul(ops.matmul(uh, m), uwt)
+            eq = ops.cast(ops.equal(x, m_up), x.dtype)
+            e00 = eq[:, :, 0::2, 0::2]
+            e01 = eq[:, :, 0::2, 1::2]
+            e10 = eq[:, :, 1::2, 0::2]
+            e11 = eq[:, :, 1::2, 1::2]
+            s01 = e01 * (1.0 - e00)
+            s10 = e10 * (1.0 - e00) * (1.0 - e01)
+            s11 = e11 * (1.0 - e00) * (1.0 - e01) * (1.0 - e10)
+            mask = (ops.matmul(ops.matmul(eh0, e00), ew0) + ops.matmul(ops.matmul(eh0, s01), ew1)
+                    + ops.matmul(ops.matmul(eh1, s10), ew0)
+                    + ops.matmul(ops.matmul(eh1, s11), ew1))
+            return m, mask
+
+    class Unpool2x2WithMask(nn.Cell):
+        """``MaxUnpool2D(2, 2)`` from the mask of :class:`MaxPool2x2WithMask`: nearest 2x
+        upsampling times the one-hot mask."""
+
+        def construct(self, y, mask):
+            uh, uwt, _, _, _, _ = _up2_mats(y.shape[2], y.shape[3])
+            return ops.matmul(ops.matmul(uh, y), uwt) * mask
+
     _CELLS.update(resize=resize_bilinear_matmul, PaddedMaxPool=PaddedMaxPool,
-                  PaddedAvgPool=PaddedAvgPool)
+                  PaddedAvgPool=PaddedAvgPool, MaxPool2x2WithMask=MaxPool2x2WithMask,
+                  Unpool2x2WithMask=Unpool2x2WithMask)
     return _CELLS
 
 
@@ -271,6 +326,42 @@ def _replacement_for(cell) -> Optional[Any]:
 _PATCH_LOCK = threading.RLock()
 
 
+def _is_2x2(prim, key: str) -> bool:
+    a = prim.attrs
+    return (tuple(a.get(key, ()))[-2:] == (2, 2) and tuple(a.get("strides", ()))[-2:] == (2, 2)
+            and not a.get("ceil_mode", False) and tuple(a.get("dilation", (1, 1)))[-2:] == (1, 1)
+            and tuple(a.get("pads", (0, 0)))[-2:] == (0, 0))
+
+
+def _swap_argmax_pools(net, cells, notes: List[str]) -> List[Tuple[Any, str, Any]]:
+    """Replace 2x2 ``MaxPoolWithArgmaxV2`` / ``MaxUnpool2D`` primitive attributes (ENet) by the
+    mask-based cells, only when every such primitive in ``net`` is 2x2/stride 2 and both kinds
+    are present (the mask replaces the indices between them)."""
+    from mindspore import ops
+
+    found = []
+    for name, cell in net.cells_and_names():
+        for attr, prim in list(getattr(cell, "_primitives", {}).items()):
+            if isinstance(prim, ops.MaxPoolWithArgmaxV2):
+                found.append((cell, attr, prim, "pool", _is_2x2(prim, "kernel_size")))
+            elif isinstance(prim, ops.MaxUnpool2D):
+                ok = _is_2x2(prim, "ksize") and not tuple(prim.attrs.get("output_shape", ()))
+                found.append((cell, attr, prim, "unpool", ok))
+    kinds = {f[3] for f in found}
+    if not found or kinds != {"pool", "unpool"} or not all(f[4] for f in found):
+        return []
+    swapped = []
+    for cell, attr, prim, kind, _ in found:
+        rep = cells["MaxPool2x2WithMask"]() if kind == "pool" else cells["Unpool2x2WithMask"]()
+        cell._primitives.pop(attr, None)
+        object.__delattr__(cell, attr)
+        setattr(cell, attr, rep)
+        swapped.append((cell, attr, prim))
+    notes.append(f"{len(swapped)} MaxPoolWithArgmaxV2/MaxUnpool2D -> one-hot mask pooling/"
+                 "unpooling")
+    return swapped
+
+
 @contextlib.contextmanager
 def onnx_compatible(net) -> Iterator[List[str]]:
     """Within the block ``net`` uses ONNX-exportable equivalents (see the module docstring).
@@ -294,6 +385,7 @@ def onnx_compatible(net) -> Iterator[List[str]]:
                         setattr(cell, child_name, rep)
                     notes.append(f"{name + '.' if name else ''}{child_name}: "
                                  f"{type(child).__name__}(pad) -> Pad + valid pooling")
+        prims = _swap_argmax_pools(net, cells, notes)
         patched: List[Tuple[Any, Any]] = []
         try:
             layers = sys.modules.get("segcore.models.layers")
@@ -310,6 +402,9 @@ def onnx_compatible(net) -> Iterator[List[str]]:
         finally:
             for mod, original in patched:
                 mod.resize_bilinear = original
+            for owner, attr, prim in reversed(prims):
+                delattr(owner, attr)
+                setattr(owner, attr, prim)
             for cell, child_name, child in reversed(swapped):
                 if isinstance(cell, (nn.SequentialCell, nn.CellList)):
                     cell[int(child_name)] = child
@@ -594,7 +689,7 @@ def _export_onnx(net, tmpdir: Path, x: np.ndarray, dynamic_batch: bool, info: Di
         onnx.save(dyn, str(dyn_path))
         try:
             x2 = np.concatenate([x[:1], x[:1][..., ::-1].copy()], 0)
-            got = _run_onnx(dyn_path, x2)
+            got = _run_onnx(dyn_path, x2, quiet=True)
             want = _forward(net, x2)
             if got.shape == want.shape and _rel_err(got, want) < VERIFY_RTOL:
                 os.replace(dyn_path, path)
@@ -607,11 +702,11 @@ def _export_onnx(net, tmpdir: Path, x: np.ndarray, dynamic_batch: bool, info: Di
     return path
 
 
-def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+def _run_onnx(path: Path, x: np.ndarray, quiet: bool = False) -> np.ndarray:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
