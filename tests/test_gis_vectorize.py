@@ -424,3 +424,43 @@ def test_ring_road_is_one_closed_edge():
     assert line.is_ring
     assert net.edges.length_m.iloc[0] == pytest.approx(2 * math.pi * 64.5 * PX, rel=0.03)
     assert net.edges.width_m.iloc[0] == pytest.approx(5.0, rel=0.1)
+
+
+def test_vegas_ground_truth_round_trip_junctions(shared_data):
+    """SpaceNet Vegas img0: its 38 ground-truth centre lines (long, not split at junctions) buffered
+    by 2 m and burned on the tile's own grid; vectorizing must give back the lines and put a node
+    at the reference junctions (found by noding the snapped reference lines)."""
+    from collections import Counter
+
+    from rasterio import features
+    from scipy.spatial import cKDTree
+    from shapely import snap, union_all
+
+    tif = shared_data / "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+    ref = gpd.read_file(shared_data / "graphs/apls_sample/gt_json_prop_wkt/ground_truth_randomized"
+                        "/AOI_2_Vegas_img0.geojson")
+    with rasterio.open(tif) as ds:
+        transform, crs, shape = ds.transform, ds.crs, (ds.height, ds.width)
+    utm = ref.estimate_utm_crs()
+    zone = ref.to_crs(utm).buffer(2.0).to_crs(crs)
+    mask = features.rasterize([(g, 1) for g in zone], out_shape=shape, transform=transform) > 0
+    net = vectorize_mask(mask, transform, crs)
+
+    s1 = buffered_precision_recall(net.edges, ref, 1.0)
+    assert s1.precision > 0.97 and s1.recall > 0.97
+    assert abs(s1.pred_length_m - s1.ref_length_m) / s1.ref_length_m < 0.02
+
+    lines = list(ref.to_crs(utm).geometry)
+    snapped = [snap(g, union_all([h for j, h in enumerate(lines) if j != i]), 1.0)
+               for i, g in enumerate(lines)]
+    ends = Counter()
+    for part in union_all(snapped).geoms:
+        for pt in (part.coords[0], part.coords[-1]):
+            ends[(round(pt[0], 2), round(pt[1], 2))] += 1
+    ref_junctions = np.array([p for p, k in ends.items() if k >= 3])
+    ours = np.array([(p.x, p.y) for p in net.nodes[net.nodes.degree >= 3].to_crs(utm).geometry])
+    assert len(ref_junctions) > 40
+    d_ref, _ = cKDTree(ours).query(ref_junctions)
+    d_ours, _ = cKDTree(ref_junctions).query(ours)
+    assert (d_ref < 2.0).mean() > 0.9
+    assert (d_ours < 2.0).mean() > 0.85
