@@ -39,7 +39,7 @@ import numpy as np
 from .checkpoint import (CheckpointMeta, load_optimizer_state, load_weights, read_metadata,
                          save_checkpoint)
 from .config import TrainConfig, save_resolved
-from .errors import CheckpointError, ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DatasetError, SegcoreError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ StopFn = Callable[[], bool]
 STATE_FILE = "train_state.json"
 EVENTS_FILE = "events.jsonl"
 STOP_FILE = "STOP"
+
+
+class TrainingDivergedError(SegcoreError, FloatingPointError):
+    """The loss or the weights became NaN/inf."""
 
 
 @dataclass
@@ -591,7 +595,7 @@ class _Trainer:
                 self._set_lr(lr)
                 loss = float(self.step_fn(ms.Tensor(x), ms.Tensor(y)).asnumpy())
                 if not math.isfinite(loss) and self.scaler is None:
-                    raise FloatingPointError(f"loss became {loss} at step {st['global_step']} "
+                    raise TrainingDivergedError(f"loss became {loss} at step {st['global_step']} "
                                              "(lower the learning rate)")
                 losses.append(loss)
                 st["global_step"] += 1
@@ -723,6 +727,7 @@ class _Trainer:
     def _finish_epoch(self, epoch: int, losses: List[float]) -> str:
         """Validate, checkpoint, apply stopping rules. Returns a stop reason or ''."""
         cfg, st = self.cfg, self.state
+        self._check_finite(epoch)
         train_loss = float(np.mean(losses)) if losses else float("nan")
         if self.world > 1:
             import mindspore as ms
@@ -777,6 +782,16 @@ class _Trainer:
                     self._plateau_step(epoch)
         self._save_last(epoch_done=True, meta=meta)
         return reason
+
+    def _check_finite(self, epoch: int) -> None:
+        bad = [p.name for p in self.net.get_parameters()
+               if not np.all(np.isfinite(p.asnumpy()))]
+        if bad:
+            hint = (" (batch_size 1: BatchNorm after a global pooling sees one value per channel "
+                    "and its variance is undefined; use batch_size >= 2)"
+                    if self.cfg.batch_size == 1 else " (lower the learning rate)")
+            raise TrainingDivergedError(f"epoch {epoch}: {len(bad)} parameters are NaN/inf, e.g. "
+                                     f"{bad[0]}{hint}")
 
     def _plateau_step(self, epoch: int) -> None:
         st, cfg = self.state, self.cfg
@@ -862,5 +877,5 @@ def train(config: TrainConfig, on_event: Optional[EventFn] = None,
         raise
 
 
-__all__ = ["train", "TrainResult", "lr_at", "read_train_state", "read_events", "EventLog",
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "lr_at", "read_train_state", "read_events", "EventLog",
            "build_datasets", "STATE_FILE", "EVENTS_FILE", "STOP_FILE"]
