@@ -401,3 +401,49 @@ def test_real_enet_checkpoint_on_vegas_crop(shared_data, tmp_path, enet_checkpoi
     assert s["model"]["name"] == "enet" and s["model"]["checkpoint"] == str(enet_checkpoint)
     assert s["bands"] == [1, 2, 3] and s["tiles"] == 4  # 256 px in 128 px tiles
     assert s["road_pixel_fraction"] == pytest.approx((m == 1).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# preview picture and the demo script
+# --------------------------------------------------------------------------------------------
+def test_preview_draws_roads_where_they_are(cross_tif, tmp_path):
+    import cv2
+
+    from app.service.extraction import make_preview
+
+    res = run_extraction(_req(cross_tif, tmp_path / "o", target_crs="EPSG:4326"))
+    png = make_preview(cross_tif, res.roads_path, tmp_path / "p.png")
+    bgr = cv2.imread(str(png))
+    assert bgr.shape == (SIZE, SIZE, 3)
+    mid_row, mid_col = (ROW0 + ROW1) // 2, (COL0 + COL1) // 2
+    # on the horizontal centre line (away from the node dots): the line colour
+    assert tuple(bgr[mid_row, 70]) == pytest.approx((0, 215, 255), abs=40)
+    assert tuple(bgr[30, mid_col]) == pytest.approx((0, 215, 255), abs=40)
+    # away from the roads: the untouched imagery grey
+    assert tuple(bgr[10, 70]) == (40, 40, 40)
+    with pytest.raises(UserError, match="exists"):
+        make_preview(cross_tif, res.roads_path, png)
+
+
+def test_demo_says_clearly_when_the_checkpoint_is_missing(tmp_path, capsys, cross_tif):
+    from app import demo
+
+    rc = demo.main(["--image", str(cross_tif), "--checkpoint", str(tmp_path / "none.ckpt"),
+                    "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "none.ckpt" in err and "not there" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys, cross_tif, enet_checkpoint):
+    from app import demo
+
+    out = tmp_path / "demo_output"
+    rc = demo.main(["--image", str(cross_tif), "--checkpoint", str(enet_checkpoint),
+                    "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert (out / "preview.png").is_file() and (out / "cross_roads.gpkg").is_file()
+    assert "qgis" in stdout and str(out / "cross_roads.gpkg") in stdout
+    assert demo.main(["--image", str(cross_tif), "--checkpoint", str(enet_checkpoint),
+                      "--out", str(out)]) == 0  # re-runnable: replaces its own outputs
