@@ -6,7 +6,8 @@ Pipeline of :func:`vectorize_mask`:
    than ``max_hole_area_m2``;
 2. skeletonize (:func:`skimage.morphology.skeletonize`) and trace the skeleton into a graph
    (:func:`gis.graph.skeleton_to_graph`);
-3. prune spurs shorter than ``spur_length_m`` that hang off a junction;
+3. prune spurs shorter than ``spur_length_m`` that hang off a junction, and contract edges shorter
+   than ``junction_merge_m`` between two junctions (one crossing split in two by thinning);
 4. bridge gaps: dangling ends join the network when closer than ``gap_m``, or closer than
    ``collinear_gap_m`` and within ``collinear_angle_deg`` of the dangling edge's direction
    (details in :func:`gis.graph.bridge_gaps`), then prune spurs once more;
@@ -49,6 +50,7 @@ from gis.graph import (
     attach_metric,
     bridge_gaps,
     douglas_peucker,
+    merge_close_junctions,
     merge_degree2,
     path_length,
     prune_spurs,
@@ -84,6 +86,7 @@ class VectorizeParams:
     min_object_area_m2: float = 20.0
     max_hole_area_m2: float = 20.0
     spur_length_m: float = 10.0
+    junction_merge_m: float = 3.0
     gap_m: float = 6.0
     collinear_gap_m: float = 30.0
     collinear_angle_deg: float = 25.0
@@ -93,7 +96,8 @@ class VectorizeParams:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_object_area_m2", "max_hole_area_m2", "spur_length_m", "gap_m",
+        for name in ("min_object_area_m2", "max_hole_area_m2", "spur_length_m",
+                     "junction_merge_m", "gap_m",
                      "collinear_gap_m", "direction_probe_m", "min_component_length_m"):
             if getattr(self, name) < 0:
                 raise ValueError(f"VectorizeParams.{name} must be >= 0, got {getattr(self, name)}")
@@ -397,6 +401,8 @@ def vectorize_mask(
     merge_degree2(g)
     step(2)
     prune_spurs(g, params.spur_length_m)
+    if params.junction_merge_m > 0 and merge_close_junctions(g, params.junction_merge_m):
+        merge_degree2(g)
     step(3)
     if params.gap_m > 0 or params.collinear_gap_m > 0:
         if bridge_gaps(g, frame.rc_to_metric, params.gap_m, params.collinear_gap_m,
@@ -404,6 +410,8 @@ def vectorize_mask(
             merge_degree2(g)
             # a bridge into the side of an edge can leave a short stub beyond it: prune again
             prune_spurs(g, params.spur_length_m)
+            if params.junction_merge_m > 0 and merge_close_junctions(g, params.junction_merge_m):
+                merge_degree2(g)
     remove_small_components(g, params.min_component_length_m)
     step(4)
     tol = params.simplify_tolerance_m

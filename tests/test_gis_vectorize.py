@@ -76,6 +76,32 @@ def test_skeleton_to_graph_traces_a_t_junction_and_a_loop():
     assert all(np.hypot(*(np.array(p) - g.nodes[hub]["rc"])) <= 1.5 for p in tee - pix)
 
 
+def test_close_junctions_are_merged_into_a_crossing():
+    from gis.graph import attach_metric, merge_close_junctions, merge_degree2
+
+    sk = np.zeros((40, 40), bool)
+    sk[20, 2:38] = True
+    sk[2:20, 18] = True  # up from (20, 18)
+    sk[21:38, 22] = True  # down from (20, 22): 4 px = 2 m further along
+    to_m = lambda rc: np.column_stack([rc[:, 1], -rc[:, 0]]) * 0.5  # noqa: E731
+    g = attach_metric(skeleton_to_graph(sk), to_m)
+    merge_degree2(g)
+    assert sorted(d for _, d in g.degree()) == [1, 1, 1, 1, 3, 3]
+    assert merge_close_junctions(g, 1.0) == 0
+    assert merge_close_junctions(g, 3.0) == 1
+    assert sorted(d for _, d in g.degree()) == [1, 1, 1, 1, 4]
+    (hub,) = [n for n in g if g.degree(n) == 4]
+    assert np.allclose(g.nodes[hub]["rc"], [20, 20], atol=1.0)
+    total = 0.0
+    for u, v, d in g.edges(data=True):
+        at_hub = d["xy"][0] if d["start"] == hub else d["xy"][-1]
+        assert np.allclose(at_hub, g.nodes[hub]["xy"])
+        assert d["length_m"] == pytest.approx(
+            float(np.hypot(*np.diff(d["xy"], axis=0).T).sum()))
+        total += d["length_m"]
+    assert total == pytest.approx(0.5 * (35 + 18 + 17 + 2), abs=2.0)
+
+
 def test_douglas_peucker_keeps_corners_and_ends():
     xy = np.array([[0, 0], [1, 0.1], [2, 0], [3, 0], [3, 1], [3, 2.05], [3, 3]], float)
     keep = douglas_peucker(xy, 0.2)
