@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, Union
+from typing import Dict, Union
 
 import geopandas as gpd
 from shapely import union_all

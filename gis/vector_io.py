@@ -177,8 +177,9 @@ def write_vectors(
             names of the files each format produces).
         target_crs: reproject every layer to this CRS first (None: keep the layers' CRS; GeoJSON is
             always EPSG:4326).
-        overwrite: replace existing outputs; without it an existing output raises
-            :class:`gis.errors.OutputExistsError` and nothing is written.
+        overwrite: replace existing outputs (a GeoPackage is replaced as a whole, not appended
+            to); without it an existing output raises :class:`gis.errors.OutputExistsError` and
+            nothing is written.
         style: write QGIS ``.qml`` sidecars (and the GeoPackage ``layer_styles`` table).
 
     Returns:

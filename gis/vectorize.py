@@ -198,7 +198,8 @@ class MetricFrame:
 class RoadNetwork:
     """Result of :func:`vectorize_mask`.
 
-    ``edges``: LineStrings in ``crs`` with columns ``u``, ``v`` (node ids), ``length_m``,
+    ``edges``: LineStrings in ``crs``, each running from node ``u`` to node ``v``, with columns
+    ``u``, ``v`` (node ids), ``length_m``,
     ``width_m``, ``confidence`` (mean probability along the edge; NaN without probabilities),
     ``bridged_m`` (metres of the edge that bridge a gap in the mask) and ``component``.
     ``length_m`` is the metric length of the (simplified) output geometry. ``nodes``: Points with
