@@ -1,0 +1,361 @@
+"""Reference PyTorch networks for the weight-import tests (tests only; needs torch).
+
+Written for these tests from the papers and the published key layouts, so that their
+``state_dict`` keys are exactly those of the releases we import:
+
+* :class:`TorchResNet` - torchvision's ResNet layout (``conv1, bn1, layer1..4`` of
+  ``BasicBlock``/``Bottleneck`` with ``downsample.0/1``, ``fc``), built without torchvision;
+* :class:`DinkNet34` - the D-LinkNet DeepGlobe release (``firstconv, firstbn, encoder1..4,
+  dblock.dilate1..4, decoder4..1, finaldeconv1, finalconv2, finalconv3``); ``forward`` returns
+  logits (the release applies a sigmoid at the end);
+* :class:`TorchENet` - davidtvs/PyTorch-ENet (``initial_block``, ``downsample1_0``, ...,
+  ``transposed_conv``), ``legacy_names=True`` for the older ``out_prelu`` naming.
+
+:func:`randomize_bn` gives every BatchNorm non-trivial running statistics and affine values so
+that an eval-mode comparison exercises the BN mapping.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- ResNet (torchvision)
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + idt)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + idt)
+
+
+class TorchResNet(nn.Module):
+    """torchvision-layout ResNet; ``features(x)`` returns (stem, layer1..layer4)."""
+
+    def __init__(self, block: type, layers: Sequence[int], num_classes: int = 1000,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], 2)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        down = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride,
+                                           bias=False), nn.BatchNorm2d(planes * block.expansion))
+        mods = [block(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * block.expansion
+        mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        stem = self.relu(self.bn1(self.conv1(x)))
+        c1 = self.layer1(self.maxpool(stem))
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return [stem, c1, c2, c3, self.layer4(c3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.features(x)[-1]), 1))
+
+
+def resnet34(num_classes: int = 1000) -> TorchResNet:
+    return TorchResNet(BasicBlock, (3, 4, 6, 3), num_classes)
+
+
+# ----------------------------------------------------------------------------- D-LinkNet release
+class Dblock(nn.Module):
+    def __init__(self, channel: int, n: int = 4) -> None:
+        super().__init__()
+        for i in range(n):
+            d = 2 ** i
+            setattr(self, f"dilate{i + 1}", nn.Conv2d(channel, channel, 3, dilation=d, padding=d))
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, h = x, x
+        for i in range(self.n):
+            h = F.relu(getattr(self, f"dilate{i + 1}")(h))
+            out = out + h
+        return out
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_channels: int, n_filters: int) -> None:
+        super().__init__()
+        mid = in_channels // 4
+        self.conv1 = nn.Conv2d(in_channels, mid, 1)
+        self.norm1 = nn.BatchNorm2d(mid)
+        self.deconv2 = nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1)
+        self.norm2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, n_filters, 1)
+        self.norm3 = nn.BatchNorm2d(n_filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm2(self.deconv2(x)))
+        return F.relu(self.norm3(self.conv3(x)))
+
+
+class DinkNet34(nn.Module):
+    """D-LinkNet-34 with the DeepGlobe release's attribute names; returns logits."""
+
+    def __init__(self, num_classes: int = 1) -> None:
+        super().__init__()
+        filters = [64, 128, 256, 512]
+        r = resnet34()
+        self.firstconv, self.firstbn, self.firstmaxpool = r.conv1, r.bn1, r.maxpool
+        self.encoder1, self.encoder2, self.encoder3, self.encoder4 = (r.layer1, r.layer2,
+                                                                      r.layer3, r.layer4)
+        self.dblock = Dblock(512)
+        self.decoder4 = DecoderBlock(filters[3], filters[2])
+        self.decoder3 = DecoderBlock(filters[2], filters[1])
+        self.decoder2 = DecoderBlock(filters[1], filters[0])
+        self.decoder1 = DecoderBlock(filters[0], filters[0])
+        self.finaldeconv1 = nn.ConvTranspose2d(filters[0], 32, 4, 2, 1)
+        self.finalconv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.finalconv3 = nn.Conv2d(32, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.firstmaxpool(F.relu(self.firstbn(self.firstconv(x))))
+        e1 = self.encoder1(x)
+        e2 = self.encoder2(e1)
+        e3 = self.encoder3(e2)
+        e4 = self.dblock(self.encoder4(e3))
+        d4 = self.decoder4(e4) + e3
+        d3 = self.decoder3(d4) + e2
+        d2 = self.decoder2(d3) + e1
+        d1 = self.decoder1(d2)
+        out = F.relu(self.finaldeconv1(d1))
+        out = F.relu(self.finalconv2(out))
+        return self.finalconv3(out)
+
+
+# ----------------------------------------------------------------------------- ENet (davidtvs)
+def _act(relu: bool) -> nn.Module:
+    return nn.ReLU() if relu else nn.PReLU()
+
+
+class _Named(nn.Module):
+    """Sets the output activation under the current (``out_activation``) or the older
+    (``out_prelu``) attribute name."""
+
+    legacy = False
+
+    def _set_out(self, act: nn.Module) -> None:
+        setattr(self, "out_prelu" if self.legacy else "out_activation", act)
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, "out_prelu" if self.legacy else "out_activation")(x)
+
+
+class InitialBlock(_Named):
+    def __init__(self, in_channels: int, out_channels: int, relu: bool, legacy: bool) -> None:
+        super().__init__()
+        self.legacy = legacy
+        self.main_branch = nn.Conv2d(in_channels, out_channels - in_channels, 3, 2, 1,
+                                     bias=False)
+        self.ext_branch = nn.MaxPool2d(3, stride=2, padding=1)
+        self.batch_norm = nn.BatchNorm2d(out_channels)
+        self._set_out(_act(relu))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._out(self.batch_norm(torch.cat((self.main_branch(x), self.ext_branch(x)), 1)))
+
+
+class RegularBottleneck(_Named):
+    def __init__(self, channels: int, kernel_size: int = 3, padding: int = 1, dilation: int = 1,
+                 asymmetric: bool = False, dropout: float = 0.0, relu: bool = True,
+                 legacy: bool = False) -> None:
+        super().__init__()
+        self.legacy = legacy
+        mid = channels // 4
+        self.ext_conv1 = nn.Sequential(nn.Conv2d(channels, mid, 1, bias=False),
+                                       nn.BatchNorm2d(mid), _act(relu))
+        if asymmetric:
+            self.ext_conv2 = nn.Sequential(
+                nn.Conv2d(mid, mid, (kernel_size, 1), padding=(padding, 0), dilation=dilation,
+                          bias=False), nn.BatchNorm2d(mid), _act(relu),
+                nn.Conv2d(mid, mid, (1, kernel_size), padding=(0, padding), dilation=dilation,
+                          bias=False), nn.BatchNorm2d(mid), _act(relu))
+        else:
+            self.ext_conv2 = nn.Sequential(
+                nn.Conv2d(mid, mid, kernel_size, padding=padding, dilation=dilation, bias=False),
+                nn.BatchNorm2d(mid), _act(relu))
+        self.ext_conv3 = nn.Sequential(nn.Conv2d(mid, channels, 1, bias=False),
+                                       nn.BatchNorm2d(channels), _act(relu))
+        self.ext_regul = nn.Dropout2d(p=dropout)
+        self._set_out(_act(relu))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ext = self.ext_regul(self.ext_conv3(self.ext_conv2(self.ext_conv1(x))))
+        return self._out(x + ext)
+
+
+class DownsamplingBottleneck(_Named):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, relu: bool,
+                 legacy: bool) -> None:
+        super().__init__()
+        self.legacy = legacy
+        mid = in_channels // 4
+        self.main_max1 = nn.MaxPool2d(2, stride=2, return_indices=True)
+        self.ext_conv1 = nn.Sequential(nn.Conv2d(in_channels, mid, 2, 2, bias=False),
+                                       nn.BatchNorm2d(mid), _act(relu))
+        self.ext_conv2 = nn.Sequential(nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+                                       nn.BatchNorm2d(mid), _act(relu))
+        self.ext_conv3 = nn.Sequential(nn.Conv2d(mid, out_channels, 1, bias=False),
+                                       nn.BatchNorm2d(out_channels), _act(relu))
+        self.ext_regul = nn.Dropout2d(p=dropout)
+        self._set_out(_act(relu))
+
+    def forward(self, x: torch.Tensor):
+        main, idx = self.main_max1(x)
+        ext = self.ext_regul(self.ext_conv3(self.ext_conv2(self.ext_conv1(x))))
+        n, ch, h, w = ext.shape
+        main = torch.cat((main, torch.zeros(n, ch - main.shape[1], h, w, dtype=main.dtype)), 1)
+        return self._out(main + ext), idx
+
+
+class UpsamplingBottleneck(_Named):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, relu: bool,
+                 legacy: bool) -> None:
+        super().__init__()
+        self.legacy = legacy
+        mid = in_channels // 4
+        self.main_conv1 = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                        nn.BatchNorm2d(out_channels))
+        self.main_unpool1 = nn.MaxUnpool2d(kernel_size=2)
+        self.ext_conv1 = nn.Sequential(nn.Conv2d(in_channels, mid, 1, bias=False),
+                                       nn.BatchNorm2d(mid), _act(relu))
+        self.ext_tconv1 = nn.ConvTranspose2d(mid, mid, kernel_size=2, stride=2, bias=False)
+        self.ext_tconv1_bnorm = nn.BatchNorm2d(mid)
+        self.ext_tconv1_activation = _act(relu)
+        self.ext_conv2 = nn.Sequential(nn.Conv2d(mid, out_channels, 1, bias=False),
+                                       nn.BatchNorm2d(out_channels))
+        self.ext_regul = nn.Dropout2d(p=dropout)
+        self._set_out(_act(relu))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, size) -> torch.Tensor:
+        main = self.main_unpool1(self.main_conv1(x), idx, output_size=size)
+        ext = self.ext_tconv1(self.ext_conv1(x), output_size=size)
+        ext = self.ext_tconv1_activation(self.ext_tconv1_bnorm(ext))
+        ext = self.ext_regul(self.ext_conv2(ext))
+        return self._out(main + ext)
+
+
+class TorchENet(nn.Module):
+    """ENet with davidtvs/PyTorch-ENet's attribute names (PReLU encoder, ReLU decoder)."""
+
+    def __init__(self, num_classes: int, legacy_names: bool = False) -> None:
+        super().__init__()
+        enc, dec, lg = False, True, legacy_names
+        self.initial_block = InitialBlock(3, 16, enc, lg)
+        self.downsample1_0 = DownsamplingBottleneck(16, 64, 0.01, enc, lg)
+        for i in range(1, 5):
+            setattr(self, f"regular1_{i}", RegularBottleneck(64, dropout=0.01, relu=enc,
+                                                             legacy=lg))
+        self.downsample2_0 = DownsamplingBottleneck(64, 128, 0.1, enc, lg)
+        for stage in (2, 3):
+            first = 1 if stage == 2 else 0
+            kinds = [("regular", 1, False), ("dilated", 2, False), ("asymmetric", 0, True),
+                     ("dilated", 4, False), ("regular", 1, False), ("dilated", 8, False),
+                     ("asymmetric", 0, True), ("dilated", 16, False)]
+            for j, (kind, d, asym) in enumerate(kinds):
+                name = f"{kind}{stage}_{j + first}"
+                if asym:
+                    block = RegularBottleneck(128, kernel_size=5, padding=2, asymmetric=True,
+                                              dropout=0.1, relu=enc, legacy=lg)
+                else:
+                    block = RegularBottleneck(128, padding=d, dilation=d, dropout=0.1, relu=enc,
+                                              legacy=lg)
+                setattr(self, name, block)
+        self.stage2_names = [f"{k}2_{j + 1}" for j, k in enumerate(
+            ["regular", "dilated", "asymmetric", "dilated", "regular", "dilated", "asymmetric",
+             "dilated"])]
+        self.stage3_names = [f"{k}3_{j}" for j, k in enumerate(
+            ["regular", "dilated", "asymmetric", "dilated", "regular", "dilated", "asymmetric",
+             "dilated"])]
+        self.upsample4_0 = UpsamplingBottleneck(128, 64, 0.1, dec, lg)
+        self.regular4_1 = RegularBottleneck(64, dropout=0.1, relu=dec, legacy=lg)
+        self.regular4_2 = RegularBottleneck(64, dropout=0.1, relu=dec, legacy=lg)
+        self.upsample5_0 = UpsamplingBottleneck(64, 16, 0.1, dec, lg)
+        self.regular5_1 = RegularBottleneck(16, dropout=0.1, relu=dec, legacy=lg)
+        self.transposed_conv = nn.ConvTranspose2d(16, num_classes, 3, stride=2, padding=1,
+                                                  bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_size = x.size()
+        x = self.initial_block(x)
+        s1 = x.size()
+        x, i1 = self.downsample1_0(x)
+        for i in range(1, 5):
+            x = getattr(self, f"regular1_{i}")(x)
+        s2 = x.size()
+        x, i2 = self.downsample2_0(x)
+        for name in self.stage2_names + self.stage3_names:
+            x = getattr(self, name)(x)
+        x = self.regular4_2(self.regular4_1(self.upsample4_0(x, i2, s2)))
+        x = self.regular5_1(self.upsample5_0(x, i1, s1))
+        return self.transposed_conv(x, output_size=in_size)
+
+
+# ----------------------------------------------------------------------------- helpers
+def randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN running statistics and affine values, random PReLU slopes."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+                m.num_batches_tracked.fill_(7)
+            elif isinstance(m, nn.PReLU):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
