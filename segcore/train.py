@@ -790,8 +790,8 @@ class _Trainer:
             hint = (" (batch_size 1: BatchNorm after a global pooling sees one value per channel "
                     "and its variance is undefined; use batch_size >= 2)"
                     if self.cfg.batch_size == 1 else " (lower the learning rate)")
-            raise TrainingDivergedError(f"epoch {epoch}: {len(bad)} parameters are NaN/inf, e.g. "
-                                     f"{bad[0]}{hint}")
+            raise TrainingDivergedError(f"epoch {epoch}: {len(bad)} parameters are NaN/inf, "
+                                        f"e.g. {bad[0]}{hint}")
 
     def _plateau_step(self, epoch: int) -> None:
         st, cfg = self.state, self.cfg
@@ -877,5 +877,6 @@ def train(config: TrainConfig, on_event: Optional[EventFn] = None,
         raise
 
 
-__all__ = ["train", "TrainResult", "TrainingDivergedError", "lr_at", "read_train_state", "read_events", "EventLog",
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "lr_at", "read_train_state",
+           "read_events", "EventLog",
            "build_datasets", "STATE_FILE", "EVENTS_FILE", "STOP_FILE"]

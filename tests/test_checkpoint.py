@@ -84,7 +84,8 @@ def test_head_mismatch_fine_tune(tmp_path):
     save_checkpoint(src, tmp_path / "five.ckpt", _meta(num_classes=5))
     dst = Tiny(k=1)
     fresh_head = dst.head.weight.asnumpy().copy()
-    with pytest.raises(CheckpointError, match=r"five.ckpt: parameter head\.(weight|bias) has shape"):
+    with pytest.raises(CheckpointError,
+                       match=r"five.ckpt: parameter head\.(weight|bias) has shape"):
         load_weights(dst, tmp_path / "five.ckpt")
     rep = load_weights(dst, tmp_path / "five.ckpt", allow_head_mismatch=True)
     assert set(rep.skipped_mismatch) == {"head.weight", "head.bias"}
