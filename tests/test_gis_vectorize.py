@@ -121,6 +121,16 @@ def test_metric_frame_geographic_pixel_size_matches_geodesic():
     assert f.metric_crs.to_epsg() == 32611
 
 
+def test_metric_frame_projected_feet_and_frozen_params():
+    import dataclasses
+
+    f = MetricFrame("EPSG:2263", Affine(2.0, 0, 1_000_000.0, 0, -2.0, 200_000.0), (10, 10))
+    assert f.pixel_size_m == pytest.approx((2 * 0.3048006, 2 * 0.3048006), rel=1e-5)
+    assert f.metric_crs.to_epsg() == 2263
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        VectorizeParams().gap_m = 1.0  # type: ignore[misc]
+
+
 def test_missing_crs_and_bad_shapes_raise():
     m = np.zeros((20, 20), bool)
     with pytest.raises(CRSError):
