@@ -447,3 +447,19 @@ def test_demo_runs_end_to_end(tmp_path, capsys, cross_tif, enet_checkpoint):
     assert "qgis" in stdout and str(out / "cross_roads.gpkg") in stdout
     assert demo.main(["--image", str(cross_tif), "--checkpoint", str(enet_checkpoint),
                       "--out", str(out)]) == 0  # re-runnable: replaces its own outputs
+
+
+def test_read_network_and_overview_for_viewers(cross_tif, tmp_path):
+    from app.service.extraction import raster_overview, read_network
+
+    res = run_extraction(_req(cross_tif, tmp_path / "o", formats=("gpkg", "shp")))
+    e1, n1 = read_network(res.roads_path)
+    e2, n2 = read_network(tmp_path / "o" / "cross_roads.shp")
+    assert len(e1) == len(e2) == 4 and len(n1) == len(n2) == 5
+    assert e1.crs == e2.crs == "EPSG:32633"
+    with pytest.raises(UserError, match="not found"):
+        read_network(tmp_path / "nothing.gpkg")
+    ov = raster_overview(cross_tif, max_size=48)
+    assert ov.rgb.shape == (48, 48, 3) and ov.scale == 2.0
+    with pytest.raises(UserError, match="not found"):
+        raster_overview(tmp_path / "nothing.tif")

@@ -60,6 +60,8 @@ __all__ = [
     "export_network",
     "list_checkpoints",
     "make_preview",
+    "read_network",
+    "raster_overview",
     "default_checkpoint_dirs",
     "resolve_checkpoint",
 ]
@@ -486,13 +488,24 @@ def default_checkpoint_dirs() -> List[Path]:
     return dirs
 
 
+def _read_any_metadata(path: Path) -> Any:
+    """``CheckpointMeta`` of a ``.ckpt`` (``<stem>.json`` sidecar) or an exported ``.onnx``
+    (``<name>.json`` written by ``segcore.export``)."""
+    from segcore.checkpoint import CheckpointMeta, read_metadata
+
+    if path.suffix.lower() == ".onnx":
+        from segcore.export import read_export_metadata
+
+        return CheckpointMeta.from_dict(read_export_metadata(path))
+    return read_metadata(path)
+
+
 def list_checkpoints(dirs: Optional[Sequence[PathLike]] = None) -> List[CheckpointEntry]:
     """Checkpoints (``.ckpt``/``.onnx`` with a metadata sidecar) in ``dirs`` (not recursive).
 
     Files without readable metadata are skipped with a warning in the log. Sorted by directory
     order, then file name. ``dirs`` default: :func:`default_checkpoint_dirs`.
     """
-    from segcore.checkpoint import read_metadata
     from segcore.errors import SegcoreError
 
     found: List[CheckpointEntry] = []
@@ -508,8 +521,8 @@ def list_checkpoints(dirs: Optional[Sequence[PathLike]] = None) -> List[Checkpoi
                 continue
             seen.add(key)
             try:
-                meta = read_metadata(p)
-            except SegcoreError as exc:
+                meta = _read_any_metadata(p)
+            except (SegcoreError, TypeError, KeyError, ValueError) as exc:
                 log.warning("skipping %s: %s", p, exc)
                 continue
             st = p.stat()
@@ -699,9 +712,14 @@ def raster_info(path: PathLike) -> Dict[str, Any]:
 
         pc = ProjCRS.from_user_input(info.crs.to_wkt())
         crs_name = pc.name
-        tr = Transformer.from_crs(pc, "EPSG:4326", always_xy=True)
-        lon0, lat0, lon1, lat1 = tr.transform_bounds(*bounds, densify_pts=21)
-        lonlat = [float(lon0), float(lat0), float(lon1), float(lat1)]
+        try:
+            tr = Transformer.from_crs(pc, "EPSG:4326", always_xy=True)
+            lon0, lat0, lon1, lat1 = tr.transform_bounds(*bounds, densify_pts=21)
+            lonlat = [float(lon0), float(lat0), float(lon1), float(lat1)]
+            if not all(math.isfinite(v) for v in lonlat):
+                lonlat = None
+        except Exception:  # noqa: BLE001 - a local/engineering CRS has no lon/lat
+            lonlat = None
     res = list(info.resolution_m) if info.resolution_m is not None else None
     area = (info.width * info.height * info.pixel_area_m2 / 1e6
             if info.pixel_area_m2 is not None else None)
@@ -1310,3 +1328,55 @@ def make_preview(
         if tmp.exists():
             tmp.unlink()
     return png
+
+
+# --------------------------------------------------------------------------------------------
+# reading back for viewers/editors
+# --------------------------------------------------------------------------------------------
+def read_network(path: PathLike) -> Tuple[Any, Any]:
+    """``(edges, nodes)`` GeoDataFrames of a written network, for display and editing.
+
+    ``path``: a ``.gpkg`` with layers ``edges``/``nodes``, or the main name of a Shapefile/GeoJSON
+    set (``roads.shp`` -> ``roads_edges.shp``, ``roads_nodes.shp``; an ``*_edges.*`` file is
+    accepted too). A missing nodes layer gives an empty table.
+
+    Raises:
+        UserError: missing or unreadable file.
+    """
+    import geopandas as gpd
+
+    p = Path(path)
+    if p.suffix.lower() == ".gpkg":
+        sources = {"edges": (p, "edges"), "nodes": (p, "nodes")}
+    else:
+        stem = p.stem[:-len("_edges")] if p.stem.endswith("_edges") else p.stem
+        sources = {n: (p.with_name(f"{stem}_{n}{p.suffix}"), None) for n in ("edges", "nodes")}
+    out = {}
+    for name, (f, layer) in sources.items():
+        if not f.exists():
+            if name == "nodes" and out:
+                out[name] = gpd.GeoDataFrame({"node_id": [], "degree": []}, geometry=[],
+                                             crs=out["edges"].crs)
+                continue
+            raise UserError(f"{f}: file not found")
+        try:
+            out[name] = gpd.read_file(f, layer=layer) if layer else gpd.read_file(f)
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several types
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{f}: cannot read {name} ({msg})") from exc
+    return out["edges"], out["nodes"]
+
+
+def raster_overview(path: PathLike, max_size: int = 1024) -> Any:
+    """A decimated RGB view of a raster for map canvases (:class:`gis.io.Overview`: ``rgb``
+    uint8 ``(H, W, 3)``, ``valid``, ``transform``, ``crs``, ``scale``).
+
+    Raises:
+        UserError: missing, unreadable or truncated file.
+    """
+    from gis.io import read_overview
+
+    try:
+        return read_overview(path, max_size=max_size)
+    except EXPECTED_ERRORS + (ValueError, OSError) as exc:
+        raise as_user_error(exc) from exc
