@@ -206,3 +206,20 @@ def test_info_errors_and_no_crs(capsys, tmp_path):
                         transform=rasterio.Affine.identity())
     rc, stdout, _ = _run(capsys, "info", src)
     assert rc == 0 and "none (pixel coordinates)" in stdout
+
+
+def test_extract_panchromatic_with_repeated_band(capsys, tmp_path, enet_ckpt):
+    pan = np.full((1, 64, 64), 300, np.uint16)
+    pan[0, 28:36, :] = 1900
+    src = write_geotiff(tmp_path / "pan.tif", pan)
+    rc, _, err = _run(capsys, "extract", src, "-o", tmp_path / "a", "--checkpoint", enet_ckpt)
+    assert rc == 2
+    _one_line_error(err, "pan.tif", "band 2", "1 band")
+    rc, stdout, err = _run(capsys, "extract", src, "-o", tmp_path / "b", "--checkpoint",
+                           enet_ckpt, "--bands", "1,1,1", "--json")
+    assert rc == 0, err
+    s = json.loads(stdout)
+    assert s["bands"] == [1, 1, 1] and s["model"]["bands"] == [1, 1, 1]
+    rc, _, err = _run(capsys, "extract", src, "-o", tmp_path / "c", "--bands", "x")
+    assert rc == 2
+    _one_line_error(err, "--bands")

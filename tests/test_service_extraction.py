@@ -463,3 +463,33 @@ def test_read_network_and_overview_for_viewers(cross_tif, tmp_path):
     assert ov.rgb.shape == (48, 48, 3) and ov.scale == 2.0
     with pytest.raises(UserError, match="not found"):
         raster_overview(tmp_path / "nothing.tif")
+
+
+def test_normalisation_from_checkpoint_metadata_uses_whole_raster_statistics(tmp_path):
+    """16-bit data for an 8-bit meanstd model is stretched to 0..255 first; a percentile model
+    gets percentiles of the whole raster, so every tile is scaled identically."""
+    from app.service.extraction import _normalizer_for
+    from gis.io import open_raster
+    from segcore.checkpoint import CheckpointMeta
+
+    rng = np.random.default_rng(3)
+    arr = rng.integers(1, 2048, size=(3, 64, 64)).astype(np.uint16)
+    arr[:, :32] //= 4  # the left half is darker: per-tile statistics would differ
+    info = open_raster(write_geotiff(tmp_path / "u16.tif", arr))
+    meanstd = CheckpointMeta(model="enet", num_classes=1)
+    f = _normalizer_for(meanstd, info, (1, 2, 3))
+    y = f(arr.astype(np.float32)[None])
+    mean = np.array([0.485, 0.456, 0.406])[:, None, None]
+    std = np.array([0.229, 0.224, 0.225])[:, None, None]
+    assert np.all(y >= (0 - mean) / std - 1e-5) and np.all(y <= (1 - mean) / std + 1e-5)
+    assert y.min() < -1.5 and y.max() > 2.0  # the stretch uses the full 0..255 range
+    pct = CheckpointMeta(model="enet", num_classes=1,
+                         normalization={"method": "percentile", "low": 2, "high": 98})
+    g = _normalizer_for(pct, info, (1, 2, 3))
+    whole = g(arr.astype(np.float32)[None])[0]
+    left = g(arr[:, :, :32].astype(np.float32)[None])[0]
+    np.testing.assert_allclose(left, whole[:, :, :32], atol=1e-6)
+    lo = np.percentile(arr[0].astype(float), 2)
+    hi = np.percentile(arr[0].astype(float), 98)
+    expect = np.clip((arr[0].astype(float) - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(whole[0], expect, atol=2e-2)

@@ -123,6 +123,9 @@ def _fmt(v: Any, digits: int = 3) -> str:
 @click.option("--bbox", nargs=4, type=float, default=None,
               metavar="MINX MINY MAXX MAXY", help="Box limiting the processed area.")
 @click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--bands", default=None, metavar="B1,B2,...",
+              help="1-based bands fed to the network, e.g. 1,1,1 for a panchromatic image "
+                   "[default: the checkpoint's].")
 @click.option("--tile-size", type=int, default=None,
               help="Tile size in pixels [default: the checkpoint's].")
 @click.option("--overlap", type=int, default=None,
@@ -146,7 +149,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional[str],
             backend: str, device: str, aoi: Optional[str],
             bbox: Optional[Tuple[float, float, float, float]], bbox_crs: str,
-            tile_size: Optional[int], overlap: Optional[int], batch_size: int, tta: str,
+            bands: Optional[str], tile_size: Optional[int], overlap: Optional[int], batch_size: int, tta: str,
             threshold: float, formats: Tuple[str, ...], polygons: bool, target_crs: Optional[str],
             pixel_coords: bool, overwrite: bool, progress: Optional[bool], as_json: bool,
             **vec: Any) -> None:
@@ -155,8 +158,14 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
     Writes IMAGE_prob.tif and IMAGE_mask.tif (COGs), IMAGE_roads.gpkg (centre lines and
     junctions, QGIS styles) and IMAGE_summary.json.
     """
+    band_list = None
+    if bands:
+        try:
+            band_list = tuple(int(b) for b in bands.replace(" ", "").split(",") if b)
+        except ValueError:
+            raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
     req = ExtractionRequest(
-        image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
+        bands=band_list, image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
         device=device, aoi=aoi, bbox=tuple(bbox) if bbox else None, bbox_crs=bbox_crs,
         tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, tta=tta,
         threshold=threshold, vectorize=_vectorize_params(vec), formats=formats or ("gpkg",),
