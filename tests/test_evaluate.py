@@ -228,3 +228,40 @@ def test_models_lists_the_registry(capsys):
     assert rows["ddrnet23_imagenet"].task == "classification"
     net = segcore.create_model("enet")
     assert count_parameters("enet") == count_trainable_params(net)
+
+
+# ------------------------------------------------------------------------------ classifier
+def test_classifier_eval_reports_top1_top5(tmp_path):
+    from PIL import Image
+
+    from segcore.evaluate import build_eval_dataset, evaluate
+    from segcore.metrics import topk_accuracy
+    from segcore.predict import normalization_from_meta
+
+    rng = np.random.default_rng(3)
+    classes = [f"c{i}" for i in range(6)]
+    for i, c in enumerate(classes):
+        d = tmp_path / "data" / "val" / c
+        d.mkdir(parents=True)
+        for j in range(2 if i < 2 else 1):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"{j}.png")
+    net = segcore.create_model("ddrnet23_imagenet", num_classes=6)
+    meta = CheckpointMeta(model="ddrnet23_imagenet", num_classes=6, task="classification",
+                          stride=8, tile_size_px=32, class_names=tuple(classes))
+    pred = MindSporePredictor(net, meta=meta)
+    cfg = EvalConfig("imagenet", str(tmp_path / "data"), crop_size=32)
+    report = evaluate(pred, cfg, batch_size=4)
+    m = report["metrics"]
+    assert set(m) == {"top1", "top5"} and report["dataset"]["samples"] == 8
+    ds = build_eval_dataset(cfg, meta)
+    norm = normalization_from_meta(meta)
+    xs = np.stack([norm(ds[i][0]) for i in range(len(ds))])
+    labels = np.array([int(ds[i][1]) for i in range(len(ds))])
+    assert xs.shape == (8, 3, 32, 32) and sorted(set(labels)) == list(range(6))
+    want = topk_accuracy(pred.predict_batch(xs), labels, (1, 5))
+    assert m["top1"] == pytest.approx(want[1]) and m["top5"] == pytest.approx(want[5])
+    assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
+    seg_meta = CheckpointMeta(model="enet", num_classes=1)
+    with pytest.raises(segcore.errors.ConfigError, match="classifier"):
+        evaluate(MindSporePredictor(segcore.create_model("enet", num_classes=1), meta=seg_meta),
+                 cfg)
