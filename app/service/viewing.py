@@ -47,6 +47,8 @@ __all__ = [
     "is_raster_file",
     "is_vector_file",
     "scale_denominator",
+    "available_models",
+    "describe_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -804,3 +806,31 @@ class NetworkEdit:
         e = self.edges().drop(columns=["edge_id"])
         return export_network(e, self.nodes(), path, target_crs=target_crs or None,
                               overwrite=overwrite, formats=formats)
+
+
+def available_models() -> List[Dict[str, Any]]:
+    """Registered segmentation networks for pickers: ``name``, ``stride``, ``description``."""
+    from segcore.registry import list_models, model_info
+
+    out = []
+    for name in list_models():
+        info = model_info(name)
+        if getattr(info, "task", "segmentation") != "segmentation":
+            continue
+        out.append({"name": name, "stride": int(info.stride),
+                    "description": str(getattr(info, "description", ""))})
+    return out
+
+
+def describe_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Metadata of a checkpoint file as a JSON-ready dict (``segcore.checkpoint`` sidecar).
+
+    Raises:
+        UserError: not a RoadSeg checkpoint (missing/unreadable sidecar).
+    """
+    from segcore.checkpoint import read_metadata
+
+    try:
+        return read_metadata(path).to_dict()
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
