@@ -293,3 +293,22 @@ def test_converter_runs_without_torch(tmp_path, enet_ref):
     assert res["n"] > 500 and res["torch"] is False
     net, _ = load_model(tmp_path / "nt.ckpt")
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
+
+
+def test_cli_convert(tmp_path, enet_ref, capsys):
+    import app.cli.convert_cmd  # noqa: F401  (registers `roadseg convert`)
+    from app.cli import main
+
+    model, _, _ = enet_ref
+    src = _save(model.state_dict(), tmp_path / "enet.pth", "zip")
+    out = tmp_path / "enet_cli.ckpt"
+    assert main(["convert", str(src), str(out), "--model", "enet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["source"] == "enet" and report["num_classes"] == 4
+    assert report["unmapped"] == [] and report["missing"] == []
+    assert read_metadata(out).model == "enet"
+    # refuses to overwrite, and a wrong model is a one-line error with exit code 2
+    assert main(["convert", str(src), str(out), "--model", "enet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "d.ckpt"), "-m", "dlinknet34"]) == 2
+    assert "unrecognised key layout" in capsys.readouterr().err
