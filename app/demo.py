@@ -97,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  QGIS:        qgis {args.image} {res.prob_path} {res.roads_path}")
     print("               (the GeoPackage carries its QGIS styles; lines are coloured by "
           "confidence)")
-    print(f"  RoadSeg GUI: roadseg-gui, open {args.image.name}, then load {Path(res.roads_path).name}")
+    print(f"  RoadSeg GUI: roadseg-gui, open {args.image.name}, then load "
+          f"{Path(res.roads_path).name}")
     print(f"  picture:     {preview}")
     return 0
 

@@ -149,8 +149,9 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional[str],
             backend: str, device: str, aoi: Optional[str],
             bbox: Optional[Tuple[float, float, float, float]], bbox_crs: str,
-            bands: Optional[str], tile_size: Optional[int], overlap: Optional[int], batch_size: int, tta: str,
-            threshold: float, formats: Tuple[str, ...], polygons: bool, target_crs: Optional[str],
+            bands: Optional[str], tile_size: Optional[int], overlap: Optional[int],
+            batch_size: int, tta: str, threshold: float, formats: Tuple[str, ...],
+            polygons: bool, target_crs: Optional[str],
             pixel_coords: bool, overwrite: bool, progress: Optional[bool], as_json: bool,
             **vec: Any) -> None:
     """Extract the road network of IMAGE (GeoTIFF) into OUT_DIR.
@@ -165,8 +166,9 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
         except ValueError:
             raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
     req = ExtractionRequest(
-        bands=band_list, image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
-        device=device, aoi=aoi, bbox=tuple(bbox) if bbox else None, bbox_crs=bbox_crs,
+        image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
+        bands=band_list, device=device, aoi=aoi, bbox=tuple(bbox) if bbox else None,
+        bbox_crs=bbox_crs,
         tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, tta=tta,
         threshold=threshold, vectorize=_vectorize_params(vec), formats=formats or ("gpkg",),
         polygons=polygons, target_crs=target_crs, overwrite=overwrite,

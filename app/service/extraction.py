@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
-from gis.errors import CancelledError, CRSError, GisError, OutputDirError, OutputExistsError
+from gis.errors import CancelledError, OutputDirError, OutputExistsError
 from gis.vectorize import VectorizeParams
 
 __all__ = [
@@ -584,7 +584,8 @@ def _mget(meta: Any, key: str, default: Any = None) -> Any:
 _EIGHT_BIT_METHODS = ("meanstd", "imagenet", "uint8", "dlinknet")
 
 
-def _normalizer_for(meta: Any, info: Any, bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+def _normalizer_for(meta: Any, info: Any,
+                    bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     """The input normalisation of the checkpoint for this raster.
 
     ``percentile`` models get the stretch computed once over the whole raster (never per tile).
@@ -655,7 +656,8 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
         raise UserError(f"{ckpt}: exported for {fixed[0]}x{fixed[1]} inputs, tile size {tile} "
                         "px is larger")
     bands = tuple(req.bands or _mget(meta, "bands", None) or info.default_bands)
-    in_ch = _mget(meta, "in_channels", None) or getattr(predictor, "in_channels", None) or len(bands)
+    in_ch = (_mget(meta, "in_channels", None) or getattr(predictor, "in_channels", None)
+             or len(bands))
     _check_bands(bands, int(in_ch), info, ckpt)
     normalize = (req.normalization if req.normalization is not None
                  else _normalizer_for(meta, info, bands))
