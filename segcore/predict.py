@@ -11,6 +11,7 @@ Backends:
 
 * :class:`MindSporePredictor` - a ``nn.Cell`` or a checkpoint, inference mode, any input size;
   optionally compiled with ``ms.jit``.
+* :class:`MindIRPredictor` - an exported ``.mindir`` (``nn.GraphCell``), fixed input shape.
 * :class:`OnnxPredictor` - an ``.onnx`` exported by :func:`segcore.export.export_model`, run by
   onnxruntime on the CPU with one intra-op thread per core. The exported graph has a fixed
   ``H x W`` (smaller inputs are padded up to it) and usually a dynamic batch.
@@ -376,11 +377,67 @@ class OnnxPredictor(_Base):
         if self.fixed_hw is not None and xp.shape[2:] != self.fixed_hw:
             raise InputSizeError(
                 f"{self.source}: exported for {self.fixed_hw[0]}x{self.fixed_hw[1]} inputs, got "
-                f"{h}x{w}; re-export with --input-size or use a smaller tile")
+                f"{h}x{w}; use tiles of at most that size (e.g. eval --mode sliding) or "
+                f"re-export with --input-size")
         y = self._run(np.ascontiguousarray(xp))
         if not self.num_classes:
             self.num_classes = int(y.shape[1])
         return np.ascontiguousarray(y[:, :, :h, :w], dtype=np.float32)
+
+
+class MindIRPredictor(OnnxPredictor):
+    """MindSpore inference of an exported ``.mindir`` (``ms.load`` + ``nn.GraphCell``).
+
+    The input shape recorded in ``<file>.json`` is fixed (a dynamic batch where the export
+    made one); smaller inputs are padded up to it and cropped back, as for ONNX.
+    """
+
+    def __init__(self, mindir_path: PathLike, meta: Any = None, device: str = "cpu") -> None:
+        import mindspore as ms
+        from mindspore import nn
+
+        from .export import read_export_metadata
+
+        if device.lower() != "cpu":
+            from .device import set_device
+
+            set_device(device)
+        path = Path(mindir_path)
+        if not path.exists():
+            raise CheckpointError(f"{path}: MindIR file not found")
+        doc = read_export_metadata(path)
+        info = dict(doc.get("export", {}))
+        self.meta = meta if meta is not None else _meta_from_dict(doc)
+        self.export_info = info
+        self.source = str(path)
+        try:
+            self.cell = nn.GraphCell(ms.load(str(path)))
+        except Exception as exc:  # noqa: BLE001  MindSpore raises RuntimeError/ValueError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: not a loadable MindIR file ({first})") from exc
+        shape = [int(v) for v in info.get("input_shape", [1, 3, 0, 0])]
+        self.fixed_batch = None if info.get("dynamic_batch") else shape[0]
+        self.in_channels = shape[1]
+        self.fixed_hw = (shape[2], shape[3]) if shape[2] and shape[3] else None
+        self.task = str(_meta_get(self.meta, "task", "segmentation"))
+        self.stride = _stride_of(self.meta, _meta_get(self.meta, "model", None))
+        self.num_classes = int(_meta_get(self.meta, "num_classes", 0) or 0)
+        self._ms = ms
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            out = self.cell(self._ms.Tensor(x))
+            return (out[0] if isinstance(out, (tuple, list)) else out).asnumpy()
+        outs = []
+        b = self.fixed_batch
+        for i in range(0, x.shape[0], b):
+            chunk = x[i:i + b]
+            k = chunk.shape[0]
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
+            out = self.cell(self._ms.Tensor(np.ascontiguousarray(chunk)))
+            outs.append((out[0] if isinstance(out, (tuple, list)) else out).asnumpy()[:k])
+        return np.concatenate(outs, 0)
 
 
 def _meta_from_dict(doc: Mapping[str, Any]) -> Any:
@@ -435,10 +492,10 @@ def _writable_cache(checkpoint: Path, cache_dir: Optional[PathLike]) -> Optional
 def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
                    input_hw: Optional[Tuple[int, int]] = None,
                    cache_dir: Optional[PathLike] = None, jit: bool = False) -> _Base:
-    """A predictor for a checkpoint (``.ckpt`` + sidecar) or an exported ``.onnx``.
+    """A predictor for a checkpoint (``.ckpt`` + sidecar) or an exported ``.onnx``/``.mindir``.
 
     Args:
-        source: checkpoint or ONNX path.
+        source: checkpoint, exported ``.onnx`` or exported ``.mindir`` path.
         backend: ``auto`` (ONNX Runtime on the CPU, MindSpore on GPU/Ascend), ``mindspore`` or
             ``onnx``.
         device: ``cpu``, ``gpu`` or ``ascend``.
@@ -463,6 +520,10 @@ def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
         if device.lower() != "cpu":
             logger.warning("%s: ONNX models run on the CPU (device %s ignored)", path, device)
         return OnnxPredictor(path)
+    if path.suffix.lower() == ".mindir":
+        if backend == "onnx":
+            raise ConfigError(f"{path}: a MindIR file needs backend mindspore or auto")
+        return MindIRPredictor(path, device=device)
     use_onnx = backend == "onnx" or (backend == "auto" and device.lower() == "cpu")
     if not use_onnx:
         return MindSporePredictor(path, device=device, jit=jit)
@@ -495,6 +556,6 @@ def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
     return OnnxPredictor(cached, meta=meta)
 
 
-__all__ = ["Predictor", "MindSporePredictor", "OnnxPredictor", "load_predictor",
+__all__ = ["Predictor", "MindSporePredictor", "OnnxPredictor", "MindIRPredictor", "load_predictor",
            "normalization_from_meta", "logits_to_probabilities", "pad_to_multiple",
            "onnx_cache_path", "checkpoint_key", "BACKENDS"]

@@ -21,8 +21,9 @@ import segcore  # noqa: E402
 from segcore.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from segcore.export import (ExportError, bilinear_matrix, export_model,  # noqa: E402
                             metadata_path, read_export_metadata)
-from segcore.predict import (MindSporePredictor, OnnxPredictor, load_predictor,  # noqa: E402
-                             logits_to_probabilities, normalization_from_meta, onnx_cache_path,
+from segcore.predict import (MindIRPredictor, MindSporePredictor, OnnxPredictor,  # noqa: E402
+                             load_predictor, logits_to_probabilities,
+                             normalization_from_meta, onnx_cache_path,
                              pad_to_multiple)
 
 RTOL = 1e-4
@@ -282,6 +283,12 @@ def test_export_from_checkpoint_writes_metadata(slim_ckpt, tmp_path):
     assert len(doc["export"]["source_sha256"]) == 64
     with pytest.raises(FileExistsError):
         export_model(ckpt, out, format="MINDIR", overwrite=False)
+    # the exported file is a predictor too (fixed 1x3x64x64: batches are run one by one)
+    mip = load_predictor(out)
+    assert isinstance(mip, MindIRPredictor) and mip.fixed_batch == 1
+    x = np.random.default_rng(9).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert rel_err(mip.predict_batch(x), load_predictor(ckpt, backend="mindspore")
+                   .predict_batch(x)) < RTOL
 
 
 def test_bilinear_matrix_matches_mindspore_interpolate():
