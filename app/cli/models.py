@@ -70,7 +70,8 @@ def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[i
 
 
 @cli.command("eval")
-@click.option("--checkpoint", "-c", required=True, help="Checkpoint (.ckpt) or exported .onnx.")
+@click.option("--checkpoint", "-c", required=True,
+              help="Checkpoint (.ckpt) or exported .onnx / .mindir.")
 @click.option("--data", required=True, help="Dataset root folder.")
 @click.option("--dataset", type=click.Choice(EVAL_DATASETS, case_sensitive=False),
               required=True)

@@ -73,7 +73,8 @@ def list_model_rows(count_params: bool = True) -> List[ModelRow]:
 # checks
 # ---------------------------------------------------------------------------------------------
 def check_checkpoint(path: PathLike) -> Path:
-    """``path`` as a readable checkpoint (``.ckpt`` with its sidecar) or exported ``.onnx``;
+    """``path`` as a readable checkpoint (``.ckpt`` with its sidecar) or exported
+    ``.onnx``/``.mindir`` (with ``<name>.json``);
     :class:`UserError` naming the file otherwise. Reads the metadata (cheap), not the weights."""
     p = Path(path)
     if not p.exists():
@@ -83,7 +84,7 @@ def check_checkpoint(path: PathLike) -> Path:
     if not os.access(p, os.R_OK):
         raise UserError(f"{p}: checkpoint is not readable (permission denied)")
     try:
-        if p.suffix.lower() == ".onnx":
+        if p.suffix.lower() in (".onnx", ".mindir"):
             from segcore.export import read_export_metadata
 
             read_export_metadata(p)
@@ -136,7 +137,7 @@ def export_checkpoint(req: ExportRequest) -> ExportResult:
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {req.format!r}; valid: {', '.join(EXPORT_FORMATS)}")
     ckpt = check_checkpoint(req.checkpoint)
-    if ckpt.suffix.lower() == ".onnx":
+    if ckpt.suffix.lower() in (".onnx", ".mindir"):
         raise UserError(f"{ckpt}: already an exported model; export from the .ckpt")
     if req.batch < 1:
         raise UserError(f"--batch must be >= 1, got {req.batch}")
