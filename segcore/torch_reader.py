@@ -140,7 +140,7 @@ def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
 
 def _numpy_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
     """Stand-in for ``numpy.dtype``: numeric and boolean dtypes only."""
-    dt = np.dtype(str(spec))
+    dt = np.dtype(str(spec), copy=True)  # never hand out numpy's shared singletons
     if dt.kind not in "biufc":
         raise pickle.UnpicklingError(f"numpy dtype {dt} is not allowed")
     return dt
@@ -195,14 +195,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._load_storage = load_storage
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
+        found = ALLOWED_GLOBALS.get((module, name))
+        if found is None:
             raise CheckpointError(
                 f"{self._path}: refusing to load: the pickle references {module}.{name}, which "
                 "is not an allowed global (only tensors, storages and plain containers are; "
                 "files that pickle code or whole modules cannot be read safely - save "
-                "model.state_dict() instead)") from None
+                "model.state_dict() instead)")
+        if isinstance(found, _StorageType):
+            # a fresh marker, so a BUILD opcode cannot alter the shared table entry
+            return _StorageType(found.name, found.dtype)
+        return found
 
     def persistent_load(self, pid: Any) -> Any:
         if self._load_storage is None:
@@ -237,6 +240,10 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
                               f"{ref.size}/{ref.stride}/{ref.offset}")
     if any(s == 0 for s in ref.size):
         return np.zeros(ref.size, dtype=data.dtype)
+    if int(np.prod(ref.size, dtype=np.int64)) > data.size:
+        raise CheckpointError(f"{path}: tensor view {ref.size} (stride {ref.stride}) has more "
+                              f"elements than its storage ({data.size}); expanded views are "
+                              "not supported")
     last = ref.offset + sum((n - 1) * st for n, st in zip(ref.size, ref.stride))
     if last >= data.size:
         raise CheckpointError(f"{path}: tensor view {ref.size} (stride {ref.stride}, offset "
@@ -337,6 +344,7 @@ def _load_zip(path: str) -> Any:
 
 
 def _load_legacy(path: str) -> Any:
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         def plain() -> Any:
             return _RestrictedUnpickler(f, path, None).load()
@@ -394,6 +402,9 @@ def _load_legacy(path: str) -> Any:
                 raise CheckpointError(f"{path}: storage {key} has {numel} elements, "
                                       f"{st.numel} expected")
             need = numel * st.stype.itemsize
+            if need > size - f.tell():
+                raise CheckpointError(f"{path}: truncated in storage {key} ({size - f.tell()} "
+                                      f"of {need} bytes left)")
             raw = f.read(need)
             if len(raw) != need:
                 raise CheckpointError(f"{path}: truncated in storage {key} ({len(raw)} of "

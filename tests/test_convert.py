@@ -312,3 +312,16 @@ def test_cli_convert(tmp_path, enet_ref, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["convert", str(src), str(tmp_path / "d.ckpt"), "-m", "dlinknet34"]) == 2
     assert "unrecognised key layout" in capsys.readouterr().err
+
+
+def test_reader_refuses_views_outside_their_storage():
+    from segcore.torch_reader import _materialise, _Storage, _StorageType, _TensorRef
+
+    st = _Storage("0", _StorageType("FloatStorage", "f4"), 6,
+                  np.arange(6, dtype=np.float32))
+    np.testing.assert_array_equal(_materialise(_TensorRef(st, 1, (2, 2), (1, 2)), "f"),
+                                  [[1, 3], [2, 4]])
+    for offset, size, stride in ((3, (2, 2), (2, 1)), (-1, (2,), (1,)), (0, (3,), (-1,)),
+                                 (0, (4, 4), (0, 0))):
+        with pytest.raises(CheckpointError, match="f: "):
+            _materialise(_TensorRef(st, offset, size, stride), "f")
