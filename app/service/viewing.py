@@ -238,7 +238,7 @@ class RasterSource:
         t = Affine(*self.to_frame)
         xs, ys = [], []
         for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)):
-            x, y = t * (c, r)
+            x, y = t @ (c, r)
             xs.append(x)
             ys.append(y)
         return min(xs), min(ys), max(xs), max(ys)
@@ -302,13 +302,13 @@ def open_raster_source(path: PathLike, frame: GeoFrame) -> RasterSource:
                                 "CRS); cannot place a georeferenced raster on it")
             same = crs is None or _same_crs(crs, frame.crs)
             if same:
-                t = (~frame.affine) * ds.transform
+                t = (~frame.affine) @ ds.transform
                 return RasterSource(to_frame=tuple(t)[:6], width=ds.width, height=ds.height,
                                     warped=False, **base)
             from rasterio.vrt import WarpedVRT
 
             with WarpedVRT(ds, crs=frame.crs) as vrt:
-                t = (~frame.affine) * vrt.transform
+                t = (~frame.affine) @ vrt.transform
                 return RasterSource(to_frame=tuple(t)[:6], width=vrt.width, height=vrt.height,
                                     warped=True, **base)
     except UserError:
@@ -392,7 +392,7 @@ def read_view(src: RasterSource, frame_rect: Optional[Sequence[float]], out_size
         inv = ~t
         cs, rs = [], []
         for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
-            c, r = inv * (x, y)
+            c, r = inv @ (x, y)
             cs.append(c)
             rs.append(r)
         c0 = max(0, int(math.floor(min(cs))))
@@ -425,8 +425,8 @@ def read_view(src: RasterSource, frame_rect: Optional[Sequence[float]], out_size
     if np.issubdtype(raw.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
     data[:, ~valid] = np.nan
-    fx0, fy0 = t * (c0, r0)
-    fx1, fy1 = t * (c1, r1)
+    fx0, fy0 = t @ (c0, r0)
+    fx1, fy1 = t @ (c1, r1)
     rect = (min(fx0, fx1), min(fy0, fy1), max(fx0, fx1), max(fy0, fy1))
     return RasterView(data=data, valid=valid, window=(c0, r0, w, h), frame_rect=rect)
 
