@@ -209,16 +209,16 @@ def rasterize_lines(gdf, *, crs: CRS, transform: Affine, width: int, height: int
         if crs.is_geographic:
             from .io import utm_crs_for_lonlat
 
-            cx, cy = transform * (width / 2.0, height / 2.0)
+            cx, cy = transform @ (width / 2.0, height / 2.0)
             metric_crs = utm_crs_for_lonlat(float(cx), float(cy))
         else:
             metric_crs = crs
     widths = line_widths_m(lines, width_m, width_attr, attr_scale_m)
     metric = lines.to_crs(metric_crs)
-    polys = gpd.GeoSeries([g.buffer(w / 2.0, cap_style="flat", join_style="round")
+    # round caps: separate lines that meet at a node join without notches (a dead end gets
+    # half a width beyond its last vertex, as in the SpaceNet masks)
+    polys = gpd.GeoSeries([g.buffer(w / 2.0, cap_style="round", join_style="round")
                            for g, w in zip(metric.geometry, widths)], crs=metric_crs)
-    # round joins between segments of one line; flat ends keep the road from spilling past
-    # its end point by half a width.
     polys = polys.to_crs(crs)
     left, bottom, right, top = rasterio.transform.array_bounds(height, width, transform)
     from shapely.geometry import box

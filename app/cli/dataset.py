@@ -1,0 +1,82 @@
+"""``roadseg dataset build``: options map onto :func:`app.service.dataset.build_chip_dataset`."""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+import click
+
+from app.cli import cli
+from app.service.dataset import STATUSES, DatasetBuildRequest, build_chip_dataset
+
+
+@cli.group("dataset")
+def dataset_group() -> None:
+    """Build training datasets from your own imagery and road labels."""
+
+
+@dataset_group.command("build")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False),
+              help="Road centre lines (GeoJSON/GPKG/SHP, any CRS) or a mask raster (.tif: "
+                   "values > 0 are road), e.g. the mask of a previous extraction.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset folder to create (images/, masks/, manifest.json).")
+@click.option("--width-m", type=click.FloatRange(min=0, min_open=True), default=6.0,
+              show_default=True, help="Road width in metres for lines.")
+@click.option("--width-attr", default=None,
+              help="Line attribute holding the width (times --width-attr-scale, in metres); "
+                   "lines without a value use --width-m.")
+@click.option("--width-attr-scale", "width_attr_scale_m",
+              type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Metres per attribute unit, e.g. 3.5 for a lane count.")
+@click.option("--chip-size", "chip_size_px", type=click.IntRange(min=8), default=512,
+              show_default=True, help="Chip side in pixels.")
+@click.option("--overlap", "overlap_px", type=click.IntRange(min=0), default=0,
+              show_default=True, help="Overlap between neighbouring chips in pixels.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="Share of chip columns (rows for tall images) in the "
+                                      "validation band at the far end of the image.")
+@click.option("--gap", "gap_px", type=click.IntRange(min=0), default=None,
+              help="Pixels left out between the training area and the validation band "
+                   "[default: one chip].")
+@click.option("--skip-empty", is_flag=True, help="Leave out chips without road pixels.")
+@click.option("--min-valid", "min_valid_fraction", type=click.FloatRange(0, 1), default=0.5,
+              show_default=True, help="Leave out chips with a smaller share of valid "
+                                      "(not nodata) pixels.")
+@click.option("--status", type=click.Choice(STATUSES[:2]), default="unreviewed",
+              show_default=True,
+              help="Review status in manifest.json. Training reads only 'accepted' chips by "
+                   "default: use 'accepted' for labels that need no review.")
+@click.option("--bands", default=None, help="Comma-separated 1-based bands to copy "
+                                            "[default: all].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def build_command(image: str, labels: str, out_dir: str, width_m: float,
+                  width_attr: Optional[str], width_attr_scale_m: float, chip_size_px: int,
+                  overlap_px: int, val_fraction: float, gap_px: Optional[int],
+                  skip_empty: bool, min_valid_fraction: float, status: str,
+                  bands: Optional[str], overwrite: bool, quiet: bool) -> None:
+    """Cut IMAGE and its road labels into georeferenced training chips."""
+    band_t: Optional[Tuple[int, ...]] = None
+    if bands:
+        try:
+            band_t = tuple(int(b) for b in bands.split(",") if b.strip())
+        except ValueError:
+            raise click.BadParameter(f"not a comma-separated list of integers: {bands!r}",
+                                     param_hint="--bands")
+    req = DatasetBuildRequest(image=image, labels=labels, out_dir=out_dir, width_m=width_m,
+                              width_attr=width_attr, width_attr_scale_m=width_attr_scale_m,
+                              chip_size_px=chip_size_px, overlap_px=overlap_px,
+                              val_fraction=val_fraction, gap_px=gap_px, skip_empty=skip_empty,
+                              min_valid_fraction=min_valid_fraction, status=status,
+                              bands=band_t, overwrite=overwrite)
+
+    def progress(done: int, total: int, stage: str) -> None:
+        if not quiet and sys.stderr.isatty():
+            click.echo(f"\r{stage} {done}/{total}", err=True, nl=(done == total))
+
+    res = build_chip_dataset(req, on_progress=progress)
+    click.echo(f"{res.out_dir}: {res.counts['train']} train / {res.counts['val']} val chips "
+               f"({res.skipped_empty} empty, {res.skipped_nodata} nodata, {res.skipped_gap} in "
+               f"the gap left out); status '{status}'")
