@@ -325,3 +325,22 @@ def test_reader_refuses_views_outside_their_storage():
                                  (0, (4, 4), (0, 0))):
         with pytest.raises(CheckpointError, match="f: "):
             _materialise(_TensorRef(st, offset, size, stride), "f")
+
+
+def test_ddrnet23_slim_release_matches_torch(tmp_path):
+    """ydhongHIT/DDRNet key layout, HRNet-style 'model.' prefix, training-time aux head."""
+    torch.manual_seed(6)
+    model = tr.DualResNet(num_classes=3, planes=32, spp_planes=128, head_planes=64,
+                          augment=True)
+    tr.randomize_bn(model, seed=6)
+    model.eval()
+    x = np.random.default_rng(6).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ref = _torch_out(model, x)
+    src = _save({"model." + k: v for k, v in model.state_dict().items()},
+                tmp_path / "best_val_smaller.pth", "zip")
+    report = convert_checkpoint(src, "ddrnet23_slim", tmp_path / "ddr.ckpt")
+    assert report.source == "ddrnet" and report.ok and report.num_classes == 3
+    assert report.stripped_prefix == "model."
+    assert report.leftover and all(k.startswith("seghead_extra.") for k in report.leftover)
+    net, _ = load_model(tmp_path / "ddr.ckpt")
+    assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4

@@ -9,7 +9,10 @@ Written for these tests from the papers and the published key layouts, so that t
   dblock.dilate1..4, decoder4..1, finaldeconv1, finalconv2, finalconv3``); ``forward`` returns
   logits (the release applies a sigmoid at the end);
 * :class:`TorchENet` - davidtvs/PyTorch-ENet (``initial_block``, ``downsample1_0``, ...,
-  ``transposed_conv``), ``legacy_names=True`` for the older ``out_prelu`` naming.
+  ``transposed_conv``), ``legacy_names=True`` for the older ``out_prelu`` naming;
+* :class:`DualResNet` - ydhongHIT/DDRNet's DDRNet-23(-slim) segmentation model (``conv1``,
+  ``layer1..5``, ``layer3_..5_``, ``compression3/4``, ``down3/4``, ``spp``, ``final_layer``,
+  ``seghead_extra``).
 
 :func:`randomize_bn` gives every BatchNorm non-trivial running statistics and affine values so
 that an eval-mode comparison exercises the BN mapping.
@@ -342,6 +345,160 @@ class TorchENet(nn.Module):
         x = self.regular4_2(self.regular4_1(self.upsample4_0(x, i2, s2)))
         x = self.regular5_1(self.upsample5_0(x, i1, s1))
         return self.transposed_conv(x, output_size=in_size)
+
+
+# ----------------------------------------------------------------------------- DDRNet (ydhongHIT)
+class DDRBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, no_relu: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.no_relu = no_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = out + (x if self.downsample is None else self.downsample(x))
+        return out if self.no_relu else F.relu(out)
+
+
+class DDRBottleneck(nn.Module):
+    expansion = 2
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None, no_relu: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 2, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 2)
+        self.downsample = downsample
+        self.no_relu = no_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out)) + (x if self.downsample is None else self.downsample(x))
+        return out if self.no_relu else F.relu(out)
+
+
+def _ddr_layer(block: type, inplanes: int, planes: int, blocks: int,
+               stride: int = 1) -> nn.Sequential:
+    down = None
+    if stride != 1 or inplanes != planes * block.expansion:
+        down = nn.Sequential(nn.Conv2d(inplanes, planes * block.expansion, 1, stride,
+                                       bias=False), nn.BatchNorm2d(planes * block.expansion))
+    mods = [block(inplanes, planes, stride, down)]
+    for i in range(1, blocks):
+        mods.append(block(planes * block.expansion, planes, 1, no_relu=(i == blocks - 1)))
+    return nn.Sequential(*mods)
+
+
+def _brc(cin: int, cout: int, k: int, pool: Optional[nn.Module] = None) -> nn.Sequential:
+    mods = ([pool] if pool is not None else []) + [
+        nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)]
+    return nn.Sequential(*mods)
+
+
+class DAPPM(nn.Module):
+    def __init__(self, inplanes: int, branch: int, outplanes: int) -> None:
+        super().__init__()
+        self.scale1 = _brc(inplanes, branch, 1, nn.AvgPool2d(5, 2, 2))
+        self.scale2 = _brc(inplanes, branch, 1, nn.AvgPool2d(9, 4, 4))
+        self.scale3 = _brc(inplanes, branch, 1, nn.AvgPool2d(17, 8, 8))
+        self.scale4 = _brc(inplanes, branch, 1, nn.AdaptiveAvgPool2d((1, 1)))
+        self.scale0 = _brc(inplanes, branch, 1)
+        for i in range(1, 5):
+            setattr(self, f"process{i}", _brc(branch, branch, 3))
+        self.compression = _brc(branch * 5, outplanes, 1)
+        self.shortcut = _brc(inplanes, outplanes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        xs = [self.scale0(x)]
+        for i in range(1, 5):
+            up = F.interpolate(getattr(self, f"scale{i}")(x), size=size, mode="bilinear",
+                               align_corners=False)
+            xs.append(getattr(self, f"process{i}")(up + xs[-1]))
+        return self.compression(torch.cat(xs, 1)) + self.shortcut(x)
+
+
+class SegmentHead(nn.Module):
+    def __init__(self, inplanes: int, interplanes: int, outplanes: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, interplanes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(interplanes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(interplanes, outplanes, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.relu(self.bn2(self.conv1(self.relu(self.bn1(x))))))
+
+
+class DualResNet(nn.Module):
+    """DDRNet-23(-slim) segmentation model with ydhongHIT/DDRNet's names; ``forward``
+    upsamples the 1/8 logits bilinearly to the input size (as the training code does)."""
+
+    def __init__(self, num_classes: int = 19, planes: int = 32, spp_planes: int = 128,
+                 head_planes: int = 64, augment: bool = False) -> None:
+        super().__init__()
+        hi = planes * 2
+        self.augment = augment
+        self.conv1 = nn.Sequential(nn.Conv2d(3, planes, 3, 2, 1), nn.BatchNorm2d(planes),
+                                   nn.ReLU(), nn.Conv2d(planes, planes, 3, 2, 1),
+                                   nn.BatchNorm2d(planes), nn.ReLU())
+        B = DDRBasicBlock
+        self.layer1 = _ddr_layer(B, planes, planes, 2)
+        self.layer2 = _ddr_layer(B, planes, planes * 2, 2, 2)
+        self.layer3 = _ddr_layer(B, planes * 2, planes * 4, 2, 2)
+        self.layer4 = _ddr_layer(B, planes * 4, planes * 8, 2, 2)
+        self.compression3 = nn.Sequential(nn.Conv2d(planes * 4, hi, 1, bias=False),
+                                          nn.BatchNorm2d(hi))
+        self.compression4 = nn.Sequential(nn.Conv2d(planes * 8, hi, 1, bias=False),
+                                          nn.BatchNorm2d(hi))
+        self.down3 = nn.Sequential(nn.Conv2d(hi, planes * 4, 3, 2, 1, bias=False),
+                                   nn.BatchNorm2d(planes * 4))
+        self.down4 = nn.Sequential(nn.Conv2d(hi, planes * 4, 3, 2, 1, bias=False),
+                                   nn.BatchNorm2d(planes * 4), nn.ReLU(),
+                                   nn.Conv2d(planes * 4, planes * 8, 3, 2, 1, bias=False),
+                                   nn.BatchNorm2d(planes * 8))
+        self.layer3_ = _ddr_layer(B, planes * 2, hi, 2)
+        self.layer4_ = _ddr_layer(B, hi, hi, 2)
+        self.layer5_ = _ddr_layer(DDRBottleneck, hi, hi, 1)
+        self.layer5 = _ddr_layer(DDRBottleneck, planes * 8, planes * 8, 1, 2)
+        self.spp = DAPPM(planes * 16, spp_planes, planes * 4)
+        if augment:
+            self.seghead_extra = SegmentHead(hi, head_planes, num_classes)
+        self.final_layer = SegmentHead(planes * 4, head_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        size = (h // 8, w // 8)
+
+        def up(t: torch.Tensor, s) -> torch.Tensor:
+            return F.interpolate(t, size=s, mode="bilinear", align_corners=False)
+
+        l1 = self.layer1(self.conv1(x))
+        l2 = self.layer2(F.relu(l1))
+        l3 = self.layer3(F.relu(l2))
+        x_ = self.layer3_(F.relu(l2))
+        y = l3 + self.down3(F.relu(x_))
+        x_ = x_ + up(self.compression3(F.relu(l3)), size)
+        l4 = self.layer4(F.relu(y))
+        x_ = self.layer4_(F.relu(x_))
+        y = l4 + self.down4(F.relu(x_))
+        x_ = x_ + up(self.compression4(F.relu(l4)), size)
+        x_ = self.layer5_(F.relu(x_))
+        y = up(self.spp(self.layer5(F.relu(y))), size)
+        return up(self.final_layer(y + x_), (h, w))
 
 
 # ----------------------------------------------------------------------------- helpers
