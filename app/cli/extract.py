@@ -115,7 +115,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 @click.option("--model", default=None, help="Model name (picks its checkpoint from the model "
               "folders when --checkpoint is not given).")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="Checkpoint (.ckpt with its .json metadata, or .onnx).")
+              help="Checkpoint (.ckpt with its .json metadata, or exported .onnx/.mindir).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--aoi", default=None, type=click.Path(dir_okay=False),

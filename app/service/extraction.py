@@ -81,7 +81,7 @@ TTA_MODES: Tuple[str, ...] = ("none", "flips", "d4")
 BACKENDS: Tuple[str, ...] = ("auto", "mindspore", "onnx")
 DEVICES: Tuple[str, ...] = ("cpu", "gpu", "ascend")
 #: checkpoint file suffixes :func:`list_checkpoints` looks for
-CHECKPOINT_SUFFIXES: Tuple[str, ...] = (".ckpt", ".onnx")
+CHECKPOINT_SUFFIXES: Tuple[str, ...] = (".ckpt", ".onnx", ".mindir")
 #: CRS used internally to vectorize rasters without CRS (1 pixel = 1 unit); never written out
 _PIXEL_FRAME_CRS = "EPSG:3857"
 #: engineering CRS (pixel units, rows down) given to vectors of rasters without CRS
@@ -108,7 +108,8 @@ class ExtractionRequest:
         model: registered model name. With ``checkpoint`` it must match the checkpoint's
             metadata; alone it picks the checkpoint of that model from
             :func:`default_checkpoint_dirs`.
-        checkpoint: ``.ckpt`` (with its ``.json`` metadata sidecar) or ``.onnx`` file. Neither
+        checkpoint: ``.ckpt`` (with its ``.json`` metadata sidecar) or an exported ``.onnx`` /
+            ``.mindir`` file. Neither
             ``model`` nor ``checkpoint``: the bundled ``resources/models/road_demo.ckpt``.
         backend: ``auto``, ``mindspore`` or ``onnx`` (see ``segcore.predict.load_predictor``).
         device: ``cpu``, ``gpu`` or ``ascend``.
@@ -490,10 +491,10 @@ def default_checkpoint_dirs() -> List[Path]:
 
 def _read_any_metadata(path: Path) -> Any:
     """``CheckpointMeta`` of a ``.ckpt`` (``<stem>.json`` sidecar) or an exported ``.onnx``
-    (``<name>.json`` written by ``segcore.export``)."""
+    or ``.mindir`` (``<name>.json`` written by ``segcore.export``)."""
     from segcore.checkpoint import CheckpointMeta, read_metadata
 
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() in (".onnx", ".mindir"):
         from segcore.export import read_export_metadata
 
         return CheckpointMeta.from_dict(read_export_metadata(path))
@@ -501,7 +502,7 @@ def _read_any_metadata(path: Path) -> Any:
 
 
 def list_checkpoints(dirs: Optional[Sequence[PathLike]] = None) -> List[CheckpointEntry]:
-    """Checkpoints (``.ckpt``/``.onnx`` with a metadata sidecar) in ``dirs`` (not recursive).
+    """Checkpoints (``.ckpt``/``.onnx``/``.mindir`` with a metadata sidecar) in ``dirs`` (not recursive).
 
     Files without readable metadata are skipped with a warning in the log. Sorted by directory
     order, then file name. ``dirs`` default: :func:`default_checkpoint_dirs`.
@@ -630,7 +631,7 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
 
     tile = req.tile_size_px
     load_kw: Dict[str, Any] = {}
-    if ckpt.suffix.lower() != ".onnx":
+    if ckpt.suffix.lower() not in (".onnx", ".mindir"):
         from segcore.checkpoint import read_metadata
 
         meta = read_metadata(ckpt)  # cheap checks before loading weights
