@@ -58,14 +58,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    if not args.image.is_file():
-        return _fail(f"{args.image}: sample image not found (the demo scene belongs in "
-                     "resources/sample/)")
+    missing = []
     if not args.checkpoint.is_file():
-        return _fail(f"{args.checkpoint}: demo checkpoint not there yet; train it with "
-                     "`roadseg train --config resources/configs/road_demo.yaml` and copy the best "
-                     f"checkpoint (.ckpt and .json) to {CHECKPOINT.relative_to(ROOT)}, or pass "
-                     "--checkpoint")
+        missing.append(f"{args.checkpoint}: demo checkpoint not there yet; train it with "
+                       "`roadseg train --config resources/configs/road_demo.yaml` and copy the "
+                       f"best checkpoint (.ckpt and .json) to {CHECKPOINT.relative_to(ROOT)}, or "
+                       "pass --checkpoint")
+    if not args.image.is_file():
+        missing.append(f"{args.image}: sample image not found (the demo scene belongs in "
+                       "resources/sample/, or pass --image)")
+    if missing:
+        for m in missing:
+            _fail(m)
+        return 2
     print(f"RoadSeg Studio demo: {args.image.name} with {args.checkpoint.name} -> {args.out}/")
     req = ExtractionRequest(image=str(args.image), out_dir=str(args.out),
                             checkpoint=str(args.checkpoint), tta=args.tta, overwrite=True,
