@@ -344,3 +344,27 @@ def test_ddrnet23_slim_release_matches_torch(tmp_path):
     assert report.leftover and all(k.startswith("seghead_extra.") for k in report.leftover)
     net, _ = load_model(tmp_path / "ddr.ckpt")
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
+
+
+def test_dgcnet_release_matches_torch(tmp_path):
+    """GALD-DGCNet layout (stem Sequential, Conv1d graph weights, dsn head) into our DGCNet
+    (ResNet-50 variant to keep the test small; the mapping is depth-independent)."""
+    from segcore.models.dgcnet import DGCNet
+
+    torch.manual_seed(7)
+    model = tr.DualSeg((3, 4, 6, 3), num_classes=2, ceil_mode=False)
+    tr.randomize_bn(model, seed=7)
+    model.eval()
+    x = np.random.default_rng(7).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ref = _torch_out(model, x)
+    sd = {"module." + k: v.numpy() for k, v in model.state_dict().items()}
+    assert sd["module.head.dualgcn.conv_adj.weight"].ndim == 3  # Conv1d (out, in, 1)
+    net = DGCNet(num_classes=2, depth=50)
+    net.set_train(False)
+    params, report = convert_state_dict("dgcnet_resnet101", sd, net)
+    assert report.source == "dgcnet" and report.ok
+    assert report.leftover and all(k.startswith("dsn.") for k in report.leftover)
+    assert ("conv1.6.weight", "backbone.conv3.weight") in report.mapped
+    assert ("bn1.running_var", "backbone.bn3.moving_variance") in report.mapped
+    ms.load_param_into_net(net, params, strict_load=True)
+    assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4

@@ -12,7 +12,9 @@ Written for these tests from the papers and the published key layouts, so that t
   ``transposed_conv``), ``legacy_names=True`` for the older ``out_prelu`` naming;
 * :class:`DualResNet` - ydhongHIT/DDRNet's DDRNet-23(-slim) segmentation model (``conv1``,
   ``layer1..5``, ``layer3_..5_``, ``compression3/4``, ``down3/4``, ``spp``, ``final_layer``,
-  ``seghead_extra``).
+  ``seghead_extra``);
+* :class:`DualSeg` - lxtGH/GALD-DGCNet's DGCNet (stem ``conv1.0/1/3/4/6`` + ``bn1``,
+  ``layer1..4``, ``head.*`` with ``gcn_local_attention.out.0/1``, ``dsn.0/1/3``).
 
 :func:`randomize_bn` gives every BatchNorm non-trivial running statistics and affine values so
 that an eval-mode comparison exercises the BN mapping.
@@ -499,6 +501,147 @@ class DualResNet(nn.Module):
         x_ = self.layer5_(F.relu(x_))
         y = up(self.spp(self.layer5(F.relu(y))), size)
         return up(self.final_layer(y + x_), (h, w))
+
+
+# ----------------------------------------------------------------------------- DGCNet (GALD-DGCNet)
+class GaldBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class SpatialGCN(nn.Module):
+    def __init__(self, plane: int) -> None:
+        super().__init__()
+        inter = plane // 2
+        self.node_k = nn.Conv2d(plane, inter, 1)
+        self.node_v = nn.Conv2d(plane, inter, 1)
+        self.node_q = nn.Conv2d(plane, inter, 1)
+        self.conv_wg = nn.Conv1d(inter, inter, 1, bias=False)
+        self.bn_wg = nn.BatchNorm1d(inter)
+        self.out = nn.Sequential(nn.Conv2d(inter, plane, 1), nn.BatchNorm2d(plane))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, v, q = self.node_k(x), self.node_v(x), self.node_q(x)
+        b, c, h, w = k.shape
+        k = k.view(b, c, -1).permute(0, 2, 1)
+        q = q.view(b, c, -1)
+        v = v.view(b, c, -1).permute(0, 2, 1)
+        av = torch.bmm(k, torch.softmax(torch.bmm(q, v), dim=2)).transpose(1, 2)
+        avw = self.bn_wg(self.conv_wg(av)).view(b, c, h, -1)
+        return F.relu(self.out(avw) + x)
+
+
+class DualGCN(nn.Module):
+    def __init__(self, planes: int, ratio: int = 4) -> None:
+        super().__init__()
+        n, s = planes // ratio, planes // ratio * 2
+        self.phi = nn.Conv2d(planes, s, 1, bias=False)
+        self.bn_phi = nn.BatchNorm2d(s)
+        self.theta = nn.Conv2d(planes, n, 1, bias=False)
+        self.bn_theta = nn.BatchNorm2d(n)
+        self.conv_adj = nn.Conv1d(n, n, 1, bias=False)
+        self.bn_adj = nn.BatchNorm1d(n)
+        self.conv_wg = nn.Conv1d(s, s, 1, bias=False)
+        self.bn_wg = nn.BatchNorm1d(s)
+        self.conv3 = nn.Conv2d(s, planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        dw = [m for _ in range(3) for m in (
+            nn.Conv2d(planes, planes, 3, 2, 1, groups=planes, bias=False),
+            nn.BatchNorm2d(planes))]
+        self.local = nn.Sequential(*dw)
+        self.gcn_local_attention = SpatialGCN(planes)
+        self.final = nn.Sequential(nn.Conv2d(planes * 2, planes, 1, bias=False),
+                                   nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        local = self.gcn_local_attention(self.local(x))
+        local = F.interpolate(local, size=(h, w), mode="bilinear", align_corners=True)
+        spatial = x * local + x
+        x_sqz = self.bn_phi(self.phi(x)).view(n, -1, h * w)
+        b = self.bn_theta(self.theta(x)).view(n, -1, h * w)
+        z_idt = torch.matmul(x_sqz, b.transpose(1, 2))
+        z = self.bn_adj(self.conv_adj(z_idt.transpose(1, 2))).transpose(1, 2) + z_idt
+        z = self.bn_wg(self.conv_wg(z))
+        y = torch.matmul(z, b).view(n, -1, h, w)
+        g = F.relu(x + self.bn3(self.conv3(y)))
+        return self.final(torch.cat((spatial, g), 1))
+
+
+class DualGCNHead(nn.Module):
+    def __init__(self, inplanes: int, inter: int, num_classes: int) -> None:
+        super().__init__()
+        self.conva = nn.Sequential(nn.Conv2d(inplanes, inter, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(inter), nn.ReLU())
+        self.dualgcn = DualGCN(inter)
+        self.convb = nn.Sequential(nn.Conv2d(inter, inter, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(inter), nn.ReLU())
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(inplanes + inter, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter), nn.ReLU(), nn.Conv2d(inter, num_classes, 1, bias=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(torch.cat([x, self.convb(self.dualgcn(self.conva(x)))], 1))
+
+
+class DualSeg(nn.Module):
+    """GALD-DGCNet ``DualSeg_res50/101`` with the release's names; ``forward`` returns the
+    head's logits upsampled (align_corners=True) to the input size. ``ceil_mode`` is the
+    release's stem max-pool setting; our network uses torchvision's (False), so the numerical
+    comparison builds it with ``ceil_mode=False``."""
+
+    def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 19,
+                 ceil_mode: bool = True) -> None:
+        super().__init__()
+        self.inplanes = 128
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 1, 1, bias=False))
+        self.bn1 = nn.BatchNorm2d(128)
+        self.maxpool = nn.MaxPool2d(3, 2, 1, ceil_mode=ceil_mode)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], dilation=2)
+        self.layer4 = self._make_layer(512, layers[3], dilation=4, grid=(1, 2, 4))
+        self.head = DualGCNHead(2048, 512, num_classes)
+        self.dsn = nn.Sequential(nn.Conv2d(1024, 512, 3, 1, 1), nn.BatchNorm2d(512),
+                                 nn.Dropout2d(0.1), nn.Conv2d(512, num_classes, 1, bias=True))
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilation: int = 1,
+                    grid: Sequence[int] = (1,)) -> nn.Sequential:
+        down = None
+        if stride != 1 or self.inplanes != planes * 4:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes * 4))
+        mods = [GaldBottleneck(self.inplanes, planes, stride, dilation * grid[0], down)]
+        self.inplanes = planes * 4
+        mods += [GaldBottleneck(self.inplanes, planes, 1, dilation * grid[i % len(grid)])
+                 for i in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
+        return F.interpolate(self.head(y), size=(h, w), mode="bilinear", align_corners=True)
 
 
 # ----------------------------------------------------------------------------- helpers
