@@ -1,0 +1,245 @@
+"""GUI panels and the map canvas with pytest-qt (offscreen)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
+
+from app.gui.layers import LayerStack, RasterLayer, VectorLayer  # noqa: E402
+from app.gui.map_canvas import MapCanvas  # noqa: E402
+from app.gui.panels.extraction_panel import ANY_NETWORK, ExtractionPanel  # noqa: E402
+from app.gui.panels.layers_panel import LayersPanel  # noqa: E402
+from app.gui.panels.progress_panel import ProgressPanel, format_seconds  # noqa: E402
+from app.gui.panels.review_panel import ReviewPanel  # noqa: E402
+from app.gui.settings import AppSettings  # noqa: E402
+from app.service import viewing  # noqa: E402
+from app.service.errors import UserError  # noqa: E402
+from gis_fixtures import utm_transform, write_geotiff  # noqa: E402
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> AppSettings:
+    return AppSettings(str(tmp_path / "settings.ini"))
+
+
+@pytest.fixture()
+def raster(tmp_path: Path) -> Path:
+    """600 x 400 px RGB uint8 gradient on a 1 m UTM grid."""
+    h, w = 400, 600
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, None, :].repeat(h, 1)
+    arr = np.concatenate([x, 255 - x, np.full_like(x, 80)]).astype(np.uint8)
+    return write_geotiff(tmp_path / "img.tif", arr, crs="EPSG:32633", transform=utm_transform())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real (randomly initialised) ENet checkpoint with its metadata sidecar."""
+    from segcore.checkpoint import CheckpointMeta, save_checkpoint
+    from segcore.registry import create_model
+
+    d = tmp_path_factory.mktemp("ckpt")
+    meta = CheckpointMeta(model="enet", num_classes=1, bands=(1, 2, 3),
+                          normalization={"method": "meanstd", "mean": [0.485, 0.456, 0.406],
+                                         "std": [0.229, 0.224, 0.225], "scale": 255},
+                          tile_size_px=128, stride=8, metrics={"road_iou": 0.123})
+    return save_checkpoint(create_model("enet", num_classes=1), d / "enet_test.ckpt", meta)
+
+
+def _canvas_with_image(qtbot, raster: Path):
+    canvas = MapCanvas()
+    canvas.resize(400, 300)
+    qtbot.addWidget(canvas)
+    canvas.show()
+    frame = viewing.open_frame(raster)
+    canvas.set_extent(frame.width, frame.height)
+    stack = LayerStack(canvas.scene())
+    layer = RasterLayer("img", canvas.scene(), viewing.open_raster_source(raster, frame))
+    stack.add(layer)
+    canvas.zoom_full()
+    return canvas, stack, layer, frame
+
+
+def test_settings_recent_files_persist(tmp_path: Path) -> None:
+    ini = str(tmp_path / "s.ini")
+    s = AppSettings(ini)
+    for i in range(12):
+        s.add_recent_file(str(tmp_path / f"f{i}.tif"))
+    s.add_recent_file(str(tmp_path / "f3.tif"))
+    s.set_value("extraction/tile", 256)
+    s.sync()
+    again = AppSettings(ini)
+    files = again.recent_files()
+    assert len(files) == 10 and files[0].endswith("f3.tif") and files[1].endswith("f11.tif")
+    assert again.value("extraction/tile", 0, int) == 256
+
+
+def test_canvas_overview_and_detail_when_zoomed_in(qtbot, raster: Path, monkeypatch) -> None:
+    import app.gui.layers as layers_mod
+
+    # a 100 px overview stands in for a raster much larger than the screen
+    monkeypatch.setattr(layers_mod, "OVERVIEW_MAX_PX", 100)
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    vp = canvas.viewport()
+    canvas.viewChanged.connect(
+        lambda: layer.update_view(canvas.visible_rect(), (vp.width(), vp.height())))
+    pix = layer.overview_item.pixmap()
+    assert (pix.width(), pix.height()) == (100, 67)
+    assert layer.overview_item.sceneBoundingRect().width() == pytest.approx(600, abs=1)
+    assert not layer.detail_item.isVisible()
+    canvas.zoom(4.0)
+    qtbot.waitUntil(lambda: layer.detail_item.isVisible(), timeout=15000)
+    d = layer.detail_item.pixmap()
+    vis = canvas.visible_rect()
+    r = layer.detail_item.sceneBoundingRect()
+    # the window read covers the view, at no more than the screen resolution needs
+    assert r.contains(vis.intersected(QRectF(0, 0, 600, 400)).adjusted(1, 1, -1, -1))
+    assert d.width() <= vp.width() * 1.3 + 2
+    assert d.width() / r.width() > pix.width() / 600 * 2  # sharper than the overview
+    # zoomed out until the overview is as sharp as the screen: the detail image goes away
+    canvas.zoom(0.05)
+    qtbot.waitUntil(lambda: not layer.detail_item.isVisible(), timeout=15000)
+
+
+def test_canvas_zoom_and_cursor(qtbot, raster: Path) -> None:
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    s0 = canvas.current_scale()
+    canvas.zoom(2.0, QPointF(200, 150))
+    assert canvas.current_scale() == pytest.approx(2 * s0)
+    with qtbot.waitSignal(canvas.cursorMoved, timeout=3000) as blocker:
+        qtbot.mouseMove(canvas.viewport(), QPoint(200, 150))
+    x, y = blocker.args
+    p = canvas.mapToScene(QPoint(200, 150))
+    assert (x, y) == pytest.approx((p.x(), p.y()), abs=1.0)
+
+
+def test_canvas_draws_rectangle_and_polygon_aoi(qtbot, raster: Path) -> None:
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    vp = canvas.viewport()
+    canvas.set_tool("aoi_rect")
+    with qtbot.waitSignal(canvas.aoiDrawn, timeout=3000) as blocker:
+        qtbot.mousePress(vp, Qt.LeftButton, pos=QPoint(100, 80))
+        qtbot.mouseMove(vp, QPoint(250, 200))
+        qtbot.mouseRelease(vp, Qt.LeftButton, pos=QPoint(250, 200))
+    poly = blocker.args[0]
+    a, b = canvas.mapToScene(QPoint(100, 80)), canvas.mapToScene(QPoint(250, 200))
+    assert poly.shape == (5, 2)
+    np.testing.assert_allclose(poly.min(axis=0), [a.x(), a.y()], atol=1.5)
+    np.testing.assert_allclose(poly.max(axis=0), [b.x(), b.y()], atol=1.5)
+    canvas.set_tool("aoi_polygon")
+    with qtbot.waitSignal(canvas.aoiDrawn, timeout=3000) as blocker:
+        for p in (QPoint(50, 50), QPoint(150, 60), QPoint(120, 140)):
+            qtbot.mouseClick(vp, Qt.LeftButton, pos=p)
+        qtbot.mouseClick(vp, Qt.RightButton, pos=QPoint(120, 140))
+    assert blocker.args[0].shape == (4, 2)  # 3 vertices, closed
+
+
+def test_layers_panel_visibility_opacity_bands(qtbot, raster: Path) -> None:
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    import geopandas as gpd
+    from shapely.geometry import LineString
+
+    gdf = gpd.GeoDataFrame(geometry=[LineString([frame.pixel_to_map(0, 0),
+                                                 frame.pixel_to_map(100, 100)])],
+                           crs=frame.crs)
+    vec = stack.add(VectorLayer("lines", canvas.scene(), gdf, frame, QColor("red")))
+    panel = LayersPanel(stack)
+    qtbot.addWidget(panel)
+    assert panel.list.count() == 2 and "lines" in panel.list.item(0).text()
+    assert vec.group.zValue() > layer.group.zValue()
+    r = vec.feature_items[0].path().boundingRect()
+    assert (r.left(), r.top(), r.right(), r.bottom()) == pytest.approx((0, 0, 100, 100), abs=1)
+    panel.list.item(0).setCheckState(Qt.Unchecked)
+    assert not vec.visible and not vec.group.isVisible()
+    panel.list.setCurrentRow(1)
+    panel.opacity.setValue(40)
+    assert layer.opacity == pytest.approx(0.4) and layer.group.opacity() == pytest.approx(0.4)
+    assert panel.band_r.isVisibleTo(panel)
+    before = layer.overview_item.pixmap().toImage().pixelColor(10, 10)
+    panel.band_r.setCurrentIndex(2)
+    panel.band_g.setCurrentIndex(2)
+    panel.band_b.setCurrentIndex(2)
+    panel.band_b.activated.emit(2)
+    assert layer.bands == (3,)
+    after = layer.overview_item.pixmap().toImage().pixelColor(10, 10)
+    assert before != after and after.red() == after.green() == after.blue()
+    panel.up.click()  # move imagery above the lines
+    assert stack.layers[0] is layer and layer.group.zValue() > vec.group.zValue()
+    panel.remove_btn.click()
+    assert stack.layers == [vec]
+
+
+def test_extraction_panel_builds_request(qtbot, settings, checkpoint: Path, tmp_path) -> None:
+    panel = ExtractionPanel(settings)
+    qtbot.addWidget(panel)
+    with pytest.raises(UserError, match="checkpoint"):
+        panel.build_request(str(tmp_path / "a.tif"), None)
+    panel.add_checkpoint(str(checkpoint))
+    assert panel.checkpoint_path() == str(checkpoint)
+    text = panel.meta_label.text()
+    assert "enet" in text and "tile 128 px" in text and "road_iou 0.123" in text
+    assert panel.tile.value() == 128 and panel.overlap.value() == 16  # from the metadata
+    panel.network.setCurrentText("dlinknet34")
+    assert panel.checkpoint.count() == 0  # filtered by network
+    panel.network.setCurrentText("enet")
+    assert panel.checkpoint_path() == str(checkpoint)
+    panel.tta.setCurrentText("flips")
+    panel.threshold.setValue(0.35)
+    panel.device.setCurrentText("cpu")
+    panel.out_dir.setText(str(tmp_path / "out"))
+    req = panel.build_request(str(tmp_path / "a.tif"), str(tmp_path / "aoi.gpkg"))
+    assert (req.model, req.checkpoint, req.tta, req.threshold, req.tile_size_px,
+            req.overlap_px, req.aoi) == ("enet", str(checkpoint), "flips", 0.35, 128, 16,
+                                         str(tmp_path / "aoi.gpkg"))
+    panel.use_aoi.setChecked(False)
+    assert panel.build_request(str(tmp_path / "a.tif"), "x.gpkg").aoi is None
+    panel.set_running(True)
+    assert not panel.run_btn.isEnabled() and panel.cancel_btn.isEnabled()
+    # remembered between sessions
+    again = ExtractionPanel(settings)
+    qtbot.addWidget(again)
+    assert again.network.currentText() == "enet" and again.checkpoint_path() == str(checkpoint)
+    assert again.tta.currentText() == "flips" and again.threshold.value() == pytest.approx(0.35)
+    assert ANY_NETWORK == again.network.itemText(0)
+
+
+def test_progress_panel_stages_eta_and_log(qtbot) -> None:
+    panel = ProgressPanel()
+    qtbot.addWidget(panel)
+    panel.start()
+    assert panel.cancel.isEnabled()
+    panel.set_progress(2, 4, "infer")
+    assert panel.bar.value() == int((0.05 + 0.75 * 0.5) * 1000)
+    assert "tiles (2/4)" in panel.stage.text() and "ETA" in panel.times.text()
+    panel.set_progress(1, 3, "read")   # never goes backwards
+    assert panel.bar.value() == int((0.05 + 0.75 * 0.5) * 1000)
+    with qtbot.waitSignal(panel.cancelRequested, timeout=1000):
+        panel.cancel.click()
+    panel.finish("cancelled", "Cancelled")
+    assert panel.stage.text() == "Cancelled" and not panel.cancel.isEnabled()
+    import logging
+    logging.getLogger("roadseg.test").addHandler(panel.handler)
+    logging.getLogger("roadseg.test").warning("something odd in %s", "x.tif")
+    qtbot.waitUntil(lambda: "something odd in x.tif" in panel.log.toPlainText(), timeout=3000)
+    logging.getLogger("roadseg.test").removeHandler(panel.handler)
+    assert format_seconds(3725) == "1:02:05" and format_seconds(65) == "1:05"
+
+
+def test_review_panel_shows_attributes(qtbot) -> None:
+    panel = ReviewPanel()
+    qtbot.addWidget(panel)
+    assert not panel.delete_btn.isEnabled() and not panel.undo_btn.isEnabled()
+    panel.set_selection({"length_m": 12.3456, "u": 3}, True, 1)
+    assert panel.table.rowCount() == 2 and panel.table.item(0, 1).text() == "12.346"
+    assert panel.delete_btn.isEnabled() and panel.undo_btn.isEnabled()
+    panel.set_summary({"edges": 5, "road_km": 1.5, "deleted": 2, "kept": 1})
+    assert "5 edges" in panel.counts.text() and "2 deleted" in panel.counts.text()
+    with qtbot.waitSignal(panel.deleteRequested, timeout=1000):
+        panel.delete_btn.click()
