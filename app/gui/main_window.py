@@ -618,6 +618,7 @@ class MainWindow(QMainWindow):
             self.stack.remove(self.edges_layer)
         if self.nodes_layer is not None:
             self.stack.remove(self.nodes_layer)
+        self.edges_layer = self.nodes_layer = None
         self.edit = viewing.NetworkEdit(edges, nodes)
         self.edges_layer = EdgesLayer(f"{name} edges", self.canvas.scene(), self.edit,
                                       self.frame)

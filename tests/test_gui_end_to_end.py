@@ -1,0 +1,215 @@
+"""End to end through the main window: real GeoTIFF, AOI, real network in the worker thread,
+results as layers, review, export; cancel; errors as dialogs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("pytestqt")
+
+import geopandas as gpd  # noqa: E402
+import rasterio  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+from app.gui.main_window import MainWindow  # noqa: E402
+from app.gui.settings import AppSettings  # noqa: E402
+
+VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+
+
+@pytest.fixture(scope="module")
+def vegas_crop(shared_data: Path, tmp_path_factory) -> Path:
+    """256 x 256 px RGB crop of the SpaceNet Las Vegas tile (EPSG:4326, ~0.3 m)."""
+    out = tmp_path_factory.mktemp("img") / "vegas_crop.tif"
+    with rasterio.open(shared_data / VEGAS) as ds:
+        win = Window(500, 300, 256, 256)
+        prof = ds.profile.copy()
+        prof.update(width=256, height=256, count=3, transform=ds.window_transform(win))
+        data = ds.read([1, 2, 3], window=win)
+    with rasterio.open(out, "w", **prof) as dst:
+        dst.write(data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised ENet (1 class) saved with segcore.checkpoint."""
+    from segcore.checkpoint import CheckpointMeta, save_checkpoint
+    from segcore.registry import create_model
+
+    d = tmp_path_factory.mktemp("ckpt")
+    meta = CheckpointMeta(model="enet", num_classes=1, bands=(1, 2, 3),
+                          normalization={"method": "meanstd", "mean": [0.485, 0.456, 0.406],
+                                         "std": [0.229, 0.224, 0.225], "scale": 255},
+                          tile_size_px=128, stride=8)
+    return save_checkpoint(create_model("enet", num_classes=1), d / "enet_random.ckpt", meta)
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path: Path):
+    w = MainWindow(AppSettings(str(tmp_path / "settings.ini")))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    yield w
+    if w.is_running():
+        w.cancel_extraction()
+        qtbot.waitUntil(lambda: not w.is_running(), timeout=120000)
+
+
+def _configure(w: MainWindow, checkpoint: Path, out: Path, tile: int = 128,
+               overlap: int = 16, batch: int = 2) -> None:
+    p = w.extraction_panel
+    p.add_checkpoint(str(checkpoint))
+    p.backend.setCurrentText("mindspore")
+    p.tile.setValue(tile)
+    p.overlap.setValue(overlap)
+    p.batch.setValue(batch)
+    p.out_dir.setText(str(out))
+
+
+def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, checkpoint: Path,
+                               tmp_path: Path) -> None:
+    w = window
+    assert w.open_image(str(vegas_crop))
+    assert w.image_layer is not None and w.frame.crs == "EPSG:4326"
+    assert w.settings.recent_files()[0] == str(vegas_crop)
+    # status bar: map and lon/lat coordinates of the cursor, and the scale
+    w._on_cursor(10.0, 20.0)
+    lon, lat = w.frame.pixel_to_lonlat(10.0, 20.0)
+    assert f"{abs(lat):.6f}°N" in w.lonlat_label.text() and f"{abs(lon):.6f}°W" in \
+        w.lonlat_label.text()
+    qtbot.waitUntil(lambda: w.scale_label.text().startswith("1:"), timeout=10000)
+
+    # draw an AOI with the rectangle tool (scene = image pixels)
+    w.set_tool("aoi_rect")
+    ring = np.array([[40, 60], [200, 60], [200, 180], [40, 180], [40, 60]], float)
+    w.canvas.aoiDrawn.emit(ring)
+    assert not w.aoi_layer.is_empty()
+
+    _configure(w, checkpoint, tmp_path / "out")
+    progress = []
+    w.runner.progress.connect(lambda d, t, s: progress.append(s))
+    assert w.start_extraction(), w.last_error
+    assert w.is_running() and w.act_cancel.isEnabled() and not w.act_run.isEnabled()
+    qtbot.waitUntil(lambda: not w.is_running(), timeout=240000)
+    assert w.result.status == "success", w.result.error
+    assert {"read", "infer", "vectorize", "write"} <= set(progress)
+    assert w.progress_panel.bar.value() == 1000
+    s = w.result.summary
+    assert f"{s['road_km']:.2f} km" in w.extraction_panel.summary.text()
+    # the extraction was limited to the AOI: the outputs cover its 160 x 120 px window
+    assert s["window"] == [40, 60, 160, 120]
+    with rasterio.open(w.result.mask_path) as m:
+        assert (m.width, m.height) == (160, 120)
+
+    kinds = {lyr.kind for lyr in w.stack.layers}
+    assert {"imagery", "probability", "mask", "edges", "nodes", "aoi"} <= kinds
+    prob = w.stack.first("probability")
+    x0, y0, x1, y1 = prob.source.frame_rect()
+    assert (x0, y0, x1, y1) == pytest.approx((40, 60, 200, 180), abs=1e-6)
+    assert len(w.edit.all_edges) == s["edges"] > 0
+    # every edge is drawn inside the AOI (vectors in the right place)
+    for parts in w.edges_layer.feature_parts:
+        for a in parts:
+            assert a[:, 0].min() >= 39 and a[:, 0].max() <= 201
+            assert a[:, 1].min() >= 59 and a[:, 1].max() <= 181
+
+    # review: click an edge, delete it, undo, delete again
+    w.set_tool("select")
+    pts = w.edges_layer.feature_parts[0][0]
+    mid = pts[len(pts) // 2]
+    picked = w.select_edge_at(float(mid[0]), float(mid[1]))
+    assert picked is not None
+    assert w.review_panel.table.rowCount() > 3
+    assert w.delete_selected() == 1
+    assert len(w.edit) == s["edges"] - 1 and w.act_undo.isEnabled()
+    w.undo()
+    assert len(w.edit) == s["edges"]
+    w.select_edges([picked])
+    w.delete_selected()
+    n_left = len(w.edit)
+
+    # export: the edited network, in another CRS, with styles and the result rasters
+    (tmp_path / "exp").mkdir()
+    written = w.export_results(str(tmp_path / "exp" / "roads.gpkg"), ["gpkg", "geojson"],
+                               "EPSG:32611", rasters=True)
+    assert w.last_error is None, w.last_error
+    names = {Path(p).name for p in written}
+    assert {"roads.gpkg", "roads_mask.tif", "roads_prob.tif", "roads_mask.qml"} <= names
+    edges = gpd.read_file(tmp_path / "exp" / "roads.gpkg", layer="edges")
+    assert len(edges) == n_left and edges.crs.to_epsg() == 32611
+    assert gpd.read_file(tmp_path / "exp" / "roads_edges.geojson").crs.to_epsg() == 4326
+    import sqlite3
+    with sqlite3.connect(tmp_path / "exp" / "roads.gpkg") as con:
+        styled = {r[0] for r in con.execute("select f_table_name from layer_styles")}
+    assert {"edges", "nodes"} <= styled
+
+    # the exported network opens again for review, in the image CRS
+    assert w.open_vector(str(tmp_path / "exp" / "roads.gpkg"))
+    assert len(w.edit) == n_left
+
+
+def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path, checkpoint: Path,
+                             tmp_path: Path) -> None:
+    w = window
+    assert w.open_image(str(vegas_crop))
+    w.extraction_panel.use_aoi.setChecked(False)
+    _configure(w, checkpoint, tmp_path / "out", tile=64, overlap=8, batch=1)  # 25 tiles
+    seen = []
+
+    def on_progress(done: int, total: int, stage: str) -> None:
+        seen.append((done, total, stage))
+        if stage == "infer" and done >= 1:
+            w.progress_panel.cancel.click()
+
+    w.runner.progress.connect(on_progress)
+    assert w.start_extraction(), w.last_error
+    qtbot.waitUntil(lambda: not w.is_running(), timeout=240000)
+    assert w.result.status == "cancelled"
+    infer = [d for d, t, s in seen if s == "infer"]
+    total = [t for d, t, s in seen if s == "infer"][0]
+    assert max(infer) < total                  # stopped before the last tile
+    assert "vectorize" not in {s for _, _, s in seen}
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert w.stack.first("edges") is None and w.act_run.isEnabled()
+    assert w.progress_panel.stage.text() == "Cancelled"
+
+
+def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    w = window
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff at all")
+    assert not w.open_image(str(bad))
+    assert "broken.tif" in w.last_error
+    box = next(b for b in w.findChildren(QMessageBox) if b.isVisible())
+    assert "broken.tif" in box.text()
+    box.close()
+    w.last_error = None
+    assert not w.start_extraction()
+    assert "open an image" in w.last_error
+    # an exception escaping a slot goes to the excepthook dialog, the window stays up
+    from app.gui.main import install_excepthook
+    from PySide6.QtWidgets import QApplication
+
+    old = sys.excepthook
+    try:
+        install_excepthook(QApplication.instance())
+        try:
+            raise RuntimeError("boom in a slot")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+        boxes = [b for b in QApplication.topLevelWidgets() + w.findChildren(QMessageBox)
+                 if isinstance(b, QMessageBox) and b.isVisible()]
+        assert any("boom in a slot" in b.text() for b in boxes)
+        for b in boxes:
+            b.close()
+    finally:
+        sys.excepthook = old
+    assert w.isVisible()
