@@ -190,6 +190,7 @@ class SourceLayout:
     bands: Tuple[int, ...] = (1, 2, 3)
     tile_size_px: int = 512
     head: Optional[Tuple[str, int]] = None
+    class_names: Tuple[str, ...] = ()
 
 
 def _prefix_renamer(table: Sequence[Tuple[str, str]], add: str = "") -> Renamer:
@@ -281,7 +282,8 @@ def layouts_for(model_name: str) -> Tuple[SourceLayout, ...]:
             "dblock, decoder1..4, finaldeconv1, finalconv2/3)", _dinknet_renamer(),
             ("firstconv.weight", "dblock.dilate1.weight", "finalconv3.weight"),
             normalization={"method": "dlinknet"}, tile_size_px=1024,
-            head=("finalconv3.weight", 0)), _torchvision_resnet("encoder."))
+            head=("finalconv3.weight", 0), class_names=("background", "road")),
+            _torchvision_resnet("encoder."))
     if family == "enet":
         return (SourceLayout(
             "enet", "davidtvs/PyTorch-ENet", _enet_renamer,
@@ -362,9 +364,16 @@ def detect_layout(model_name: str, torch_sd: Mapping[str, Any],
 # --------------------------------------------------------------------------------------------
 # state dict extraction
 # --------------------------------------------------------------------------------------------
+def _is_array(v: Any) -> bool:
+    """numpy arrays, and array-likes with a shape (a torch tensor handed in by a caller that
+    has torch; nothing here imports it)."""
+    return isinstance(v, np.ndarray) or (hasattr(v, "__array__") and hasattr(v, "shape")
+                                         and not isinstance(v, (str, bytes)))
+
+
 def _is_tensor_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and \
-        any(isinstance(v, np.ndarray) for v in obj.values())
+        any(_is_array(v) for v in obj.values())
 
 
 def extract_state_dict(obj: Any, where: str = "checkpoint"
@@ -392,7 +401,7 @@ def extract_state_dict(obj: Any, where: str = "checkpoint"
                 if isinstance(cur, dict) else type(cur).__name__)
         raise CheckpointError(f"{where}: no state_dict found ({what}); expected name -> tensor "
                               f"entries, possibly under one of {', '.join(NESTING_KEYS)}")
-    sd = {k: v for k, v in cur.items() if isinstance(v, np.ndarray)}
+    sd = {k: np.asarray(v) for k, v in cur.items() if _is_array(v)}
     stripped = ""
     changed = True
     while changed:
@@ -458,8 +467,9 @@ def convert_state_dict(model_name: str, torch_sd: Mapping[str, Any], net: Any, *
                        source: Optional[str] = None) -> Tuple[Dict[str, Any], ConversionReport]:
     """Map a PyTorch ``state_dict`` onto ``net`` (an ``nn.Cell`` built for ``model_name``).
 
-    ``torch_sd``: ``name -> ndarray`` (from :func:`read_torch_state_dict`; a wrapper prefix
-    ``module.``/``model.`` shared by every key is stripped here too). ``source`` forces a
+    ``torch_sd``: ``name -> ndarray`` (from :func:`read_torch_state_dict`, or any array-likes
+    such as a live ``model.state_dict()``; a wrapper prefix ``module.``/``model.`` shared by
+    every key is stripped here too). ``source`` forces a
     layout (see :func:`layouts_for`); otherwise it is detected from the keys.
 
     Returns ``(param_dict, report)``: ``param_dict`` maps our parameter names to
@@ -553,6 +563,14 @@ def _infer_model_kwargs(model_name: str, layout: SourceLayout,
     return {}
 
 
+def _class_names(given: Sequence[str], layout: SourceLayout,
+                 num_classes: int) -> Tuple[str, ...]:
+    if given:
+        return tuple(given)
+    expected = 2 if num_classes == 1 else num_classes
+    return layout.class_names if len(layout.class_names) == expected else ()
+
+
 def convert_checkpoint(src_pth: PathLike, model_name: str, out_ckpt: PathLike,
                        num_classes: Optional[int] = None, in_channels: int = 3,
                        strict: bool = True, *, source: Optional[str] = None,
@@ -570,7 +588,8 @@ def convert_checkpoint(src_pth: PathLike, model_name: str, out_ckpt: PathLike,
     :class:`CheckpointError` before anything is written (expected leftovers such as ``fc.*``
     of an ImageNet backbone never do; parameters outside a backbone import keep their
     initialisation and are listed in ``report.not_covered``). An existing ``out_ckpt`` is
-    refused unless ``overwrite``. Returns the :class:`ConversionReport` (``output`` set).
+    refused unless ``overwrite``. ``class_names`` go into the sidecar (default: the release's,
+    e.g. background/road for D-LinkNet). Returns the :class:`ConversionReport` (``output`` set).
     """
     import mindspore as ms
 
@@ -612,7 +631,8 @@ def convert_checkpoint(src_pth: PathLike, model_name: str, out_ckpt: PathLike,
                           else layout.bands,
                           normalization=dict(layout.normalization),
                           tile_size_px=layout.tile_size_px, stride=info.stride,
-                          class_names=tuple(class_names), task=info.task,
+                          class_names=_class_names(class_names, layout, num_classes),
+                          task=info.task,
                           model_kwargs=kwargs)
     path = save_checkpoint(net, out, meta)
     report = replace(report, nested_key=nested,

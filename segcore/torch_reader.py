@@ -170,6 +170,7 @@ ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): tuple,  # very old files pickle sizes as torch.Size(tuple)
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "dict"): dict,

@@ -150,6 +150,7 @@ def test_dlinknet34_release_matches_torch(tmp_path, dink34, fmt):
                                       for k in model.state_dict())
     meta = read_metadata(tmp_path / "dink34.ckpt")
     assert meta.model == "dlinknet34" and meta.normalization == {"method": "dlinknet"}
+    assert meta.class_names == ("background", "road") and meta.tile_size_px == 1024
     net, _ = load_model(tmp_path / "dink34.ckpt")
     out = net(ms.Tensor(x)).asnumpy()
     assert _rel_diff(out, ref) < 1e-4
@@ -366,5 +367,16 @@ def test_dgcnet_release_matches_torch(tmp_path):
     assert report.leftover and all(k.startswith("dsn.") for k in report.leftover)
     assert ("conv1.6.weight", "backbone.conv3.weight") in report.mapped
     assert ("bn1.running_var", "backbone.bn3.moving_variance") in report.mapped
+    ms.load_param_into_net(net, params, strict_load=True)
+    assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
+
+
+def test_live_torch_state_dict_is_accepted(enet_ref):
+    """A caller that has torch may pass model.state_dict() directly (array-likes)."""
+    model, x, ref = enet_ref
+    net = create_model("enet", num_classes=4)
+    net.set_train(False)
+    params, report = convert_state_dict("enet", model.state_dict(), net)
+    assert report.ok
     ms.load_param_into_net(net, params, strict_load=True)
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
