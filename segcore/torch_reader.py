@@ -344,6 +344,14 @@ def _load_zip(path: str) -> Any:
     return _resolve(obj, path)
 
 
+def _hint(path: str) -> str:
+    if path.lower().endswith((".ckpt", ".mindir")):
+        return "; MindSpore files need no conversion (load them with segcore.checkpoint)"
+    if path.lower().endswith(".onnx"):
+        return "; ONNX models are not PyTorch checkpoints"
+    return ""
+
+
 def _load_legacy(path: str) -> Any:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -356,9 +364,10 @@ def _load_legacy(path: str) -> Any:
             raise
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive "
-                                  f"nor a legacy torch.save file: {exc})") from exc
+                                  f"nor a legacy torch.save file: {exc}){_hint(path)}") from exc
         if magic != LEGACY_MAGIC_NUMBER:
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint (wrong magic number)")
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (wrong magic number)"
+                                  f"{_hint(path)}")
         storages: Dict[str, _Storage] = {}
 
         def load_storage(args: Tuple[Any, ...]) -> _Storage:
