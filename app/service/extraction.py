@@ -617,6 +617,23 @@ def _normalizer_for(meta: Any, info: Any,
     return base
 
 
+def input_normalizer(meta: Any, image: PathLike, bands: Sequence[int]
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """The checkpoint's input normalisation for ``image`` (what :func:`run_extraction` applies).
+
+    For host-side pipelines that run the network elsewhere (``ascend310/preprocess.py``):
+    ``meta`` is a :class:`segcore.checkpoint.CheckpointMeta` or the metadata dict written beside
+    an exported model; ``bands`` are 1-based.
+    """
+    from gis.io import open_raster
+
+    try:
+        info = open_raster(image, allow_pixel_coords=True)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    return _normalizer_for(meta, info, tuple(int(b) for b in bands))
+
+
 def _load_model(req: ExtractionRequest, info: Any) -> _Model:
     """Predictor and preprocessing of ``req`` (checkpoint metadata or injected predict_fn)."""
     if req.predict_fn is not None:
