@@ -213,3 +213,51 @@ def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Pat
     finally:
         sys.excepthook = old
     assert w.isVisible()
+
+
+def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared_data: Path,
+                                               tmp_path: Path) -> None:
+    """Dropped files open; lon/lat lines land on the right pixels of a UTM image; AOI
+    vertices can be dragged, and the AOI can be saved, cleared and loaded from a file."""
+    from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    w = window
+    img = shared_data / "geotiff" / "RGB.byte.tif"           # EPSG:32618, 300 m pixels
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(img))])
+    ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    w.canvas.dropEvent(ev)
+    assert w.image_path == str(img) and w.frame.crs == "EPSG:32618"
+    # a lon/lat line between two known pixels of the image
+    from pyproj import Transformer
+    from shapely.geometry import LineString
+
+    to_ll = Transformer.from_crs("EPSG:32618", "EPSG:4326", always_xy=True)
+    px = [(100.0, 50.0), (600.0, 400.0)]
+    line = LineString([to_ll.transform(*w.frame.pixel_to_map(c, r)) for c, r in px])
+    gj = tmp_path / "line.geojson"
+    gpd.GeoDataFrame({"name": ["x"]}, geometry=[line], crs="EPSG:4326").to_file(gj)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(gj))])
+    w.canvas.dropEvent(QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton,
+                                  Qt.NoModifier))
+    vec = w.stack.first("vector")
+    assert vec is not None and vec.name == "line"
+    np.testing.assert_allclose(vec.feature_parts[0][0], px, atol=1e-3)
+
+    # AOI: draw, edit a vertex by dragging its handle, save/clear/load through a file
+    w.set_aoi([np.array([[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]], float)])
+    w.act_edit_aoi.setChecked(True)
+    w.toggle_aoi_edit(True)
+    handles = w.aoi_layer.handles
+    assert len(handles) == 4
+    handles[2].setPos(350.0, 320.0)                       # what a mouse drag does
+    assert w.aoi_layer.polygons[0][2].tolist() == [350.0, 320.0]
+    path = w.aoi_file()
+    w.clear_aoi()
+    assert w.aoi_layer.is_empty() and not w.act_clear_aoi.isEnabled()
+    assert w.load_aoi(path)
+    ring = w.aoi_layer.polygons[0]
+    assert {tuple(np.round(p, 6)) for p in ring} == {(100, 100), (300, 100), (350, 320),
+                                                      (100, 300)}

@@ -88,6 +88,7 @@ class LayersPanel(QWidget):
         for i, layer in enumerate(self.stack.layers):
             it = self.list.item(i)
             if it is not None:
+                it.setText(self._label(layer))
                 want = Qt.Checked if layer.visible else Qt.Unchecked
                 if it.checkState() != want:
                     it.setCheckState(want)
@@ -106,7 +107,8 @@ class LayersPanel(QWidget):
         self._updating = True
         self.list.clear()
         for layer in self.stack.layers:
-            it = QListWidgetItem(f"{layer.name}  ·  {KIND_LABELS.get(layer.kind, layer.kind)}")
+            it = QListWidgetItem(self._label(layer))
+            it.setToolTip(KIND_LABELS.get(layer.kind, layer.kind))
             it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
             it.setCheckState(Qt.Checked if layer.visible else Qt.Unchecked)
             self.list.addItem(it)
@@ -116,6 +118,15 @@ class LayersPanel(QWidget):
         elif self.stack.layers:
             self.list.setCurrentRow(0)
         self._on_current(self.list.currentRow())
+
+    @staticmethod
+    def _label(layer: Layer) -> str:
+        kind = KIND_LABELS.get(layer.kind, layer.kind)
+        if layer.kind == "aoi":
+            return "AOI" + ("" if not layer.is_empty() else "  (none: draw or load one)")
+        if layer.name.lower() == kind.lower():
+            return layer.name
+        return f"{layer.name}  ·  {kind}" if layer.kind == "imagery" else layer.name
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         if self._updating:
