@@ -265,3 +265,37 @@ def test_classifier_eval_reports_top1_top5(tmp_path):
     with pytest.raises(segcore.errors.ConfigError, match="classifier"):
         evaluate(MindSporePredictor(segcore.create_model("enet", num_classes=1), meta=seg_meta),
                  cfg)
+
+
+# ------------------------------------------------------------------------------ multi-class
+def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
+    from PIL import Image
+
+    from segcore.evaluate import evaluate
+
+    rng = np.random.default_rng(4)
+    lines = []
+    ignored = 0
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"img{k}.png")
+        mask = rng.integers(0, 3, (48, 40)).astype(np.uint8)
+        mask[:5] = 255
+        ignored += int((mask == 255).sum())
+        Image.fromarray(mask).save(tmp_path / f"lbl{k}.png")
+        lines.append(f"img{k}.png lbl{k}.png")
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    net = segcore.create_model("ddrnet23_slim", num_classes=3)
+    meta = CheckpointMeta(model="ddrnet23_slim", num_classes=3, stride=8, tile_size_px=32,
+                          class_names=("a", "b", "c"))
+    cfg = EvalConfig("voc", str(tmp_path), split="val", scales=(0.75, 1.0), flip=True)
+    report = evaluate(MindSporePredictor(net, meta=meta), cfg)
+    m = report["metrics"]
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == 2 * 48 * 40 - ignored
+    diag = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - diag
+    iou = np.where(union > 0, diag / np.maximum(union, 1), np.nan)
+    assert m["miou"] == pytest.approx(float(np.nanmean(iou)))
+    assert set(m["confusion"]["per_class_iou"]) == {"a", "b", "c"}
+    assert report["inference"]["scales"] == [0.75, 1.0] and report["inference"]["flip"]
