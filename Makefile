@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install demo test test-fast gui bench lint clean
+.PHONY: install sysdeps demo test test-fast gui bench lint clean
 
 install: $(STAMP)
 
@@ -15,7 +15,17 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[gui,test]'
 	touch $(STAMP)
 
-test: install
+# System tools some tests use (QGIS opens our outputs, shellcheck, Xvfb for screenshots); best
+# effort: as root with apt, missing ones are installed, otherwise those tests skip with a reason.
+SYSPKGS := python3-qgis gdal-bin xvfb shellcheck cmake g++
+sysdeps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	      || echo "note: could not install $$missing; the tests that need them will skip"; fi; fi
+
+test: install sysdeps
 	$(VENV)/bin/lint-imports --config setup.cfg
 	$(PY) -m pytest -q tests
 

@@ -231,6 +231,9 @@ def write_vectors(
             kwargs = {}
             if driver == "GPKG":
                 kwargs["layer"] = name
+                # GeoPackage 1.2: read without warnings by the GDAL of every QGIS 3.x (GDAL's
+                # default 1.4 makes QGIS 3.22 warn "may only be partially supported")
+                kwargs["dataset_options"] = {"VERSION": "1.2"}
             if driver == "ESRI Shapefile":
                 kwargs["encoding"] = "UTF-8"
             if driver == "GeoJSON":
