@@ -325,6 +325,8 @@ def _width_m(dist_px: np.ndarray, rc: np.ndarray, jac: np.ndarray) -> float:
     normal = np.column_stack([-t[:, 0], t[:, 1]])  # (dcol, drow) of the normal, unit
     jinv_t = np.linalg.inv(jac).T
     scale = np.hypot(*(jinv_t @ normal.T))  # |J^-T n| per sample (1 / metres per pixel)
+    # a one-pixel path has no direction: use the mean pixel scale instead of dividing by 0
+    scale = np.where(scale > 0, scale, np.sqrt(np.abs(np.linalg.det(jinv_t))))
     w = (2.0 * d - 0.5) / scale
     return float(max(np.median(w), 0.0))
 
