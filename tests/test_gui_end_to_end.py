@@ -135,6 +135,20 @@ def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, chec
     w.select_edges([picked])
     w.delete_selected()
     n_left = len(w.edit)
+    # drag a box with the select tool (real mouse events): the edges crossing it are selected
+    from PySide6.QtCore import QPoint, Qt
+    vp = w.canvas.viewport()
+    a = w.canvas.mapFromScene(40.0, 60.0)
+    b = w.canvas.mapFromScene(200.0, 180.0)
+    qtbot.mousePress(vp, Qt.LeftButton, pos=a)
+    qtbot.mouseMove(vp, QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2))
+    qtbot.mouseMove(vp, b)
+    qtbot.mouseRelease(vp, Qt.LeftButton, pos=b)
+    assert len(w.edges_layer.selected) == s["edges"]       # the whole AOI
+    assert w.keep_selected() == s["edges"]
+    assert w.edit.summary()["kept"] == s["edges"] and len(w.edit) == s["edges"]  # keep restores
+    w.undo()
+    assert len(w.edit) == n_left
 
     # export: the edited network, in another CRS, with styles and the result rasters
     (tmp_path / "exp").mkdir()

@@ -318,6 +318,25 @@ class EdgesLayer(VectorLayer):
         self.restyle()
         self.changed.emit()
 
+    def in_rect(self, x0: float, y0: float, x1: float, y1: float) -> List[int]:
+        """Ids of the edges with a vertex or segment inside the scene rectangle."""
+        from shapely import box, intersects_xy
+        from shapely.geometry import LineString
+
+        area = QRectF(x0, y0, x1 - x0, y1 - y0)
+        rect = box(x0, y0, x1, y1)
+        out = []
+        for i, item in enumerate(self.feature_items):
+            if item is None or not item.boundingRect().intersects(area):
+                continue
+            for a in self.feature_parts[i]:
+                hit = intersects_xy(rect, a[:, 0], a[:, 1]).any() or (
+                    len(a) >= 2 and LineString(a).intersects(rect))
+                if hit:
+                    out.append(i)
+                    break
+        return out
+
     def pick(self, x: float, y: float, tol: float) -> Optional[int]:
         """Id of the edge nearest to scene point ``(x, y)`` within ``tol`` scene units."""
         best, best_d = None, tol

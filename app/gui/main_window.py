@@ -142,7 +142,8 @@ class MainWindow(QMainWindow):
         self.tool_actions: Dict[str, QAction] = {}
         for tool, text, icon, key, tip in (
                 ("pan", "&Pan", "pan", "P", "Pan (drag) and zoom (wheel)"),
-                ("select", "&Select edges", "select", "S", "Click road edges to review them"),
+                ("select", "&Select edges", "select", "S",
+                 "Click a road edge, or drag a box around several, to review them"),
                 ("aoi_rect", "AOI &rectangle", "aoi_rect", "R", "Drag a rectangular AOI"),
                 ("aoi_polygon", "AOI p&olygon", "aoi_polygon", "G",
                  "Click the AOI vertices; double-click, right-click or Enter to finish")):
@@ -236,6 +237,7 @@ class MainWindow(QMainWindow):
         c.viewChanged.connect(self._on_view_changed)
         c.aoiDrawn.connect(self._on_aoi_drawn)
         c.edgeClicked.connect(self.select_edge_at)
+        c.edgesBoxed.connect(self.select_edges_in)
         c.filesDropped.connect(self._on_dropped)
         self.layers_panel.zoomToLayer.connect(self._zoom_to_layer)
         ep = self.extraction_panel
@@ -660,6 +662,18 @@ class MainWindow(QMainWindow):
         self.edges_layer.set_selection(sorted(sel))
         self._refresh_review()
         return i
+
+    def select_edges_in(self, x0: float, y0: float, x1: float, y1: float,
+                        additive: bool = False) -> List[int]:
+        """Select the edges crossing a scene rectangle (added to the selection with
+        ``additive``)."""
+        if self.edges_layer is None:
+            return []
+        ids = self.edges_layer.in_rect(x0, y0, x1, y1)
+        sel = set(self.edges_layer.selected) | set(ids) if additive else set(ids)
+        self.edges_layer.set_selection(sorted(sel))
+        self._refresh_review()
+        return ids
 
     def select_edges(self, ids: Sequence[int]) -> None:
         if self.edges_layer is not None:

@@ -26,6 +26,7 @@ class MapCanvas(QGraphicsView):
         viewChanged(): the visible area changed (debounced; rasters fetch detail on it).
         aoiDrawn(polygon): a finished AOI polygon, float64 ``(N, 2)`` scene coordinates.
         edgeClicked(x, y, additive): a click with the select tool (``additive`` with Ctrl/Shift).
+        edgesBoxed(x0, y0, x1, y1, additive): a rectangle dragged with the select tool.
         filesDropped(paths): files dropped onto the map.
     """
 
@@ -33,6 +34,7 @@ class MapCanvas(QGraphicsView):
     viewChanged = Signal()
     aoiDrawn = Signal(object)
     edgeClicked = Signal(float, float, bool)
+    edgesBoxed = Signal(float, float, float, float, bool)
     filesDropped = Signal(list)
 
     def __init__(self, parent=None) -> None:
@@ -54,6 +56,7 @@ class MapCanvas(QGraphicsView):
         self._draw_pts: List[Tuple[float, float]] = []
         self._rubber: Optional[QGraphicsPathItem] = None
         self._rect_from: Optional[QPointF] = None
+        self._select_from = None
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(120)
@@ -116,6 +119,7 @@ class MapCanvas(QGraphicsView):
 
     def _cancel_drawing(self) -> None:
         self._draw_pts = []
+        self._select_from = None
         self._rect_from = None
         if self._rubber is not None:
             self.scene().removeItem(self._rubber)
@@ -175,8 +179,9 @@ class MapCanvas(QGraphicsView):
             event.accept()
             return
         if self.tool == "select" and event.button() == Qt.LeftButton:
-            additive = bool(event.modifiers() & (Qt.ControlModifier | Qt.ShiftModifier))
-            self.edgeClicked.emit(sp.x(), sp.y(), additive)
+            self._select_from = (pos, sp)
+            event.accept()
+            return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
@@ -190,7 +195,12 @@ class MapCanvas(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(d.y()))
             event.accept()
             return
-        if self._rect_from is not None:
+        if self._select_from is not None:
+            p0, a = self._select_from
+            if (pos - p0).manhattanLength() > 4:
+                self._rubber_path([(a.x(), a.y()), (sp.x(), a.y()), (sp.x(), sp.y()),
+                                   (a.x(), sp.y())], True)
+        elif self._rect_from is not None:
             a = self._rect_from
             self._rubber_path([(a.x(), a.y()), (sp.x(), a.y()), (sp.x(), sp.y()),
                                (a.x(), sp.y())], True)
@@ -202,6 +212,20 @@ class MapCanvas(QGraphicsView):
         if self._pan_from is not None and event.button() in (Qt.LeftButton, Qt.MiddleButton):
             self._pan_from = None
             self.set_tool(self.tool)  # restore the tool cursor
+            event.accept()
+            return
+        if self._select_from is not None and event.button() == Qt.LeftButton:
+            p0, a = self._select_from
+            self._select_from = None
+            boxed = self._rubber is not None
+            self._cancel_drawing()
+            additive = bool(event.modifiers() & (Qt.ControlModifier | Qt.ShiftModifier))
+            b = self.mapToScene(event.position().toPoint())
+            if boxed:
+                self.edgesBoxed.emit(min(a.x(), b.x()), min(a.y(), b.y()), max(a.x(), b.x()),
+                                     max(a.y(), b.y()), additive)
+            else:
+                self.edgeClicked.emit(a.x(), a.y(), additive)
             event.accept()
             return
         if self._rect_from is not None and event.button() == Qt.LeftButton:

@@ -18,8 +18,9 @@ class ReviewPanel(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.hint = QLabel("Use the <b>Select</b> tool and click a road edge "
-                           "(Ctrl/Shift+click adds to the selection).")
+        self.hint = QLabel("Use the <b>Select</b> tool: click a road edge or drag a box "
+                           "around several (Ctrl/Shift adds to the selection). "
+                           "<b>Del</b> deletes, <b>K</b> keeps, <b>Ctrl+Z</b> undoes.")
         self.hint.setWordWrap(True)
         self.table = QTableWidget(0, 2)
         self.table.setObjectName("attributes")
