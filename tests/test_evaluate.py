@@ -268,23 +268,30 @@ def test_classifier_eval_reports_top1_top5(tmp_path):
 
 
 # ------------------------------------------------------------------------------ multi-class
-def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
+def _tiny_voc(root) -> int:
+    """Two 48x40 images with 3-class labels (first 5 rows ignore=255) and a val.txt list;
+    returns the number of ignored pixels."""
     from PIL import Image
-
-    from segcore.evaluate import evaluate
 
     rng = np.random.default_rng(4)
     lines = []
     ignored = 0
     for k in range(2):
         Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(
-            tmp_path / f"img{k}.png")
+            root / f"img{k}.png")
         mask = rng.integers(0, 3, (48, 40)).astype(np.uint8)
         mask[:5] = 255
         ignored += int((mask == 255).sum())
-        Image.fromarray(mask).save(tmp_path / f"lbl{k}.png")
+        Image.fromarray(mask).save(root / f"lbl{k}.png")
         lines.append(f"img{k}.png lbl{k}.png")
-    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return ignored
+
+
+def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
+    from segcore.evaluate import evaluate
+
+    ignored = _tiny_voc(tmp_path)
     net = segcore.create_model("ddrnet23_slim", num_classes=3)
     meta = CheckpointMeta(model="ddrnet23_slim", num_classes=3, stride=8, tile_size_px=32,
                           class_names=("a", "b", "c"))
@@ -299,3 +306,24 @@ def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
     assert m["miou"] == pytest.approx(float(np.nanmean(iou)))
     assert set(m["confusion"]["per_class_iou"]) == {"a", "b", "c"}
     assert report["inference"]["scales"] == [0.75, 1.0] and report["inference"]["flip"]
+
+
+def test_eval_progress_and_cancel(tmp_path):
+    from segcore.evaluate import EvaluationCancelled, evaluate
+
+    _tiny_voc(tmp_path)
+    net = segcore.create_model("ddrnet23_slim", num_classes=3)
+    pred = MindSporePredictor(net, meta=CheckpointMeta(model="ddrnet23_slim", num_classes=3,
+                                                       stride=8))
+    cfg = EvalConfig("voc", str(tmp_path), split="val")
+    calls = []
+    evaluate(pred, cfg, on_progress=lambda d, t, s: calls.append((d, t, s)))
+    assert calls == [(1, 2, "evaluate"), (2, 2, "evaluate")]
+    seen = []
+
+    def cancel_after_first() -> bool:
+        seen.append(1)
+        return len(seen) > 1
+
+    with pytest.raises(EvaluationCancelled, match="after 1 of 2"):
+        evaluate(pred, cfg, should_cancel=cancel_after_first)

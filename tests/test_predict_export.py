@@ -91,6 +91,20 @@ def test_normalization_band_count_mismatch_is_a_config_error():
         fn(np.zeros((4, 2, 2), np.uint8))
 
 
+def test_predict_and_evaluate_import_without_mindspore():
+    """The gis pipeline calls normalization_from_meta: importing it must not pull MindSpore."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from segcore.predict import normalization_from_meta; "
+            "import segcore.evaluate; "
+            "f = normalization_from_meta({'method': 'dlinknet'}); f(np.zeros((3, 2, 2))); "
+            "print(sorted(m for m in ('mindspore', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip().splitlines()[-1]
+    assert out == "[]"
+
+
 def test_logits_to_probabilities():
     z = np.array([[[[-1000.0, 0.0, 3.0]]]], np.float32)
     p = logits_to_probabilities(z)
