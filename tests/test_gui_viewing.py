@@ -125,10 +125,9 @@ def test_aoi_write_and_read_back(tmp_path: Path, utm_raster: Path) -> None:
     back = viewing.read_aoi_pixels(p, f)
     assert len(back) == 1
     assert {tuple(np.round(v, 6)) for v in back[0]} == {(4, 4), (30, 4), (30, 20), (4, 20)}
-    from gis.aoi import aoi_window
+    from gis.aoi import aoi_window, load_aoi
     from gis.io import open_raster
-    win = aoi_window(__import__("gis.aoi", fromlist=["load_aoi"]).load_aoi(p),
-                     open_raster(utm_raster))
+    win = aoi_window(load_aoi(p), open_raster(utm_raster))
     assert (win.col_off, win.row_off, win.width, win.height) == (4, 4, 26, 16)
     with pytest.raises(UserError, match="at least 3"):
         viewing.write_aoi([ring[:2]], f, tmp_path / "bad.gpkg")

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 def install_excepthook(app) -> None:
     """Show uncaught exceptions (UI thread slots included) as a dialog instead of crashing."""
+    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QMessageBox
 
     def hook(exc_type, exc, tb) -> None:
@@ -27,7 +28,7 @@ def install_excepthook(app) -> None:
                               "details are in the log.", QMessageBox.Ok,
                               app.activeWindow())
             box.setDetailedText(details)
-            box.setAttribute(__import__("PySide6.QtCore").QtCore.Qt.WA_DeleteOnClose)
+            box.setAttribute(Qt.WA_DeleteOnClose)
             box.open()
         except Exception:  # noqa: BLE001 - never raise from the hook
             sys.__excepthook__(exc_type, exc, tb)
