@@ -737,5 +737,6 @@ def _verify(net, path: Path, fmt: str, x: np.ndarray, info: Dict[str, Any], name
                           f"(relative error {err:.2e}); file not written")
 
 
-__all__ = ["export_model", "export_suffix", "read_export_metadata", "metadata_path", "onnx_compatible",
-           "bilinear_matrix", "file_sha256", "ExportError", "FORMATS", "VERIFY_RTOL"]
+__all__ = ["export_model", "export_suffix", "read_export_metadata", "metadata_path",
+           "onnx_compatible", "bilinear_matrix", "file_sha256", "ExportError", "FORMATS",
+           "VERIFY_RTOL"]
