@@ -194,8 +194,9 @@ def _extract_and_score(checkpoint: Path, image: Path, ref_lines: Path, work: Pat
     from app.service.extraction import ExtractionRequest, run_extraction
     from gis.evaluate import buffered_precision_recall
 
-    res = run_extraction(ExtractionRequest(image=str(image), out_dir=str(work), backend="mindspore",
-                                           checkpoint=str(checkpoint), overwrite=True))
+    res = run_extraction(ExtractionRequest(image=str(image), out_dir=str(work),
+                                           checkpoint=str(checkpoint), backend="mindspore",
+                                           overwrite=True))
     if not res.ok:
         raise RuntimeError(f"{image}: extraction failed: {res.error}")
     pred = gpd.read_file(res.roads_path, layer="edges")
