@@ -371,6 +371,7 @@ class AoiLayer(Layer):
         self.polygons: List[np.ndarray] = []
         self.items: List[QGraphicsPathItem] = []
         self.handles: List[QGraphicsItem] = []
+        self.outside: Optional[QGraphicsPathItem] = None
         self.editing = False
 
     def set_polygons(self, polygons: Sequence[np.ndarray]) -> None:
@@ -385,16 +386,23 @@ class AoiLayer(Layer):
         return not self.polygons
 
     def _rebuild(self) -> None:
-        for it in self.items + self.handles:
-            self.group.removeFromGroup(it)
+        for it in self.items + self.handles + ([self.outside] if self.outside else []):
+            if it.group() is self.group:
+                self.group.removeFromGroup(it)
             self.scene.removeItem(it)
         self.items, self.handles = [], []
-        pen = QPen(QColor(255, 0, 200), 2.0, Qt.DashLine)
+        self.outside = None
+        if self.polygons:
+            # everything outside the AOI is dimmed, the AOI itself stays untinted
+            self.outside = QGraphicsPathItem(self._outside_path())
+            self.outside.setPen(QPen(Qt.NoPen))
+            self.outside.setBrush(QBrush(QColor(0, 0, 0, 110)))
+            self.group.addToGroup(self.outside)
+        pen = QPen(QColor(255, 0, 200), 2.2, Qt.DashLine)
         pen.setCosmetic(True)
         for k, poly in enumerate(self.polygons):
             item = QGraphicsPathItem(_path_for("polygon", [poly]))
             item.setPen(pen)
-            item.setBrush(QBrush(QColor(255, 0, 200, 35)))
             self.group.addToGroup(item)
             self.items.append(item)
             if self.editing:
@@ -405,6 +413,14 @@ class AoiLayer(Layer):
                     self.scene.addItem(h)
                     h.setZValue(self.z + 0.5)
                     self.handles.append(h)
+
+    def _outside_path(self) -> QPainterPath:
+        path = QPainterPath()
+        path.setFillRule(Qt.OddEvenFill)
+        path.addRect(self.scene.sceneRect())
+        for poly in self.polygons:
+            path.addPath(_path_for("polygon", [poly]))
+        return path
 
     def set_editing(self, on: bool) -> None:
         self.editing = bool(on)
@@ -417,6 +433,8 @@ class AoiLayer(Layer):
         if closed and j == 0:
             poly[-1] = (x, y)
         self.items[k].setPath(_path_for("polygon", [poly]))
+        if self.outside is not None:
+            self.outside.setPath(self._outside_path())
         self.changed.emit()
 
     def remove(self) -> None:

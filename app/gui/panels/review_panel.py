@@ -61,7 +61,7 @@ class ReviewPanel(QWidget):
         self.table.setRowCount(len(rows))
         for i, (k, v) in enumerate(rows):
             if isinstance(v, float):
-                v = f"{v:.3f}"
+                v = "—" if v != v else f"{v:.3f}"  # NaN: no value
             self.table.setItem(i, 0, QTableWidgetItem(str(k)))
             self.table.setItem(i, 1, QTableWidgetItem(str(v)))
         self.delete_btn.setEnabled(count > 0)
