@@ -243,3 +243,38 @@ def test_review_panel_shows_attributes(qtbot) -> None:
     assert "5 edges" in panel.counts.text() and "2 deleted" in panel.counts.text()
     with qtbot.waitSignal(panel.deleteRequested, timeout=1000):
         panel.delete_btn.click()
+
+
+def test_export_dialog_options(qtbot, tmp_path: Path) -> None:
+    from app.gui.panels.export_dialog import ExportDialog
+
+    dlg = ExportDialog(str(tmp_path / "roads.gpkg"), "EPSG:32633", True)
+    qtbot.addWidget(dlg)
+    o = dlg.options()
+    assert o == {"path": str(tmp_path / "roads.gpkg"), "formats": ["gpkg"], "target_crs": None,
+                 "rasters": True, "overwrite": False}
+    dlg.formats["gpkg"].setChecked(False)
+    dlg.formats["shp"].setChecked(True)
+    dlg.formats["geojson"].setChecked(True)
+    dlg.crs.setCurrentText("EPSG:4326")
+    o = dlg.options()
+    assert o["path"] == str(tmp_path / "roads.shp") and o["formats"] == ["shp", "geojson"]
+    assert o["target_crs"] == "EPSG:4326"
+    no_rasters = ExportDialog("x.gpkg", None, False)
+    qtbot.addWidget(no_rasters)
+    assert not no_rasters.rasters.isEnabled() and no_rasters.options()["rasters"] is False
+
+
+def test_default_output_dir_falls_back_when_read_only(tmp_path: Path) -> None:
+    from app.gui.main_window import default_output_dir
+
+    assert default_output_dir(str(tmp_path / "a.tif")) == str(tmp_path / "a_roads")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        assert default_output_dir(str(ro / "b.tif")) == str(Path.home() / "RoadSeg" / "b_roads")
+    finally:
+        ro.chmod(0o755)

@@ -42,6 +42,14 @@ def _icon(name: str) -> QIcon:
     return QIcon(str(p)) if p.exists() else QIcon()
 
 
+def default_output_dir(image: str) -> str:
+    """``<image folder>/<stem>_roads``, or ``~/RoadSeg/<stem>_roads`` when the image folder is
+    read-only (shared data, mounted archives)."""
+    p = Path(image)
+    parent = p.parent if os.access(p.parent, os.W_OK) else Path.home() / "RoadSeg"
+    return str(parent / f"{p.stem}_roads")
+
+
 class MainWindow(QMainWindow):
     """RoadSeg Studio's main window."""
 
@@ -226,7 +234,7 @@ class MainWindow(QMainWindow):
         self.scale_label = QLabel("")
         self.scale_label.setObjectName("scaleLabel")
         self.crs_label = QLabel("no image")
-        for w, width in ((self.coords_label, 250), (self.lonlat_label, 220),
+        for w, width in ((self.coords_label, 330), (self.lonlat_label, 220),
                          (self.scale_label, 110), (self.crs_label, 110)):
             w.setMinimumWidth(width)
             sb.addPermanentWidget(w)
@@ -339,8 +347,7 @@ class MainWindow(QMainWindow):
         self.settings.set_last_dir("open", path)
         self._fill_recent_menu()
         if not self.extraction_panel.out_dir.text():
-            self.extraction_panel.out_dir.setText(
-                str(Path(path).with_name(Path(path).stem + "_roads")))
+            self.extraction_panel.out_dir.setText(default_output_dir(path))
         QTimer.singleShot(0, self.canvas.zoom_full)
         self.canvas.zoom_full()
         log.info("opened %s (%d x %d px, %s)", path, frame.width, frame.height,

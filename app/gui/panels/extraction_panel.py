@@ -258,8 +258,7 @@ class ExtractionPanel(QWidget):
             raise UserError("choose a checkpoint first (Model ▸ Checkpoint ▸ …)")
         out = self.out_dir.text().strip()
         if not out:
-            out = str(Path(image).with_name(Path(image).stem + "_roads"))
-            self.out_dir.setText(out)
+            raise UserError("choose an output folder (Output ▸ Folder)")
         net = self.network.currentText()
         req = ExtractionRequest(
             image=image, out_dir=out, model=None if net == ANY_NETWORK else net,
