@@ -181,7 +181,7 @@ def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path, checkp
     w = window
     assert w.open_image(str(vegas_crop))
     w.extraction_panel.use_aoi.setChecked(False)
-    _configure(w, checkpoint, tmp_path / "out", tile=64, overlap=8, batch=1)  # 25 tiles
+    _configure(w, checkpoint, tmp_path / "out", tile=32, overlap=0, batch=1)  # 64 tiles
     seen = []
 
     def on_progress(done: int, total: int, stage: str) -> None:
