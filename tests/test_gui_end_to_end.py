@@ -249,6 +249,7 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     w.canvas.dropEvent(ev)
     assert w.image_path == str(img) and w.frame.crs == "EPSG:32618"
+    assert w.extraction_panel.out_dir.text().endswith("RGB.byte_roads")
     # a lon/lat line between two known pixels of the image
     from pyproj import Transformer
     from shapely.geometry import LineString
@@ -281,3 +282,10 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     ring = w.aoi_layer.polygons[0]
     assert {tuple(np.round(p, 6)) for p in ring} == {(100, 100), (300, 100), (350, 320),
                                                       (100, 300)}
+    # another image: new session, the output folder follows it (the user had not chosen one)
+    assert w.open_image(str(shared_data / VEGAS))
+    assert w.aoi_layer.is_empty() and w.stack.first("vector") is None
+    assert w.extraction_panel.out_dir.text().endswith("RGB-PanSharpen_AOI_2_Vegas_img0_roads")
+    w.extraction_panel.out_dir.setText(str(tmp_path / "mine"))
+    assert w.open_image(str(img))
+    assert w.extraction_panel.out_dir.text() == str(tmp_path / "mine")

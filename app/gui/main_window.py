@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.last_export: List[str] = []
         self._tmpdir = tempfile.mkdtemp(prefix="roadseg-gui-")
         self._aoi_count = 0
+        self._auto_out_dir = ""
 
         self.canvas = MapCanvas()
         self.canvas.setObjectName("mapCanvas")
@@ -346,8 +347,10 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_file(path)
         self.settings.set_last_dir("open", path)
         self._fill_recent_menu()
-        if not self.extraction_panel.out_dir.text():
-            self.extraction_panel.out_dir.setText(default_output_dir(path))
+        od = self.extraction_panel.out_dir
+        if not od.text() or od.text() == self._auto_out_dir:  # the user did not choose one
+            self._auto_out_dir = default_output_dir(path)
+            od.setText(self._auto_out_dir)
         QTimer.singleShot(0, self.canvas.zoom_full)
         self.canvas.zoom_full()
         log.info("opened %s (%d x %d px, %s)", path, frame.width, frame.height,
