@@ -202,7 +202,8 @@ def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path, checkp
     assert w.progress_panel.stage.text() == "Cancelled"
 
 
-def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Path) -> None:
+def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Path,
+                                       vegas_crop: Path, checkpoint: Path) -> None:
     w = window
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"not a tiff at all")
@@ -214,25 +215,46 @@ def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Pat
     w.last_error = None
     assert not w.start_extraction()
     assert "open an image" in w.last_error
-    # an exception escaping a slot goes to the excepthook dialog, the window stays up
-    from app.gui.main import install_excepthook
+    # a run that fails in the worker (output folder under a missing parent) ends in a dialog
+    assert w.open_image(str(vegas_crop))
+    _configure(w, checkpoint, tmp_path / "missing" / "out")
+    w.last_error = None
+    assert w.start_extraction()
+    qtbot.waitUntil(lambda: not w.is_running(), timeout=240000)
+    assert w.result.status == "failed" and "missing" in w.last_error
+    assert w.progress_panel.stage.text() == "Failed" and w.act_run.isEnabled()
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_excepthook_turns_slot_errors_into_dialogs(qtbot, window: MainWindow) -> None:
+    """An exception escaping a Qt slot shows a dialog with the traceback; the app goes on."""
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
+
+    from app.gui.main import install_excepthook
 
     old = sys.excepthook
     try:
         install_excepthook(QApplication.instance())
-        try:
+
+        def broken_slot() -> None:
             raise RuntimeError("boom in a slot")
-        except RuntimeError:
-            sys.excepthook(*sys.exc_info())
-        boxes = [b for b in QApplication.topLevelWidgets() + w.findChildren(QMessageBox)
-                 if isinstance(b, QMessageBox) and b.isVisible()]
-        assert any("boom in a slot" in b.text() for b in boxes)
-        for b in boxes:
-            b.close()
+
+        QTimer.singleShot(0, broken_slot)
+
+        def dialog():
+            return next((b for b in QApplication.topLevelWidgets() + window.findChildren(
+                QMessageBox) if isinstance(b, QMessageBox) and b.isVisible()
+                and "boom in a slot" in b.text()), None)
+
+        qtbot.waitUntil(lambda: dialog() is not None, timeout=10000)
+        box = dialog()
+        assert "RuntimeError" in box.text() and "broken_slot" in box.detailedText()
+        box.done(0)
     finally:
         sys.excepthook = old
-    assert w.isVisible()
+    assert window.isVisible()
 
 
 def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared_data: Path,

@@ -9,6 +9,7 @@ import traceback
 from typing import List, Optional
 
 log = logging.getLogger(__name__)
+_open_dialogs: list = []
 
 
 def install_excepthook(app) -> None:
@@ -23,12 +24,17 @@ def install_excepthook(app) -> None:
         details = "".join(traceback.format_exception(exc_type, exc, tb))
         log.error("unexpected error:\n%s", details)
         try:
+            parent = app.activeWindow() or next(
+                (w for w in app.topLevelWidgets() if w.isVisible() and w.inherits("QMainWindow")),
+                None)
             box = QMessageBox(QMessageBox.Critical, "Unexpected error",
                               f"{exc_type.__name__}: {exc}\n\nThe window stays open; the "
-                              "details are in the log.", QMessageBox.Ok,
-                              app.activeWindow())
+                              "details are in the log.", QMessageBox.Ok, parent)
             box.setDetailedText(details)
             box.setAttribute(Qt.WA_DeleteOnClose)
+            _open_dialogs.append(box)  # a parentless box must outlive this function
+            box.finished.connect(lambda _r, b=box: _open_dialogs.remove(b)
+                                 if b in _open_dialogs else None)
             box.open()
         except Exception:  # noqa: BLE001 - never raise from the hook
             sys.__excepthook__(exc_type, exc, tb)
