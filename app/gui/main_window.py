@@ -377,8 +377,11 @@ class MainWindow(QMainWindow):
                 raise UserError("open an image first")
             src = viewing.open_raster_source(path, self.frame)
             stretch = "none" if all(d == "uint8" for d in src.dtypes) else "percentile"
+            # probabilities of 2-class models: band 2 is the road class (as in the service)
+            bands = None if render == "rgb" else ((2,) if render == "heat" and src.count >= 2
+                                                  else (1,))
             layer = RasterLayer(name or Path(path).name, self.canvas.scene(), src, render,
-                                stretch=stretch)
+                                bands=bands, stretch=stretch)
             self.stack.add(layer)
             layer.update_view(self.canvas.visible_rect(), self._viewport_px())
             return layer
