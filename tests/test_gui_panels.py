@@ -278,3 +278,16 @@ def test_default_output_dir_falls_back_when_read_only(tmp_path: Path) -> None:
         assert default_output_dir(str(ro / "b.tif")) == str(Path.home() / "RoadSeg" / "b_roads")
     finally:
         ro.chmod(0o755)
+
+
+def test_scale_bar_is_round_and_matches_the_zoom(qtbot, raster: Path) -> None:
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    assert canvas.scale_bar() is None              # no metric resolution given
+    canvas.metres_per_unit = 1.0                   # 1 m pixels
+    canvas.zoom(1.0 / canvas.current_scale())      # 1 screen px = 1 m
+    length_px, length_m, label = canvas.scale_bar()
+    assert (length_m, label) == (100, "100 m") and length_px == pytest.approx(100)
+    canvas.zoom(1 / 50.0)                          # 50 m per screen px
+    length_px, length_m, label = canvas.scale_bar()
+    assert (length_m, label) == (5000, "5 km") and length_px == pytest.approx(100)
+    assert not canvas.grab().isNull()              # drawForeground paints without error

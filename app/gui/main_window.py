@@ -336,6 +336,8 @@ class MainWindow(QMainWindow):
         self.frame = frame
         self.image_path = path
         self.canvas.set_extent(frame.width, frame.height)
+        self.canvas.metres_per_unit = (sum(frame.resolution_m) / 2.0
+                                       if frame.resolution_m else None)
         self.image_layer = RasterLayer(Path(path).name, self.canvas.scene(), src, "rgb",
                                        stretch="percentile")
         self.stack.add(self.image_layer)
@@ -405,6 +407,8 @@ class MainWindow(QMainWindow):
             self._reset()
             self.frame = viewing.frame_for_vectors(bounds, crs)
             self.canvas.set_extent(self.frame.width, self.frame.height)
+            res = self.frame.resolution_m
+            self.canvas.metres_per_unit = sum(res) / 2.0 if res else None
             self.aoi_layer = AoiLayer(self.canvas.scene())
             self.stack.add(self.aoi_layer)
             QTimer.singleShot(0, self.canvas.zoom_full)

@@ -3,6 +3,7 @@ drag-and-drop of rasters and vector files."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -106,6 +107,42 @@ class MapCanvas(QGraphicsView):
 
     def _schedule(self, *args) -> None:
         self._debounce.start()
+
+    # ---- scale bar -----------------------------------------------------------------------
+    #: metres per scene unit (base-raster pixel); None hides the scale bar
+    metres_per_unit: Optional[float] = None
+
+    def scale_bar(self) -> Optional[Tuple[float, float, str]]:
+        """``(length_px, length_m, label)`` of a round scale bar about 120 screen pixels long."""
+        s = self.current_scale()
+        if not self.metres_per_unit or s <= 0:
+            return None
+        m_per_px = self.metres_per_unit / s
+        target = 120 * m_per_px
+        exp = math.floor(math.log10(target))
+        nice = max(v * 10 ** exp for v in (1, 2, 5) if v * 10 ** exp <= target)
+        label = f"{nice / 1000:g} km" if nice >= 1000 else (f"{nice:g} m" if nice >= 1
+                                                             else f"{nice * 100:g} cm")
+        return nice / m_per_px, nice, label
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+        bar = self.scale_bar()
+        if bar is None:
+            return
+        length, _, label = bar
+        painter.save()
+        painter.resetTransform()
+        x0, y0 = 14.0, self.viewport().height() - 16.0
+        painter.setRenderHint(QPainter.Antialiasing, False)
+        painter.fillRect(QRectF(x0 - 6, y0 - 22, length + 12, 30),
+                         QColor(255, 255, 255, 170))
+        pen = QPen(QColor(20, 20, 20), 2)
+        painter.setPen(pen)
+        painter.drawLine(QPointF(x0, y0), QPointF(x0 + length, y0))
+        painter.drawLine(QPointF(x0, y0 - 5), QPointF(x0, y0 + 3))
+        painter.drawLine(QPointF(x0 + length, y0 - 5), QPointF(x0 + length, y0 + 3))
+        painter.drawText(QRectF(x0, y0 - 22, length, 16), Qt.AlignCenter, label)
+        painter.restore()
 
     # ---- tools ---------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
