@@ -304,8 +304,13 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     ring = w.aoi_layer.polygons[0]
     assert {tuple(np.round(p, 6)) for p in ring} == {(100, 100), (300, 100), (350, 320),
                                                       (100, 300)}
+    # dropping an overlapping raster adds a layer; a raster elsewhere opens as the new image
+    n_layers = len(w.stack.layers)
+    assert w.open_path(str(img)) and len(w.stack.layers) == n_layers + 1
+    assert w.image_path == str(img)
     # another image: new session, the output folder follows it (the user had not chosen one)
-    assert w.open_image(str(shared_data / VEGAS))
+    assert w.open_path(str(shared_data / VEGAS))
+    assert w.image_path == str(shared_data / VEGAS)
     assert w.aoi_layer.is_empty() and w.stack.first("vector") is None
     assert w.extraction_panel.out_dir.text().endswith("RGB-PanSharpen_AOI_2_Vegas_img0_roads")
     w.extraction_panel.out_dir.setText(str(tmp_path / "mine"))

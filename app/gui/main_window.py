@@ -312,12 +312,22 @@ class MainWindow(QMainWindow):
             self.load_aoi(p)
 
     def open_path(self, path: str) -> bool:
-        """Open a raster (as the image, or as an extra layer when one is open) or a vector."""
+        """Open a vector file as layers, or a raster: as an extra layer when it overlaps the
+        current image, otherwise as the new image."""
         if viewing.is_vector_file(path):
             return self.open_vector(path)
-        if self.frame is not None and self.image_path is not None:
+        if self.frame is not None and self.image_path is not None and self._overlaps(path):
             return self.add_raster(path) is not None
         return self.open_image(path)
+
+    def _overlaps(self, path: str) -> bool:
+        """True when raster ``path`` overlaps the current image (then it is added as a layer;
+        otherwise it is opened as the new image)."""
+        try:
+            x0, y0, x1, y1 = viewing.open_raster_source(path, self.frame).frame_rect()
+        except UserError:
+            return False
+        return x1 > 0 and y1 > 0 and x0 < self.frame.width and y0 < self.frame.height
 
     def _on_dropped(self, paths: List[str]) -> None:
         for p in paths:
