@@ -79,6 +79,16 @@ def test_settings_recent_files_persist(tmp_path: Path) -> None:
     files = again.recent_files()
     assert len(files) == 10 and files[0].endswith("f3.tif") and files[1].endswith("f11.tif")
     assert again.value("extraction/tile", 0, int) == 256
+    # a one-element list survives the INI round trip as a list
+    s.set_value("extraction/checkpoints", [str(tmp_path / "only.ckpt")])
+    s.sync()
+    import subprocess
+    import sys
+    code = ("from app.gui.settings import AppSettings; import sys; "
+            "print(AppSettings(sys.argv[1]).string_list('extraction/checkpoints'))")
+    out = subprocess.run([sys.executable, "-c", code, ini], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == repr([str(tmp_path / "only.ckpt")])
 
 
 def test_canvas_overview_and_detail_when_zoomed_in(qtbot, raster: Path, monkeypatch) -> None:

@@ -158,6 +158,11 @@ class RasterLayer(Layer):
         if self._last_view is not None:
             self.update_view(*self._last_view)
 
+    def set_visible(self, on: bool) -> None:
+        super().set_visible(on)
+        if self.visible and self._last_view is not None:
+            self.update_view(*self._last_view)  # views changed while hidden
+
     def frame_px_per_source_px(self) -> float:
         a, b, _, d, e, _ = self.source.to_frame
         return math.sqrt(abs(a * e - b * d)) or 1.0

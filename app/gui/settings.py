@@ -46,12 +46,18 @@ class AppSettings:
     def sync(self) -> None:
         self.qs.sync()
 
+    def string_list(self, key: str) -> List[str]:
+        """A list of strings (INI files give a one-element list back as a plain string)."""
+        v = self.qs.value(key, [])
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [v] if v else []
+        return [str(p) for p in v]
+
     # recent files -------------------------------------------------------------------------
     def recent_files(self) -> List[str]:
-        v = self.qs.value("recent/files", [])
-        if isinstance(v, str):
-            v = [v] if v else []
-        return [str(p) for p in (v or [])]
+        return self.string_list("recent/files")
 
     def add_recent_file(self, path: str) -> List[str]:
         path = os.path.abspath(str(path))

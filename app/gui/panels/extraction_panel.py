@@ -164,7 +164,7 @@ class ExtractionPanel(QWidget):
             paths = [e.path for e in list_checkpoints()]
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot list checkpoints: %s", exc)
-        extra = self.settings.value("extraction/checkpoints", [], list) if self.settings else []
+        extra = self.settings.string_list("extraction/checkpoints") if self.settings else []
         for p in (extra or []):
             if p not in paths and os.path.exists(p):
                 paths.append(p)
@@ -197,7 +197,7 @@ class ExtractionPanel(QWidget):
         path = os.path.abspath(path)
         meta = describe_checkpoint(path)  # UserError for non-checkpoints
         if self.settings is not None:
-            extra = self.settings.value("extraction/checkpoints", [], list) or []
+            extra = self.settings.string_list("extraction/checkpoints")
             if path not in extra:
                 self.settings.set_value("extraction/checkpoints", list(extra) + [path])
         net = self.network.currentText()
