@@ -180,6 +180,12 @@ def test_layers_panel_visibility_opacity_bands(qtbot, raster: Path) -> None:
     assert layer.bands == (3,)
     after = layer.overview_item.pixmap().toImage().pixelColor(10, 10)
     assert before != after and after.red() == after.green() == after.blue()
+    panel.stretch.setCurrentIndex(panel.stretch.findData("minmax"))
+    panel.stretch.activated.emit(panel.stretch.currentIndex())
+    assert layer.stretch == "minmax" and layer.lo[0] == 80 and layer.hi[0] == 80 + 1  # constant
+    panel.stretch.setCurrentIndex(panel.stretch.findData("none"))
+    panel.stretch.activated.emit(panel.stretch.currentIndex())
+    assert layer.stretch == "none" and (layer.lo[0], layer.hi[0]) == (0, 255)
     panel.up.click()  # move imagery above the lines
     assert stack.layers[0] is layer and layer.group.zValue() > vec.group.zValue()
     panel.remove_btn.click()

@@ -10,6 +10,8 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLis
 from app.gui.layers import Layer, LayerStack, RasterLayer
 from app.service.viewing import STRETCHES
 
+STRETCH_LABELS = {"none": "none (raw values)", "minmax": "min – max",
+                  "percentile": "2 – 98 % cumulative cut"}
 KIND_LABELS = {"imagery": "Imagery", "probability": "Probability", "mask": "Road mask",
                "edges": "Road edges", "nodes": "Road nodes", "vector": "Vector", "aoi": "AOI"}
 
@@ -50,7 +52,8 @@ class LayersPanel(QWidget):
         self.opacity_label = QLabel("100 %")
         self.band_r, self.band_g, self.band_b = QComboBox(), QComboBox(), QComboBox()
         self.stretch = QComboBox()
-        self.stretch.addItems(list(STRETCHES))
+        for code in STRETCHES:
+            self.stretch.addItem(STRETCH_LABELS.get(code, code), code)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -158,7 +161,7 @@ class LayersPanel(QWidget):
                 c.clear()
                 c.addItems(names)
                 c.setCurrentIndex(b - 1)
-            self.stretch.setCurrentText(layer.stretch)
+            self.stretch.setCurrentIndex(max(0, self.stretch.findData(layer.stretch)))
         self.info.setText(layer.info_text() if isinstance(layer, RasterLayer) else
                           (f"{len(layer)} feature(s)" if hasattr(layer, "__len__") and layer
                            is not None and not isinstance(layer, RasterLayer) else ""))
@@ -177,7 +180,7 @@ class LayersPanel(QWidget):
         bands = [c.currentIndex() + 1 for c in (self.band_r, self.band_g, self.band_b)]
         if len(set(bands)) == 1:
             bands = bands[:1]
-        layer.set_bands(bands, self.stretch.currentText())
+        layer.set_bands(bands, self.stretch.currentData())
 
     def _move(self, delta: int) -> None:
         layer = self.current_layer()
