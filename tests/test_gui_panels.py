@@ -307,3 +307,19 @@ def test_scale_bar_is_round_and_matches_the_zoom(qtbot, raster: Path) -> None:
     length_px, length_m, label = canvas.scale_bar()
     assert (length_m, label) == (5000, "5 km") and length_px == pytest.approx(100)
     assert not canvas.grab().isNull()              # drawForeground paints without error
+
+
+def test_overview_read_in_the_background(qtbot, raster: Path) -> None:
+    """Large rasters without overviews get their overview off the UI thread."""
+    canvas, stack, layer, frame = _canvas_with_image(qtbot, raster)
+    src = layer.source
+    assert src.cheap_overview and src.overview_levels == ()
+    first = layer.overview_item.pixmap().toImage()
+    layer.set_bands((3, 2, 1))                       # synchronous for a small raster
+    swapped = layer.overview_item.pixmap().toImage()
+    assert swapped.pixelColor(5, 5).red() == first.pixelColor(5, 5).blue()
+    layer.overview_ready = False
+    layer.bands = (1, 2, 3)
+    layer.refresh(background=True)
+    qtbot.waitUntil(lambda: layer.overview_ready, timeout=15000)
+    assert layer.overview_item.pixmap().toImage().pixelColor(5, 5) == first.pixelColor(5, 5)

@@ -98,6 +98,7 @@ class RasterLayer(Layer):
     (``mask``)."""
 
     _detail_ready = Signal(int, object, object)
+    _overview_ready = Signal(int, object, object, object, object)
 
     def __init__(self, name: str, scene: QGraphicsScene, source: "viewing.RasterSource",
                  render: str = "rgb", bands: Optional[Sequence[int]] = None,
@@ -123,7 +124,10 @@ class RasterLayer(Layer):
         self._gen = 0
         self._last_view: Optional[Tuple[QRectF, Tuple[int, int]]] = None
         self.detail_reads = 0
+        self.overview_ready = False
+        self._ov_gen = 0
         self._detail_ready.connect(self._on_detail)
+        self._overview_ready.connect(self._place_overview)
         self.refresh()
 
     @property
@@ -142,19 +146,56 @@ class RasterLayer(Layer):
         self.refresh()
         self.changed.emit()
 
-    def refresh(self) -> None:
-        """Recompute the stretch and the overview; drop the detail image."""
+    def refresh(self, background: Optional[bool] = None) -> None:
+        """Recompute the stretch and the overview; drop the detail image.
+
+        Large rasters without overviews (a whole-raster decimated read touches every block)
+        are read off the UI thread: the layer shows up when the read is done.
+        """
+        if background is None:
+            background = not self.source.cheap_overview
+        self._gen += 1
+        self._ov_gen = gen = self._gen
+        self.detail_item.setVisible(False)
+        if not background:
+            self._place_overview(gen, *self._read_overview())
+            return
+        log.info("%s: no overviews, reading a decimated view in the background (build "
+                 "overviews, e.g. gdaladdo, for faster display)", self.source.path)
+
+        def job() -> None:
+            try:
+                self._overview_ready.emit(gen, *self._read_overview())
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: overview read failed: %s", self.source.path, exc)
+
+        _EXECUTOR.submit(job)
+
+    def _read_overview(self):
+        lo, hi = self.lo, self.hi
         if self.render == "rgb":
-            self.lo, self.hi = viewing.compute_band_stretch(self.source, self.bands, self.stretch)
+            lo, hi = viewing.compute_band_stretch(self.source, self.bands, self.stretch)
         view = viewing.read_view(self.source, None, (OVERVIEW_MAX_PX, OVERVIEW_MAX_PX),
                                  self.bands)
+        if view is None:
+            return None, None, lo, hi
+        if self.render == "rgb":
+            rgba = viewing.colourize(view, "rgb", lo=lo, hi=hi)
+        else:
+            rgba = viewing.colourize(view, self.render, colour=self.colour)
+        return view, rgba, lo, hi
+
+    def _place_overview(self, gen: int, view: Any, rgba: Any, lo: Any, hi: Any) -> None:
+        if gen != self._ov_gen:
+            return
+        self.lo, self.hi = lo, hi
         if view is None:
             return
         self.overview_scale = max(view.window[2] / view.data.shape[2],
                                   view.window[3] / view.data.shape[1])
-        _place(self.overview_item, rgba_to_pixmap(self._colourize(view)), view.frame_rect)
-        self._gen += 1
-        self.detail_item.setVisible(False)
+        _place(self.overview_item, rgba_to_pixmap(rgba), view.frame_rect)
+        self.overview_ready = True
+        self.changed.emit()
         if self._last_view is not None:
             self.update_view(*self._last_view)
 

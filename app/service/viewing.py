@@ -230,6 +230,13 @@ class RasterSource:
     band_names: Tuple[str, ...]
     crs: Optional[str]
     frame_crs: Optional[str] = None
+    overview_levels: Tuple[int, ...] = ()
+
+    @property
+    def cheap_overview(self) -> bool:
+        """True when a whole-raster decimated read is cheap: the raster has overviews or is
+        small enough (<= 8192 px a side) to decimate on the fly."""
+        return bool(self.overview_levels) or max(self.width, self.height) <= 8192
 
     def frame_rect(self) -> Tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` of this raster in frame pixels."""
@@ -289,9 +296,13 @@ def open_raster_source(path: PathLike, frame: GeoFrame) -> RasterSource:
             data_bands = tuple(b for b in range(1, ds.count + 1) if b not in alpha)
             names = tuple(f"{i}: {ci.name}" + (f" ({d})" if d else "")
                           for i, (ci, d) in enumerate(zip(ds.colorinterp, ds.descriptions), 1))
+            try:
+                levels = tuple(ds.overviews(1))
+            except RasterioError:
+                levels = ()
             base = dict(path=p, count=ds.count, dtypes=tuple(ds.dtypes), nodata=ds.nodata,
                         default_bands=data_bands[:3] or (1,), band_names=names, crs=crs,
-                        frame_crs=frame.crs)
+                        frame_crs=frame.crs, overview_levels=levels)
             if (crs is None) != (frame.crs is None):
                 if crs is None and frame.path == "":
                     raise UserError(f"{p}: raster has no CRS and the map is georeferenced")
