@@ -9,12 +9,14 @@ dataset (``images/``, ``masks/``, ``manifest.json`` with status ``accepted``) to
   its chips are written to the cache, never into the project.
 * SpaceNet Las Vegas panchromatic tile ``geotiff/road_mask_input.tif`` (uint16, 11-bit) with
   ``roads/spacenet/sample_road_raster_mask.tif``: a 2-98 % percentile stretch to uint8,
-  replicated to three bands.
+  replicated to three bands. Its mask labels only some of the visible roads, so only chips
+  with at least 1 % labelled road are kept.
 * SpaceNet ``roads/spacenet/AOI_2_Vegas_img33.png`` with its soft (Gaussian) mask thresholded at
-  ``>= 128``.
+  ``>= 128``; chips overlap by half a chip (this is the best-labelled tile and the closest to
+  the demo scene, so it gets more crops).
 
 The two SpaceNet tiles are split by area (:func:`gis.chips.split_windows_by_area`): their last
-chip column is the validation split, the training chips end before it. The demo scene
+chip column is the validation split, the training chips end before it (no shared pixel). The demo scene
 ``RGB-PanSharpen_AOI_2_Vegas_img0.tif`` is never used. Then train with the committed recipe::
 
     roadseg train --config resources/configs/road_demo_train.yaml \
@@ -28,8 +30,9 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -41,7 +44,6 @@ logger = logging.getLogger(__name__)
 DEEPGLOBE_TRAIN = ("104", "113", "343")
 DEEPGLOBE_HOLDOUT = "388"
 CHIP_SIZE_PX = 384
-SPACENET_VAL_FRACTION = 0.25
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -89,24 +91,41 @@ def _read_gray(path: Path) -> np.ndarray:
     return m.max(axis=2) if m.ndim == 3 else m
 
 
-def load_sources(data: Path) -> List[Tuple[str, np.ndarray, np.ndarray, float]]:
-    """``(name, image (H, W, 3) uint8, road (H, W) bool, val_fraction)`` per labelled source."""
+@dataclass(frozen=True)
+class DemoSource:
+    """One labelled image: ``image`` (H, W, 3) uint8, ``road`` (H, W) bool; chips overlap by
+    ``overlap_px`` (more crops from the best-labelled tile); ``val_fraction`` of its chip
+    columns go to validation; chips with less road than ``min_road_fraction`` are left out
+    (for masks that label only some roads, so unlabelled roads do not teach 'background')."""
+
+    name: str
+    image: np.ndarray
+    road: np.ndarray
+    val_fraction: float = 0.0
+    overlap_px: int = 0
+    min_road_fraction: float = 0.0
+
+
+def load_sources(data: Path) -> List[DemoSource]:
+    """The labelled sources of the demo model (see the module docstring)."""
     import rasterio
 
     out = []
     for sid in DEEPGLOBE_TRAIN:
         d = data / "roads" / "deepglobe" / "train"
-        out.append((f"deepglobe_{sid}", _read_rgb(d / f"{sid}_sat.jpg"),
-                    _read_gray(d / f"{sid}_mask.png") > 127, 0.0))
+        out.append(DemoSource(f"deepglobe_{sid}", _read_rgb(d / f"{sid}_sat.jpg"),
+                              _read_gray(d / f"{sid}_mask.png") > 127))
     with rasterio.open(data / "geotiff" / "road_mask_input.tif") as src:
         pan = stretch_to_uint8(src.read(1))
     with rasterio.open(data / "roads" / "spacenet" / "sample_road_raster_mask.tif") as src:
         pan_mask = src.read(1) > 0
-    out.append(("spacenet_pan", np.repeat(pan[:, :, None], 3, axis=2), pan_mask,
-                SPACENET_VAL_FRACTION))
+    # this mask labels only some of the tile's roads: keep the chips where it labels some
+    out.append(DemoSource("spacenet_pan", np.repeat(pan[:, :, None], 3, axis=2), pan_mask,
+                          val_fraction=0.25, min_road_fraction=0.01))
     d = data / "roads" / "spacenet"
-    out.append(("spacenet_img33", _read_rgb(d / "AOI_2_Vegas_img33.png"),
-                _read_gray(d / "mask_AOI_2_Vegas_img33.png") >= 128, SPACENET_VAL_FRACTION))
+    out.append(DemoSource("spacenet_img33", _read_rgb(d / "AOI_2_Vegas_img33.png"),
+                          _read_gray(d / "mask_AOI_2_Vegas_img33.png") >= 128,
+                          val_fraction=0.15, overlap_px=CHIP_SIZE_PX // 2))
     return out
 
 
@@ -127,15 +146,19 @@ def build_demo_chips(data: Path, out: Path, chip_size_px: int = CHIP_SIZE_PX,
         (tmp / "masks").mkdir()
         samples: List[Dict[str, object]] = []
         sources = load_sources(Path(data))
-        for k, (name, img, road, frac) in enumerate(sources):
+        for k, src in enumerate(sources):
+            name, img, road = src.name, src.image, src.road
             h, w = road.shape
-            wins = chip_windows(w, h, chip_size_px, 0)
-            split = split_windows_by_area(wins, w, h, frac, gap_px=0)
+            wins = chip_windows(w, h, chip_size_px, src.overlap_px)
+            # gap 0: chips never straddle the band edge, so no pixel is in both splits
+            split = split_windows_by_area(wins, w, h, src.val_fraction, gap_px=0)
             for part, group in (("train", split.train), ("val", split.val)):
                 for win in group:
                     r, c = int(win.row_off), int(win.col_off)
                     chip = img[r:r + chip_size_px, c:c + chip_size_px]
                     m = road[r:r + chip_size_px, c:c + chip_size_px]
+                    if m.mean() < src.min_road_fraction:
+                        continue
                     stem = f"{name}_r{r}_c{c}"
                     cv2.imwrite(str(tmp / "images" / f"{stem}.png"),
                                 cv2.cvtColor(chip, cv2.COLOR_RGB2BGR))
