@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -99,6 +100,7 @@ class SampleListModel(QAbstractListModel):
         self.filter = ALL
         self.thumbnails = False
         self._thumbs: "OrderedDict[int, QPixmap]" = OrderedDict()
+        self._prefix = 0
         self._icons = {s: self._dot(c) for s, c in STATUS_COLOURS.items()}
 
     @staticmethod
@@ -117,6 +119,14 @@ class SampleListModel(QAbstractListModel):
         self.beginResetModel()
         self.ds = ds
         self._thumbs.clear()
+        self._prefix = 0
+        if ds is not None and len(ds) > 1:
+            # chips of one source share a long prefix: show what tells them apart
+            common = os.path.commonprefix([ds.name(0), ds.name(len(ds) - 1),
+                                           ds.name(len(ds) // 2)])
+            cut = common.rfind("_") + 1
+            if cut and all(ds.name(i).startswith(common[:cut]) for i in range(len(ds))):
+                self._prefix = cut
         self._refilter()
         self.endResetModel()
 
@@ -191,14 +201,14 @@ class SampleListModel(QAbstractListModel):
         i = self.rows[index.row()]
         if role == Qt.DisplayRole:
             flag = " \u2691" if self.ds.flagged(i) else ""
-            return f"{self.ds.name(i)}{flag}"
+            return f"{self.ds.name(i)[self._prefix:]}{flag}"
         if role == Qt.DecorationRole:
             if self.thumbnails:
                 return self._thumb(i)
             return self._icons.get(self.ds.status(i))
         if role == Qt.ToolTipRole:
             c = self.ds.comment(i)
-            return f"{self.ds.status(i)}" + (f": {c}" if c else "")
+            return f"{self.ds.name(i)}\n{self.ds.status(i)}" + (f": {c}" if c else "")
         if role == self.IndexRole:
             return i
         return None

@@ -637,9 +637,10 @@ class TrainingPanel(QWidget):
         elif t == "end":
             self._end_event = ev
             self.last_status = str(ev.get("status"))
-            self.log_view.appendPlainText(
-                f"{ev.get('status')}: {ev.get('reason', '')}; best {ev.get('monitor')} "
-                f"{ev.get('best_metric')} at epoch {ev.get('best_epoch')}")
+            bm = ev.get("best_metric")
+            best = (f"best {ev.get('monitor')} {bm:.4f} at epoch {ev.get('best_epoch')}"
+                    if isinstance(bm, (int, float)) else "no best metric")
+            self.log_view.appendPlainText(f"{ev.get('status')}: {ev.get('reason', '')}; {best}")
 
     def _finished(self, rc: int) -> None:
         proc = self.process
