@@ -143,5 +143,7 @@ def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) ->
     qtbot.addWidget(review)
     review.set_checkpoint(str(best))
     assert review.mode_combo.currentText() == "diff"
+    # computed off the UI thread; the view gets it when done
+    qtbot.waitUntil(lambda: review.view.codes is not None, timeout=60_000)
     assert review.view.codes is not None and review.view.codes.shape == (256, 256)
     assert "IoU" in review.diff_label.text()

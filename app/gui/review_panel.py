@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -429,6 +430,11 @@ class ReviewPanel(QWidget):
         self.checkpoint_dirs = list(checkpoint_dirs) if checkpoint_dirs else None
         self._predictors: Dict[str, ChipPredictor] = {}
         self._pred_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._job: Optional[tuple] = None
+        self._job_timer = QTimer(self)
+        self._job_timer.setInterval(100)
+        self._job_timer.timeout.connect(self._collect)
 
         # left: dataset, filter, list
         self.open_btn = QPushButton("Open dataset…")
@@ -685,6 +691,10 @@ class ReviewPanel(QWidget):
 
     def closeEvent(self, ev) -> None:  # noqa: N802
         self.save_position()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            self._job = None
         super().closeEvent(ev)
 
     def _update_counts(self) -> None:
@@ -992,21 +1002,55 @@ class ReviewPanel(QWidget):
             self._predictors = {path: p}  # keep one network in memory
         return p
 
-    def prediction(self, i: int) -> Optional[np.ndarray]:
-        """The chosen checkpoint's ``(H, W)`` 0/255 prediction for sample ``i`` (cached)."""
+    def _predict_job(self, path: str, image: str) -> np.ndarray:
+        return self._predictor(path).predict(image)
+
+    def prediction(self, i: int, wait: bool = False) -> Optional[np.ndarray]:
+        """The chosen checkpoint's ``(H, W)`` 0/255 prediction for sample ``i``, or None while
+        it is computed off the UI thread (the diff appears when it is done); ``wait`` blocks
+        until it is there."""
         path = self.ckpt_combo.currentData()
         if not path or self.ds is None:
             return None
         key = (path, i)
-        if key not in self._pred_cache:
-            QApplication.setOverrideCursor(Qt.WaitCursor)
-            try:
-                self._pred_cache[key] = self._predictor(path).predict(self.ds.image_path(i))
-            finally:
-                QApplication.restoreOverrideCursor()
-            if len(self._pred_cache) > 64:
-                self._pred_cache.popitem(last=False)
-        return self._pred_cache[key]
+        if key in self._pred_cache:
+            return self._pred_cache[key]
+        if self._job is None or self._job[0] != key:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="review-diff")
+            fut = self._executor.submit(self._predict_job, path, str(self.ds.image_path(i)))
+            self._job = (key, fut)
+            self.diff_label.setText("predicting…")
+            self._job_timer.start()
+        if wait:
+            self._job[1].result()
+            self._collect()
+            return self._pred_cache.get(key)
+        return None
+
+    def _collect(self) -> None:
+        """Take a finished prediction (the poll timer calls this) and show its diff."""
+        if self._job is None or not self._job[1].done():
+            return
+        key, fut = self._job
+        self._job = None
+        self._job_timer.stop()
+        try:
+            self._pred_cache[key] = fut.result()
+        except UserError as exc:
+            self._error(exc)
+            self.diff_label.setText("prediction failed")
+            return
+        except Exception as exc:  # noqa: BLE001  a broken checkpoint must not end the app
+            log.exception("prediction failed")
+            self._error(UserError(f"{key[0]}: prediction failed ({exc})"))
+            self.diff_label.setText("prediction failed")
+            return
+        if len(self._pred_cache) > 64:
+            self._pred_cache.popitem(last=False)
+        if key == (self.ckpt_combo.currentData(), self.current):
+            self._refresh_diff()
 
     def _refresh_diff(self, recompute: bool = True) -> None:
         path = self.ckpt_combo.currentData()
@@ -1016,10 +1060,8 @@ class ReviewPanel(QWidget):
             return
         if self.mode_combo.currentText() != "diff" and not recompute:
             return
-        try:
-            pred = self.prediction(self.current)
-        except UserError as exc:
-            self._error(exc)
+        pred = self.prediction(self.current)
+        if pred is None:
             self.view.set_diff(None)
             return
         codes = diff_codes(pred, self.editor.mask)
@@ -1051,6 +1093,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         w.mode_combo.setCurrentText(args.mode)
     w.show()
     if args.screenshot:
+        if args.checkpoint and w.current >= 0:
+            w.prediction(w.current, wait=True)
         app.processEvents()
         w.grab().save(args.screenshot)
         return 0
