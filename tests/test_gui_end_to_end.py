@@ -316,3 +316,24 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     w.extraction_panel.out_dir.setText(str(tmp_path / "mine"))
     assert w.open_image(str(img))
     assert w.extraction_panel.out_dir.text() == str(tmp_path / "mine")
+
+
+
+def test_dataset_review_and_training_docks_are_in_the_main_window(window, tmp_path):
+    """The dataset review and training panels live in the main window, and a finished training
+    run's best checkpoint becomes the extraction panel's selected checkpoint."""
+    import mindspore as ms
+
+    from segcore.checkpoint import CheckpointMeta, save_checkpoint
+    from segcore.registry import create_model
+
+    titles = {d.windowTitle() for d in (window.params_dock, window.dataset_dock,
+                                        window.training_dock)}
+    assert titles == {"Parameters", "Dataset review", "Training"}
+    assert window.dataset_dock.widget().widget() is window.dataset_panel
+    assert window.training_dock.widget().widget() is window.training_panel
+    ms.set_seed(1)
+    ckpt = save_checkpoint(create_model("enet", num_classes=1), tmp_path / "run" / "best.ckpt",
+                           CheckpointMeta(model="enet", num_classes=1, tile_size_px=64, stride=8))
+    window._on_trained_checkpoint(str(ckpt))
+    assert Path(window.extraction_panel.checkpoint_path()).resolve() == Path(ckpt).resolve()

@@ -16,7 +16,7 @@ import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QTabWidget, QToolBar, QWidget)
+                               QScrollArea, QTabWidget, QToolBar, QWidget)
 
 from app.gui.layers import (AoiLayer, EdgesLayer, Layer, LayerStack, RasterLayer, VectorLayer)
 from app.gui.map_canvas import MapCanvas
@@ -25,6 +25,8 @@ from app.gui.panels.extraction_panel import ExtractionPanel
 from app.gui.panels.layers_panel import LayersPanel
 from app.gui.panels.progress_panel import ProgressPanel
 from app.gui.panels.review_panel import ReviewPanel
+from app.gui.review_panel import ReviewPanel as DatasetReviewPanel
+from app.gui.training_panel import TrainingPanel
 from app.gui.settings import AppSettings
 from app.gui.worker import ExtractionRunner
 from app.service import viewing
@@ -48,6 +50,14 @@ def default_output_dir(image: str) -> str:
     p = Path(image)
     parent = p.parent if os.access(p.parent, os.W_OK) else Path.home() / "RoadSeg"
     return str(parent / f"{p.stem}_roads")
+
+
+def _scrolled(widget: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.NoFrame)
+    return area
 
 
 class MainWindow(QMainWindow):
@@ -82,6 +92,8 @@ class MainWindow(QMainWindow):
         self.layers_panel = LayersPanel(self.stack)
         self.extraction_panel = ExtractionPanel(self.settings)
         self.review_panel = ReviewPanel()
+        self.dataset_panel = DatasetReviewPanel(self)
+        self.training_panel = TrainingPanel(self, on_checkpoint_ready=self._on_trained_checkpoint)
         self.progress_panel = ProgressPanel()
         logging.getLogger().addHandler(self.progress_panel.handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
@@ -115,8 +127,28 @@ class MainWindow(QMainWindow):
         self.params_dock = dock("Parameters", self.tabs, Qt.RightDockWidgetArea, "paramsDock")
         self.log_dock = dock("Progress and log", self.progress_panel, Qt.BottomDockWidgetArea,
                              "logDock")
-        self.resizeDocks([self.layers_dock, self.params_dock], [260, 340], Qt.Horizontal)
+        # dataset labeling review and training: tabs beside the parameters (float them for room)
+        # (in scroll areas, so their minimum sizes do not squeeze the map)
+        self.dataset_dock = dock("Dataset review", _scrolled(self.dataset_panel),
+                                 Qt.RightDockWidgetArea, "datasetDock")
+        self.training_dock = dock("Training", _scrolled(self.training_panel),
+                                  Qt.RightDockWidgetArea, "trainingDock")
+        self.tabifyDockWidget(self.params_dock, self.dataset_dock)
+        self.tabifyDockWidget(self.dataset_dock, self.training_dock)
+        self.params_dock.raise_()
+        self.resizeDocks([self.layers_dock, self.params_dock, self.dataset_dock,
+                          self.training_dock], [260, 340, 340, 340], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [170], Qt.Vertical)
+
+    def _on_trained_checkpoint(self, path: str) -> None:
+        """A finished training run's best checkpoint: offer it for extraction and the diff view."""
+        try:
+            self.extraction_panel.add_checkpoint(path, select=True)
+        except UserError as exc:
+            log.warning("%s", exc)
+            return
+        self.dataset_panel.set_checkpoint(path)
+        log.info("new checkpoint available for extraction: %s", path)
 
     def _action(self, text: str, slot, shortcut: Any = None, icon: str = "",
                 tip: str = "", checkable: bool = False) -> QAction:
@@ -190,7 +222,8 @@ class MainWindow(QMainWindow):
         for a in (self.act_full, self.act_zoom_in, self.act_zoom_out):
             m.addAction(a)
         m.addSeparator()
-        for d in (self.layers_dock, self.params_dock, self.log_dock):
+        for d in (self.layers_dock, self.params_dock, self.dataset_dock, self.training_dock,
+                  self.log_dock):
             m.addAction(d.toggleViewAction())
         m = mb.addMenu("&Tools")
         for a in self.tool_actions.values():
