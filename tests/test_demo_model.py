@@ -1,0 +1,85 @@
+"""The bundled demo road model: file, metadata, and a sane mask on a crop of the sample scene."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "resources" / "models" / "road_demo.ckpt"
+SCENE = ROOT / "resources" / "sample" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+LINES = ROOT / "resources" / "sample" / "AOI_2_Vegas_img0.geojson"
+CROP = 256
+
+
+def test_bundled_files_and_metadata():
+    assert CKPT.is_file() and CKPT.with_suffix(".json").is_file()
+    assert CKPT.stat().st_size < 30 * 1024 * 1024
+    assert (ROOT / "resources" / "sample" / "ATTRIBUTION.md").is_file()
+    meta = json.loads(CKPT.with_suffix(".json").read_text())
+    assert meta["bands"] == [1, 2, 3] and meta["in_channels"] == 3
+    assert meta["num_classes"] == 1 and meta["task"] == "segmentation"
+    assert meta["normalization"]["method"] in ("dlinknet", "meanstd", "imagenet")
+    assert meta["tile_size_px"] >= 64 and meta["tile_size_px"] % meta["stride"] == 0
+    m = meta["metrics"]
+    assert 0.0 < m["iou"] <= 1.0 and 0.0 < m["f1"] <= 1.0  # validation of the chosen epoch
+    for key in ("paris_img1447", "vegas_img0"):
+        assert 0.0 <= m["holdout"][key]["precision"] <= 1.0
+        assert m["holdout"][key]["buffer_m"] == 4.0
+
+
+def test_loads_through_the_checkpoint_reader():
+    from segcore.checkpoint import read_metadata
+
+    meta = read_metadata(CKPT)
+    assert meta.model in ("enet", "ddrnet23_slim")
+    assert tuple(meta.bands) == (1, 2, 3)
+
+
+def _road_window() -> Window:
+    """The CROP x CROP window of the scene holding the most reference centre-line length."""
+    from gis.chips import chip_windows, rasterize_lines
+
+    with rasterio.open(SCENE) as src:
+        road = rasterize_lines(gpd.read_file(LINES), crs=src.crs, transform=src.transform,
+                               width=src.width, height=src.height, width_m=6.0)
+        wins = chip_windows(src.width, src.height - 64, CROP)  # skip the burned-in caption
+    return max(wins, key=lambda w: road[w.row_off:w.row_off + CROP,
+                                        w.col_off:w.col_off + CROP].sum())
+
+
+def test_mask_on_a_crop_of_the_sample_scene(tmp_path):
+    from app.service.extraction import ExtractionRequest, run_extraction
+
+    win = _road_window()
+    crop = tmp_path / "crop.tif"
+    with rasterio.open(SCENE) as src:
+        profile = src.profile | {"width": CROP, "height": CROP,
+                                 "transform": src.window_transform(win)}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        profile["tiled"] = False
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=win))
+    # no model or checkpoint given: the bundled demo model is used
+    res = run_extraction(ExtractionRequest(image=str(crop), out_dir=str(tmp_path / "out"),
+                                           backend="mindspore"))
+    assert res.ok, res.error
+    assert Path(res.summary["model"]["checkpoint"]).resolve() == CKPT.resolve()
+    with rasterio.open(res.mask_path) as m:
+        mask = m.read(1)
+        assert m.crs == profile["crs"] and m.transform.almost_equals(profile["transform"])
+    road = mask == 1
+    assert mask.shape == (CROP, CROP)
+    assert 0.01 < road.mean() < 0.7  # some road, not everything
+    # the predicted road lies on the reference roads more often than chance
+    from gis.chips import rasterize_lines
+
+    ref = rasterize_lines(gpd.read_file(LINES), crs=profile["crs"],
+                          transform=profile["transform"], width=CROP, height=CROP,
+                          width_m=10.0) > 0
+    assert ref[road].mean() > ref.mean()
