@@ -59,7 +59,14 @@ def set_device(device: str = "cpu", mode: str = "pynative", device_id: Optional[
                           "on this machine (use --device cpu)")
     target = _TARGETS[key]
     try:
-        ms.set_device(target, device_id) if device_id is not None else ms.set_device(target)
+        current = ms.get_context("device_target")
+    except (RuntimeError, ValueError):  # pragma: no cover - older MindSpore
+        current = None
+    try:
+        # MindSpore refuses set_device once kernels have run (a second run in one process, the
+        # GUI, tests); asking again for the device already in use is not an error.
+        if current != target or device_id is not None:
+            ms.set_device(target, device_id) if device_id is not None else ms.set_device(target)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DeviceError(f"device {key!r}: MindSpore cannot use it ({first})") from exc

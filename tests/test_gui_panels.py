@@ -195,6 +195,7 @@ def test_layers_panel_visibility_opacity_bands(qtbot, raster: Path) -> None:
 def test_extraction_panel_builds_request(qtbot, settings, checkpoint: Path, tmp_path) -> None:
     panel = ExtractionPanel(settings)
     qtbot.addWidget(panel)
+    panel.checkpoint.clear()  # the bundled demo checkpoint may be listed by default
     with pytest.raises(UserError, match="checkpoint"):
         panel.build_request(str(tmp_path / "a.tif"), None)
     panel.add_checkpoint(str(checkpoint))
