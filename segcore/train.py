@@ -462,7 +462,13 @@ class _Trainer:
             amp = "O0"
         self.amp = amp
         if amp != "O0":
-            self.net = ms.amp.auto_mixed_precision(self.net, amp)
+            try:
+                self.net = ms.amp.auto_mixed_precision(self.net, amp)
+            except Exception as exc:  # noqa: BLE001  (O1 rewrites the network's Python source)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ConfigError(f"amp_level {amp} cannot be applied to {cfg.model} by "
+                                  f"MindSpore ({type(exc).__name__}: {first[:120]}); use O2 "
+                                  "or O0") from exc
             self.scaler = ms.amp.DynamicLossScaler(scale_value=cfg.loss_scale, scale_factor=2,
                                                    scale_window=1000)
             if self.state.get("loss_scale"):
