@@ -238,6 +238,10 @@ class RasterLayer(Layer):
     def _on_detail(self, gen: int, view: Any, rgba: Any) -> None:
         if gen != self._gen or view is None:
             return
+        import shiboken6
+
+        if not shiboken6.isValid(self.detail_item):  # the layer was removed while reading
+            return
         _place(self.detail_item, rgba_to_pixmap(rgba), view.frame_rect)
         self.detail_item.setVisible(True)
         self.detail_reads += 1
