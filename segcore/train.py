@@ -172,9 +172,14 @@ def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
         if "scale" in norm:  # sidecar convention: scale 255 means raw / 255
             s = float(norm["scale"])
             kw["scale"] = 1.0 / s if s > 1 else s
+    elif method == "percentile":
+        # each training image stretched between its own percentiles to 0..255, then mean/std
+        # (default the dlinknet ones); inference stretches with whole-scene percentiles
+        kw.update(stretch=(float(norm.get("low", 2.0)), float(norm.get("high", 98.0))),
+                  mean=norm.get("mean", [0.5]), std=norm.get("std", [0.3125]))
     else:
         raise ConfigError(f"normalization method {method!r} is not supported for training "
-                          "(use meanstd, dlinknet or imagenet)")
+                          "(use meanstd, dlinknet, imagenet or percentile)")
     kw["bands"] = list(cfg.bands) if cfg.dataset != "imagenet" else None
     if cfg.dataset == "imagenet":
         kw.pop("bands")
@@ -189,6 +194,18 @@ def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
     if cfg.dataset == "imagenet":
         kw.pop("augment", None)
     return kw
+
+
+def _inference_normalization(cfg: TrainConfig) -> Dict[str, Any]:
+    """The checkpoint's ``normalization`` entry: ``cfg.normalization`` with the defaults that
+    training filled in written out (inference must apply exactly what training did)."""
+    norm = dict(cfg.normalization)
+    if str(norm.get("method", "")).lower() == "percentile":
+        norm.setdefault("low", 2.0)
+        norm.setdefault("high", 98.0)
+        norm.setdefault("mean", [0.5])
+        norm.setdefault("std", [0.3125])
+    return norm
 
 
 def build_datasets(cfg: TrainConfig, seed: int):
@@ -724,7 +741,7 @@ class _Trainer:
                      else [str(i) for i in range(cfg.num_classes)])
         return CheckpointMeta(model=cfg.model, num_classes=cfg.num_classes,
                               in_channels=cfg.in_channels, bands=tuple(cfg.bands),
-                              normalization=dict(cfg.normalization),
+                              normalization=_inference_normalization(cfg),
                               tile_size_px=cfg.tile_size_px or max(cfg.crop_hw),
                               stride=int(self.info.stride), class_names=tuple(names),
                               task=self.task, metrics=_clean(dict(metrics)), epoch=epoch,

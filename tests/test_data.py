@@ -284,7 +284,7 @@ def test_exact_geometric_augment_keeps_alignment(cfg):
         assert (a_img[:, :, 0][~valid] == 7).all()
 
 
-@pytest.mark.parametrize("name", ["dlinknet", "deeplabv3", "ddrnet"])
+@pytest.mark.parametrize("name", ["dlinknet", "roads", "deeplabv3", "ddrnet"])
 def test_reference_recipes_keep_alignment(name):
     """Interpolating recipes (HSV, shift-scale-rotate, random scale, crop, flips).
 
@@ -295,6 +295,8 @@ def test_reference_recipes_keep_alignment(name):
     cfg = recipe(name, crop_size=48)
     if name == "dlinknet":  # also exercise rotation in the shift-scale-rotate step
         cfg = AugmentConfig(**{**cfg.__dict__, "rotate_limit_deg": 30.0})
+    if name == "roads":  # geometry only here; the photometric part has its own test
+        cfg = AugmentConfig(**{**cfg.__dict__, "photometric": False})
     rng = np.random.default_rng(7)
     for seed in range(20):
         mask = _block_pattern(rng)
@@ -308,6 +310,45 @@ def test_reference_recipes_keep_alignment(name):
         np.testing.assert_array_equal(v[sure] > 127, a_mask[sure].astype(bool))
         shifted = np.roll(v, 2, axis=1)
         assert np.any((shifted[sure] > 127) != a_mask[sure].astype(bool))
+
+
+def test_photometric_jitter_keeps_order_and_mask():
+    """Contrast / brightness / gamma change the values but never the order of two pixels (the
+    transforms are monotonic), and leave the mask alone."""
+    cfg = AugmentConfig(photometric=True)
+    img = np.tile(np.arange(40, 200, 10, dtype=np.uint8)[None, :, None], (8, 1, 3))
+    mask = (img[:, :, 0] > 120).astype(np.uint8)
+    changed = 0
+    for seed in range(10):
+        out, m = augment_pair(img, mask, cfg, np.random.default_rng(seed), image_fill=[0, 0, 0])
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        np.testing.assert_array_equal(m, mask)
+        row = out[0, :, 0].astype(int)
+        assert np.all(np.diff(row) >= 0)
+        changed += int(not np.array_equal(out, img))
+    assert changed >= 5
+
+
+def test_percentile_training_normalization_matches_inference():
+    """Training's per-image stretch + mean/std equals what inference applies for the
+    ``percentile`` normalisation (up to the uint8 rounding of the stretched image)."""
+    from segcore.predict import normalization_from_meta
+
+    rng = np.random.default_rng(3)
+    img = (rng.random((40, 50, 3)) * np.array([60, 90, 30]) + [10, 20, 5]).astype(np.uint16)
+    n = Normalization.resolve(mean=[0.5], std=[0.3125], stretch=(2, 98))
+    stretched = n.stretch_image(img)
+    assert stretched.dtype == np.uint8
+    for b in range(3):  # the image's own 2nd/98th percentiles map to ~0/~255
+        assert np.percentile(stretched[:, :, b], 1) == 0
+        assert np.percentile(stretched[:, :, b], 99) == 255
+    train_x = n.apply(stretched)
+    infer = normalization_from_meta({"method": "percentile", "low": 2, "high": 98,
+                                     "mean": [0.5], "std": [0.3125]})
+    infer_x = infer(img.transpose(2, 0, 1))
+    np.testing.assert_allclose(train_x, infer_x, atol=0.5 / 255 / 0.3125 + 1e-5)
+    with pytest.raises(ConfigError):
+        Normalization.resolve(stretch=(98, 2))
 
 
 def test_augmentation_is_seeded_per_draw(tmp_path):

@@ -24,7 +24,7 @@ def test_bundled_files_and_metadata():
     meta = json.loads(CKPT.with_suffix(".json").read_text())
     assert meta["bands"] == [1, 2, 3] and meta["in_channels"] == 3
     assert meta["num_classes"] == 1 and meta["task"] == "segmentation"
-    assert meta["normalization"]["method"] in ("dlinknet", "meanstd", "imagenet")
+    assert meta["normalization"]["method"] in ("dlinknet", "meanstd", "imagenet", "percentile")
     assert meta["tile_size_px"] >= 64 and meta["tile_size_px"] % meta["stride"] == 0
     m = meta["metrics"]
     assert 0.0 < m["iou"] <= 1.0 and 0.0 < m["f1"] <= 1.0  # validation of the chosen epoch

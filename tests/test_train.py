@@ -84,6 +84,23 @@ def test_overrides_are_coerced_and_resolved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
 
 
+def test_percentile_normalization_trains_and_is_written_out():
+    """A ``percentile`` config stretches each training image; the checkpoint metadata spells
+    out the defaults so inference applies the same mean/std."""
+    from segcore.config import TrainConfig
+    from segcore.train import _dataset_kwargs, _inference_normalization
+
+    cfg = TrainConfig(model="ddrnet23_slim", num_classes=1, loss="bce_dice", dataset="chips",
+                      crop_size=64, augment="roads",
+                      normalization={"method": "percentile", "low": 1})
+    kw = _dataset_kwargs(cfg, True)
+    assert kw["stretch"] == (1.0, 98.0) and kw["augment"] == "roads"
+    assert _inference_normalization(cfg) == {"method": "percentile", "low": 1, "high": 98.0,
+                                             "mean": [0.5], "std": [0.3125]}
+    with pytest.raises(ConfigError):
+        _dataset_kwargs(TrainConfig(normalization={"method": "zscore"}), True)
+
+
 def test_lr_schedules():
     base = dict(model="enet", num_classes=1, lr=0.1)
     poly = from_dict({**base, "lr_schedule": "poly", "lr_power": 0.9})

@@ -4,6 +4,10 @@
 dataset (``images/``, ``masks/``, ``manifest.json`` with status ``accepted``) to
 ``${XDG_CACHE_HOME:-~/.cache}/roadseg/demo_chips`` from the labelled reference files:
 
+Every source is first stretched per band between its whole-scene 2nd and 98th percentiles to
+0..255 (:func:`stretch_scene`), as inference does for the model's ``percentile`` normalisation,
+so scenes from different sensors and exposures look alike to the network.
+
 * DeepGlobe road pairs ``roads/deepglobe/train/{104,113,343}`` (training only; pair ``388`` is
   held out for the quality report). DeepGlobe is licensed for research / non-commercial use:
   its chips are written to the cache, never into the project.
@@ -73,6 +77,12 @@ def stretch_to_uint8(band: np.ndarray, low_pct: float = 2.0,
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
+def stretch_scene(img: np.ndarray) -> np.ndarray:
+    """:func:`stretch_to_uint8` of each band of an ``(H, W, C)`` scene (the whole-scene stretch
+    that inference applies for the ``percentile`` normalisation)."""
+    return np.stack([stretch_to_uint8(img[:, :, b]) for b in range(img.shape[2])], axis=2)
+
+
 def _read_rgb(path: Path) -> np.ndarray:
     import cv2
 
@@ -113,7 +123,7 @@ def load_sources(data: Path) -> List[DemoSource]:
     out = []
     for sid in DEEPGLOBE_TRAIN:
         d = data / "roads" / "deepglobe" / "train"
-        out.append(DemoSource(f"deepglobe_{sid}", _read_rgb(d / f"{sid}_sat.jpg"),
+        out.append(DemoSource(f"deepglobe_{sid}", stretch_scene(_read_rgb(d / f"{sid}_sat.jpg")),
                               _read_gray(d / f"{sid}_mask.png") > 127))
     with rasterio.open(data / "geotiff" / "road_mask_input.tif") as src:
         pan = stretch_to_uint8(src.read(1))
@@ -123,7 +133,7 @@ def load_sources(data: Path) -> List[DemoSource]:
     out.append(DemoSource("spacenet_pan", np.repeat(pan[:, :, None], 3, axis=2), pan_mask,
                           val_fraction=0.25, min_road_fraction=0.01))
     d = data / "roads" / "spacenet"
-    out.append(DemoSource("spacenet_img33", _read_rgb(d / "AOI_2_Vegas_img33.png"),
+    out.append(DemoSource("spacenet_img33", stretch_scene(_read_rgb(d / "AOI_2_Vegas_img33.png")),
                           _read_gray(d / "mask_AOI_2_Vegas_img33.png") >= 128,
                           val_fraction=0.15, overlap_px=CHIP_SIZE_PX // 2))
     return out

@@ -184,6 +184,7 @@ class SegmentationDataset(_BaseDataset):
     def _load(self, index: int):
         img, mask = self.load_pair(index)
         where = str(self.samples[index].image)
+        img = self.normalization.stretch_image(img)
         fill = self.normalization.fill_value(img.shape[2], where)
         img, mask = augment_pair(img, mask, self.augment, self.rng_for(index), fill)
         return self.normalization.apply(img, where), mask.astype(np.int32)
@@ -225,6 +226,7 @@ def build_dataset(kind: str, root: Union[str, Path], split: Optional[str] = "tra
                   crop_size: Optional[SizeLike] = None,
                   norm: Optional[str] = None, mean: Optional[Sequence[float]] = None,
                   std: Optional[Sequence[float]] = None, scale: Optional[float] = None,
+                  stretch: Optional[Sequence[float]] = None,
                   bands: Optional[Sequence[int]] = None, num_classes: Optional[int] = None,
                   ignore_index: int = 255, mask_mode: Optional[str] = None,
                   binary_threshold: Optional[float] = None, skip_broken: bool = False,
@@ -247,6 +249,8 @@ def build_dataset(kind: str, root: Union[str, Path], split: Optional[str] = "tra
             ``imagenet`` default 224).
         norm, mean, std, scale: normalisation ``(raw * scale - mean) / std``; ``norm`` is a
             preset (``imagenet`` default, ``dlinknet``).
+        stretch: ``(low, high)`` percentiles: each image is stretched per band to 0..255 between
+            its own percentiles first (then ``scale`` is 1/255).
         bands: 1-based image bands to keep (GeoTIFF chips with extra bands).
         num_classes: validates ``index`` masks.
         mask_mode: override of the kind's mask conversion (deepglobe/chips ``binary``,
@@ -260,7 +264,7 @@ def build_dataset(kind: str, root: Union[str, Path], split: Optional[str] = "tra
     """
     kind = kind.lower()
     root = Path(root)
-    normalization = Normalization.resolve(norm, mean, std, scale)
+    normalization = Normalization.resolve(norm, mean, std, scale, stretch)
     name = f"{kind}:{root}" + (f"[{split}]" if split else "")
     train = split == "train"
     if kind == "imagenet":
