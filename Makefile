@@ -42,7 +42,7 @@ gui: install
 	$(VENV)/bin/roadseg-gui $(ARGS)
 
 bench: install
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/run_all.py
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/run_all.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output .pytest_cache

@@ -20,8 +20,8 @@ so scenes from different sensors and exposures look alike to the network.
   the demo scene, so it gets more crops).
 
 The two SpaceNet tiles are split by area (:func:`gis.chips.split_windows_by_area`): their last
-chip column is the validation split, the training chips end before it (no shared pixel). The demo scene
-``RGB-PanSharpen_AOI_2_Vegas_img0.tif`` is never used. Then train with the committed recipe::
+chip column is the validation split, the training chips end before it (no shared pixel). The
+demo scene ``RGB-PanSharpen_AOI_2_Vegas_img0.tif`` is never used. Then train with the committed recipe::
 
     roadseg train --config resources/configs/road_demo_train.yaml \
         --data ~/.cache/roadseg/demo_chips --out runs/road_demo

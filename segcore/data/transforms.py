@@ -328,7 +328,8 @@ def augment_pair(img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig
         # OpenCV does not take int64/int32 masks for nearest warps everywhere: use uint8/uint16
         work = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
         mask = mask.astype(work)
-    needs_rng = (cfg.hsv or cfg.photometric or cfg.shift_scale_rotate or cfg.scale_range or cfg.hflip or cfg.vflip
+    needs_rng = (cfg.hsv or cfg.photometric or cfg.shift_scale_rotate or cfg.scale_range
+                 or cfg.hflip or cfg.vflip
                  or cfg.rot90 or (cfg.crop_size is not None and cfg.random_crop))
     if needs_rng and rng is None:
         raise ValueError("augment_pair: this configuration needs a random generator")
