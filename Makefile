@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install sysdeps demo test test-fast gui bench lint clean
+.PHONY: install sysdeps demo test test-fast gui bench quality lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ gui: install
 
 bench: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/run_all.py --out docs/benchmarks.md
+
+# docs/quality.md: the bundled model's scores on held-out data (needs ../shared/data)
+quality: install
+	$(PY) -m app.service.demo_data chips --overwrite
+	$(PY) -m app.service.demo_data evaluate
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output .pytest_cache

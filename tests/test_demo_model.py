@@ -33,6 +33,18 @@ def test_bundled_files_and_metadata():
         assert m["holdout"][key]["buffer_m"] == 4.0
 
 
+def test_quality_tables_from_the_recorded_scores():
+    """docs/quality.md's tables are printed from the scores packaged with the model."""
+    from app.service.demo_data import scores_markdown
+
+    scores = json.loads(CKPT.with_suffix(".json").read_text())["metrics"]["holdout"]
+    text = scores_markdown(scores)
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert len(rows) == 2 + len(scores)  # two header rows, one row per held-out set
+    v = scores["vegas_img0"]
+    assert f"| {v['precision']:.3f} | {v['recall']:.3f} |" in text
+
+
 def test_loads_through_the_checkpoint_reader():
     from segcore.checkpoint import read_metadata
 

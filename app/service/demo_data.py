@@ -309,9 +309,37 @@ def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, floa
     return dest
 
 
+_PIXEL_ROWS = (("spacenet_val", "SpaceNet validation band (whole 384 px chips; picked the epoch)"),
+               (f"deepglobe_{DEEPGLOBE_HOLDOUT}", f"DeepGlobe pair {DEEPGLOBE_HOLDOUT} (held out), "
+                                                   "1024 px"))
+_LINE_ROWS = (("vegas_img0", "Vegas img0, the demo scene, vs SpaceNet centre lines"),
+              ("paris_img1447", "Paris img1447 vs OSM lines (evaluation only)"))
+
+
+def scores_markdown(scores: Dict[str, Dict[str, float]]) -> str:
+    """The held-out scores as the two markdown tables of ``docs/quality.md``."""
+    out = ["| data (never trained on) | road IoU | F1 | precision | recall | road pixels "
+           "(reference / predicted) |", "|---|---|---|---|---|---|"]
+    for key, label in _PIXEL_ROWS:
+        if key in scores:
+            v = scores[key]
+            out.append(f"| {label} | {v['iou']:.3f} | {v['f1']:.3f} | {v['precision']:.3f} | "
+                       f"{v['recall']:.3f} | {100 * v['road_fraction_ref']:.1f} % / "
+                       f"{100 * v['road_fraction_pred']:.1f} % |")
+    out += ["", "| scene (`roadseg extract` defaults) | centre-line precision @ 4 m | "
+                "recall @ 4 m | F1 | extracted / reference length |", "|---|---|---|---|---|"]
+    for key, label in _LINE_ROWS:
+        if key in scores:
+            v = scores[key]
+            out.append(f"| {label} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
+                       f"{v['pred_length_m']:.0f} m / {v['ref_length_m']:.0f} m |")
+    return "\n".join(out)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command line: ``chips`` (default), ``evaluate CKPT`` or ``package CKPT`` (evaluate and
-    copy to ``resources/models/road_demo.ckpt``)."""
+    """Command line: ``chips`` (default), ``evaluate [CKPT]`` (held-out scores as JSON and as the
+    markdown tables of ``docs/quality.md``; default the bundled model) or ``package CKPT``
+    (evaluate and copy to ``resources/models/road_demo.ckpt``)."""
     p = argparse.ArgumentParser(description="Demo road model: training chips, evaluation, "
                                             "packaging.")
     p.add_argument("action", nargs="?", default="chips", choices=("chips", "evaluate",
@@ -331,9 +359,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{a.out}: {counts}")  # noqa: T201  (command-line entry point)
         return 0
     if a.checkpoint is None:
-        p.error(f"{a.action} needs the checkpoint path")
+        if a.action == "package":
+            p.error("package needs the checkpoint path")
+        a.checkpoint = a.dest
     scores = evaluate_demo_model(a.checkpoint, a.data, a.out)
     print(json.dumps(scores, indent=1))  # noqa: T201
+    print(scores_markdown(scores))  # noqa: T201
     if a.action == "package":
         print(package_model(a.checkpoint, a.dest, scores))  # noqa: T201
     return 0
