@@ -2,6 +2,7 @@
 training runner's command line and event tail."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -135,12 +136,16 @@ def test_training_command_and_event_tail(tmp_path: Path) -> None:
     form = TrainingForm(config="road_demo_train", data_root=str(tmp_path / "d"),
                         output_dir=str(tmp_path / "run"), model="enet", epochs=2,
                         batch_size=1, lr=0.002, init_checkpoint=str(tmp_path / "w.ckpt"),
-                        nproc=2, fields={**base, "crop_size": 64, "augment": "dlinknet"},
+                        nproc=2, fields={**base, "crop_size": 64},
                         statuses=("accepted", "edited"))
     ov = overrides_for(form)
     assert "crop_size=64" in ov and "model=enet" in ov
     assert "dataset_kwargs={statuses: [accepted, edited]}" in ov
+    # fields left at the recipe's values are not repeated as overrides; a changed one is
     assert not any(o.startswith("augment=") or o.startswith("seed=") for o in ov)
+    other = "dlinknet" if base["augment"] != "dlinknet" else "none"
+    changed = dataclasses.replace(form, fields={**form.fields, "augment": other})
+    assert f"augment={other}" in overrides_for(changed)
     cmd = build_command(form)
     assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--nproc") + 1] == "2"
     assert cmd[cmd.index("--init-checkpoint") + 1] == str(tmp_path / "w.ckpt")
