@@ -269,9 +269,12 @@ class _Reader(threading.Thread):
                         valids.append(v)
                     x = np.stack(datas)
                     valid = np.stack(valids)
-                    x = np.asarray(self.norm(x), dtype=np.float32)
+                    y = np.asarray(self.norm(x), dtype=np.float32)
+                    if y is x or not y.flags.writeable:
+                        y = y.copy()  # never write into the reader's raw array
                     # invalid / padded pixels -> 0 after normalisation (also clears NaN)
-                    x = np.where(valid[:, None], x, np.float32(0.0))
+                    np.copyto(y, np.float32(0.0), where=~valid[:, None])
+                    x = y
                     self.read_s += time.perf_counter() - t0
                     self._put(("batch", batch, x, valid))
             self._put(("done", None, None, None))

@@ -152,6 +152,35 @@ def test_normalize_uint8_with_mean_std():
         normalize(x, "uint8", mean=[0.5, 0.5])
 
 
+@pytest.mark.parametrize("method", ["uint8", "percentile", "none"])
+@pytest.mark.parametrize("mean,std", [(None, None), ([0.5, 0.4, 0.3], [0.3125, 0.2, 1.0]),
+                                      ([0.5, 0.4, 0.3], None), (None, [0.5, 0.5, 0.5])])
+def test_normalize_matches_step_by_step_formula(method, mean, std):
+    """The fused per-channel affine map gives the textbook result (scale, clip, mean, std)."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-20, 300, (2, 3, 8, 8)).astype(np.float32)
+    before = x.copy()
+    lo, hi = np.array([10.0, 0.0, 50.0]), np.array([200.0, 255.0, 60.0])
+    out = normalize(x, method, mean=mean, std=std, lo=lo, hi=hi)
+    ref = x.astype(np.float64)
+    if method == "uint8":
+        ref = ref / 255.0
+    elif method == "percentile":
+        ref = np.clip((ref - lo[:, None, None]) / (hi - lo)[:, None, None], 0.0, 1.0)
+    if mean is not None:
+        ref = ref - np.asarray(mean)[:, None, None]
+    if std is not None:
+        ref = ref / np.asarray(std)[:, None, None]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, before)  # the input is never modified
+    if method == "percentile":  # clipped values land exactly on the stretched bounds
+        m = np.zeros(3) if mean is None else np.asarray(mean)
+        sd = np.ones(3) if std is None else np.asarray(std)
+        assert np.isclose(out.min(axis=(0, 2, 3)), (0 - m) / sd).all()
+        assert np.isclose(out.max(axis=(0, 2, 3)), (1 - m) / sd).all()
+
+
 def test_percentile_stretch_is_global_not_per_tile(tmp_path):
     img = np.zeros((1, 64, 64), np.uint16)
     img[0] = np.linspace(100, 2000, 64, dtype=np.uint16)[None, :]  # left dark, right bright
