@@ -294,8 +294,11 @@ def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, floa
     meta["metrics"] = metrics
     meta["training_data"] = {
         "deepglobe_train": [f"{i}_sat.jpg" for i in DEEPGLOBE_TRAIN],
-        "spacenet": ["road_mask_input.tif (2-98 % stretch, 3x replicated)",
+        "spacenet": ["road_mask_input.tif (panchromatic, 3x replicated)",
                      "AOI_2_Vegas_img33.png (soft mask >= 128)"],
+        "preprocessing": "each source scene stretched 2-98 % per band to 8 bit; in training "
+                         "each chip is stretched 2-98 % again (normalization 'percentile'), "
+                         "as inference stretches the whole scene",
         "held_out": [f"deepglobe {DEEPGLOBE_HOLDOUT}", "paris img1447 (evaluation only)",
                      "demo scene Vegas img0 (never trained on)"],
         "recipe": "resources/configs/road_demo_train.yaml"}
