@@ -61,6 +61,52 @@ def _listing(d):
     return sorted(p.name for p in d.iterdir())
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_concurrent_inference_workers_keep_tile_order(tmp_path, workers):
+    """Calls on consecutive batches overlap (and finish out of order), yet the mosaic is
+    identical to the sequential run and an error of any call still surfaces."""
+    import threading
+    import time
+
+    src, k = _quantised_float_raster(tmp_path, h=100, w=120)
+    lock = threading.Lock()
+    state = {"active": 0, "max_active": 0, "calls": 0}
+
+    def slow_identity(batch):
+        with lock:
+            state["calls"] += 1
+            n = state["calls"]
+            state["active"] += 1
+            state["max_active"] = max(state["max_active"], state["active"])
+        time.sleep(0.03 if n % 2 else 0.001)  # odd calls finish after the next even one
+        with lock:
+            state["active"] -= 1
+        return batch.copy()
+
+    kw = dict(tile_size_px=32, overlap_px=8, batch_size=2, normalize="none")
+    seq = run_tiled_inference(src, identity, tmp_path / "p1.tif", tmp_path / "m1.tif", **kw)
+    par = run_tiled_inference(src, slow_identity, tmp_path / "p2.tif", tmp_path / "m2.tif",
+                              inference_workers=workers, **kw)
+    assert state["max_active"] >= 2  # really concurrent
+    for a, b in ((seq.prob_path, par.prob_path), (seq.mask_path, par.mask_path)):
+        np.testing.assert_array_equal(_read(a)[0], _read(b)[0])
+    np.testing.assert_array_equal(_read(par.prob_path)[0][0], k)
+    assert par.tiles == seq.tiles and par.positive_pixels == seq.positive_pixels
+
+    def fails_third(batch, n=iter(range(1000))):
+        if next(n) == 2:
+            raise InferenceError("boom in call 3")
+        return batch.copy()
+
+    with pytest.raises(InferenceError, match="boom"):
+        run_tiled_inference(src, fails_third, tmp_path / "p3.tif", tmp_path / "m3.tif",
+                            inference_workers=workers, **kw)
+    assert not (tmp_path / "p3.tif").exists() and not (tmp_path / "m3.tif").exists()
+    with pytest.raises(ValueError, match="inference_workers"):
+        run_tiled_inference(src, identity, tmp_path / "p4.tif", tmp_path / "m4.tif",
+                            inference_workers=0, **kw)
+
+
 def test_identity_round_trip_is_exact_and_outputs_are_cogs(tmp_path):
     src, k = _quantised_float_raster(tmp_path)
     calls = []

@@ -164,6 +164,13 @@ def test_backends_agree_and_onnx_cache_is_keyed_by_hash(slim_ckpt):
     again = load_predictor(ckpt, backend="onnx")
     assert isinstance(again, OnnxPredictor) and cached.stat().st_mtime_ns == mtime
     assert again.meta.model == "ddrnet23_slim" and again.num_classes == 3
+    # one thread per call: as many calls fit the cores, run concurrently with the same results
+    single = load_predictor(ckpt, backend="onnx", threads=1)
+    assert single.parallel_calls == (os.cpu_count() or 1) and again.parallel_calls == 1
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(single.predict_batch, [x, x[::-1]]))
+    assert rel_err(outs[0], b) < RTOL and rel_err(outs[1], b[::-1]) < RTOL
 
 
 def test_onnx_predictor_rejects_larger_inputs(slim_ckpt):

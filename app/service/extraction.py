@@ -574,6 +574,7 @@ class _Model:
     bands: Optional[Tuple[int, ...]]
     tile_size_px: Optional[int]
     info: Dict[str, Any]
+    workers: int = 1  # concurrent predict_fn calls (thread-safe ONNX Runtime sessions)
 
 
 def _mget(meta: Any, key: str, default: Any = None) -> Any:
@@ -659,6 +660,11 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
         side = -(-tile // stride) * stride
         load_kw["input_hw"] = (side, side)
         _check_bands(req.bands or tuple(meta.bands), int(meta.in_channels), info, ckpt)
+    # ONNX Runtime on the CPU: one single-threaded call per core pair of the pipeline's
+    # concurrent inference workers (see gis.inference.run_tiled_inference)
+    cores = os.cpu_count() or 1
+    if cores >= 2:
+        load_kw["threads"] = cores // 2
     predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device, **load_kw)
     meta = predictor.meta
     task = str(_mget(meta, "task", "segmentation"))
@@ -682,6 +688,7 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
     norm = dict(_mget(meta, "normalization", None) or {"method": "meanstd"})
     return _Model(
         predict_fn=predictor.predict_batch, normalize=normalize, bands=bands, tile_size_px=tile,
+        workers=int(getattr(predictor, "parallel_calls", 1) or 1),
         info={"name": name, "checkpoint": str(ckpt),
               "backend": type(predictor).__name__.replace("Predictor", "").lower() or req.backend,
               "device": req.device, "num_classes": int(_mget(meta, "num_classes", 0) or 0),
@@ -963,7 +970,7 @@ def run_extraction(
             bands=tuple(bands), normalize=model.normalize, tta=req.tta,
             threshold=float(req.threshold), aoi=aoi, on_progress=inference_progress,
             should_cancel=should_cancel, overwrite=False,
-            allow_pixel_coords=req.allow_pixel_coords,
+            allow_pixel_coords=req.allow_pixel_coords, inference_workers=model.workers,
         )
         t1 = time.perf_counter()
         # wall time of tiling + prediction + blending, then of the COG conversion
