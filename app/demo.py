@@ -60,10 +60,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     missing = []
     if not args.checkpoint.is_file():
-        missing.append(f"{args.checkpoint}: demo checkpoint not there yet; train it with "
-                       "`roadseg train --config resources/configs/road_demo.yaml` and copy the "
-                       f"best checkpoint (.ckpt and .json) to {CHECKPOINT.relative_to(ROOT)}, or "
-                       "pass --checkpoint")
+        missing.append(f"{args.checkpoint}: demo checkpoint not there; rebuild it with "
+                       "scripts/build_demo_data.sh (docs/quality.md), or pass --checkpoint")
     if not args.image.is_file():
         missing.append(f"{args.image}: sample image not found (the demo scene belongs in "
                        "resources/sample/, or pass --image)")
@@ -74,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"RoadSeg Studio demo: {args.image.name} with {args.checkpoint.name} -> {args.out}/")
     req = ExtractionRequest(image=str(args.image), out_dir=str(args.out),
                             checkpoint=str(args.checkpoint), tta=args.tta, overwrite=True,
-                            formats=("gpkg",))
+                            formats=("gpkg", "shp"))
     line = _Line()
     try:
         res = run_extraction(req, on_progress=line)
@@ -96,6 +94,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  probability (COG)   {res.prob_path}")
     print(f"  road mask (COG)     {res.mask_path}")
     print(f"  roads (GeoPackage)  {res.roads_path}   layers: edges, nodes")
+    shp = sorted(v for k, v in res.outputs.items() if k.endswith(".shp"))
+    if shp:
+        print(f"  roads (Shapefile)   {'  '.join(shp)}   (+ .qml styles)")
     print(f"  summary             {res.summary_path}")
     print(f"  preview             {preview}")
     print("\nopen them:")

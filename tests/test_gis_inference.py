@@ -472,3 +472,24 @@ def test_corrupt_block_mid_run_raises_and_cleans_up(tmp_path):
                             batch_size=1, overwrite=True)
     assert prob.read_bytes() == b"previous probabilities"
     assert _listing(tmp_path) == ["bad.tif", "good.tif", "mask.tif", "prob.tif"]
+
+
+def test_gdal_block_cache_is_bounded_while_running(tmp_path):
+    """GDAL's default block cache grew with the raster (GBs on a 20000 px scene); inference
+    runs with GDAL_CACHEMAX bounded and restores the caller's setting afterwards."""
+    from rasterio.env import get_gdal_config
+
+    from gis import inference
+
+    src, _ = _quantised_float_raster(tmp_path)
+    seen = []
+
+    def probe(batch):
+        seen.append(get_gdal_config("GDAL_CACHEMAX"))
+        return batch.copy()
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    run_tiled_inference(src, probe, tmp_path / "p.tif", tmp_path / "m.tif", tile_size_px=32,
+                        overlap_px=8, normalize="none")
+    assert seen and all(int(v) == inference.GDAL_CACHE_MB for v in seen)
+    assert get_gdal_config("GDAL_CACHEMAX") == before

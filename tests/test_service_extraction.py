@@ -445,6 +445,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys, cross_tif, enet_checkpoint):
     assert rc == 0
     assert (out / "preview.png").is_file() and (out / "cross_roads.gpkg").is_file()
     assert "qgis" in stdout and str(out / "cross_roads.gpkg") in stdout
+    # the Shapefile set with its QGIS style, next to the GeoPackage
+    shp = sorted(p.name for p in out.glob("cross_roads_*.shp"))
+    assert "cross_roads_edges.shp" in shp and "Shapefile" in stdout
+    assert (out / "cross_roads_edges.qml").is_file() or list(out.glob("cross_roads_edges*.qml"))
     assert demo.main(["--image", str(cross_tif), "--checkpoint", str(enet_checkpoint),
                       "--out", str(out)]) == 0  # re-runnable: replaces its own outputs
 
