@@ -305,20 +305,18 @@ def mirrored_scene(src_path: Path, dst: Path, reps: int) -> None:
         out.write(big)
 
 
-def bare_seconds(ckpt: Path, tile: int, batch: int, n_batches: int, threads_all=None) -> float:
+def bare_seconds(ckpt: Path, tile: int, batch: int, n_batches: int) -> float:
     """The network's own time for ``n_batches`` batches of random input: the faster of one call
-    at a time using all cores and (as the pipeline runs it) one call per core pair in
-    parallel. ``threads_all``: an already loaded all-cores predictor (else loaded here)."""
-    from segcore.predict import load_predictor
+    at a time using all cores and (as the pipeline runs it) concurrent calls sharing them."""
+    from segcore.predict import concurrent_call_threads, load_predictor
 
     x = np.random.rand(batch, 3, tile, tile).astype(np.float32)
-    seq = threads_all or load_predictor(str(ckpt), backend="onnx", input_hw=(tile, tile))
+    seq = load_predictor(str(ckpt), backend="onnx", input_hw=(tile, tile))
     bare = time_fn(seq.predict_batch, x, 5) / 1000.0 * n_batches
-    cores = os.cpu_count() or 1
-    if cores >= 2:
-        par = load_predictor(str(ckpt), backend="onnx", input_hw=(tile, tile),
-                             threads=cores // 2)
-        k = par.parallel_calls
+    par = load_predictor(str(ckpt), backend="onnx", input_hw=(tile, tile),
+                         threads=concurrent_call_threads())
+    k = par.parallel_calls
+    if k > 1:
         with ThreadPoolExecutor(k) as pool:
             list(pool.map(par.predict_batch, [x] * k))  # warm-up
             t0 = time.perf_counter()
@@ -364,16 +362,15 @@ def raster_pipeline_overhead(workdir: Path, name: str, tile: int = 512, batch: i
     from gis.inference import run_tiled_inference
     from segcore import create_model, model_info
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.predict import load_predictor
+    from segcore.predict import concurrent_call_threads, load_predictor
 
     scene = workdir / "scene.tif"
     ms.set_seed(0)
     meta = CheckpointMeta(model=name, num_classes=1, tile_size_px=tile,
                           stride=model_info(name).stride)
     ckpt = save_checkpoint(create_model(name, num_classes=1), workdir / f"pipe_{name}.ckpt", meta)
-    cores = os.cpu_count() or 1
     pred = load_predictor(str(ckpt), backend="onnx", input_hw=(tile, tile),
-                          threads=max(1, cores // 2))
+                          threads=concurrent_call_threads())
     norm = {"method": "uint8", "mean": [0.5], "std": [0.25]}
     kw = dict(tile_size_px=tile, overlap_px=tile // 8, batch_size=batch, normalize=norm,
               overwrite=True, inference_workers=pred.parallel_calls)

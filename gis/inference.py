@@ -531,7 +531,7 @@ def run_tiled_inference(
         done = 0
         total = len(tiles)
         progress(0, total, "inference")
-        workers = max(1, int(inference_workers))
+        workers = int(inference_workers)
         pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gis-predict")
                 if workers > 1 else None)
         pending: "deque" = deque()  # (batch, valid, future | (probs, seconds)), in tile order

@@ -491,15 +491,12 @@ def normalize(
             lo_b, hi_b = ((v - m) / sd for v in bounds)
             np.clip(out, lo_b.astype(np.float32), hi_b.astype(np.float32), out=out)
         return out
+    # a std <= 0 (degenerate input): the step-by-step form, which the fused one reproduces
     if method == "uint8":
         x = x * np.float32(1.0 / 255.0)
     elif method == "percentile":
-        if lo is None or hi is None:
-            raise ValueError("normalize: method 'percentile' needs lo and hi (compute_stretch)")
         lo_a, hi_a = per_channel(lo, "lo"), per_channel(hi, "hi")
         x = np.clip((x - lo_a) / np.maximum(hi_a - lo_a, np.float32(1e-12)), 0.0, 1.0)
-    elif method != "none":
-        raise ValueError(f"normalize: unknown method {method!r} (uint8, percentile, none)")
     if mean is not None:
         x = x - per_channel(mean, "mean")
     if std is not None:

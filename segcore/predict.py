@@ -501,6 +501,12 @@ def _writable_cache(checkpoint: Path, cache_dir: Optional[PathLike]) -> Optional
     return None
 
 
+def concurrent_call_threads() -> int:
+    """ONNX Runtime intra-op threads per call for a caller that runs calls concurrently (the
+    tiling pipeline): half the cores, at least one, so two calls share the CPU."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
                    input_hw: Optional[Tuple[int, int]] = None,
                    cache_dir: Optional[PathLike] = None, jit: bool = False,
@@ -571,5 +577,6 @@ def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
 
 
 __all__ = ["Predictor", "MindSporePredictor", "OnnxPredictor", "MindIRPredictor", "load_predictor",
+           "concurrent_call_threads",
            "normalization_from_meta", "logits_to_probabilities", "pad_to_multiple",
            "onnx_cache_path", "checkpoint_key", "BACKENDS"]

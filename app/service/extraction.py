@@ -645,7 +645,7 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
                   "backend": "callable", "device": None},
         )
     ckpt = resolve_checkpoint(req.model, req.checkpoint)
-    from segcore.predict import load_predictor
+    from segcore.predict import concurrent_call_threads, load_predictor
 
     tile = req.tile_size_px
     load_kw: Dict[str, Any] = {}
@@ -660,11 +660,9 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
         side = -(-tile // stride) * stride
         load_kw["input_hw"] = (side, side)
         _check_bands(req.bands or tuple(meta.bands), int(meta.in_channels), info, ckpt)
-    # ONNX Runtime on the CPU: one single-threaded call per core pair of the pipeline's
-    # concurrent inference workers (see gis.inference.run_tiled_inference)
-    cores = os.cpu_count() or 1
-    if cores >= 2:
-        load_kw["threads"] = cores // 2
+    # ONNX Runtime on the CPU: threads for the pipeline's concurrent inference workers (see
+    # gis.inference.run_tiled_inference; MindSpore predictors ignore it)
+    load_kw["threads"] = concurrent_call_threads()
     predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device, **load_kw)
     meta = predictor.meta
     task = str(_mget(meta, "task", "segmentation"))
