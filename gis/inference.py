@@ -28,6 +28,7 @@ temporary file is removed and existing files at the target names are left untouc
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import queue
@@ -362,17 +363,58 @@ class _Blender(threading.Thread):
 # --------------------------------------------------------------------------------------------
 # main entry point
 # --------------------------------------------------------------------------------------------
-#: GDAL block cache (MB) while a tiled inference runs. GDAL's default (5 % of the RAM or more)
-#: let the cached blocks of the input and of the two strip files grow with the raster (peak RSS
-#: 9 GB for a 20000 x 20000 scene); a bounded cache keeps memory flat. 256 MB holds a row of
-#: 512 px tiles of a 3-band uint8 raster up to ~50,000 px wide plus the strips being written.
+#: Upper bound of GDAL's block cache (MB) while a tiled inference runs. GDAL's default (5 % of
+#: the RAM or more) let the cached blocks of the input and of the two strip files grow with the
+#: raster (peak RSS 9 GB for a 20000 x 20000 scene); a bounded cache keeps memory flat.
 GDAL_CACHE_MB = 256
+#: Lower bound (MB) of the same cache.
+GDAL_CACHE_MIN_MB = 16
+
+
+def gdal_cache_bytes(width: int, count: int, itemsize: int, block_rows: int,
+                     tile_size_px: int) -> int:
+    """``GDAL_CACHEMAX`` of a tiled inference over a raster ``width`` pixels wide, in **bytes**
+    (rasterio hands an integer to ``GDALSetCacheMax64``, which counts bytes: the former
+    ``GDAL_CACHEMAX=256`` was a 256-byte cache, in which every tile read decoded its input blocks
+    again, up to four per tile).
+
+    The tile reader needs the blocks of one row of tiles plus the next block row
+    (``tile_size_px + block_rows`` rows of every band: a pixel-interleaved GTiff caches all bands
+    of a decoded block), the strip writers one 256-row block row of the two strip files (up to
+    5 uint8 planes); half as much again as slack, within ``GDAL_CACHE_MIN_MB..GDAL_CACHE_MB``.
+    """
+    need = (int(tile_size_px) + int(block_rows)) * int(width) * int(count) * int(itemsize)
+    need += 256 * int(width) * 5
+    need = need * 3 // 2
+    return int(min(max(need, GDAL_CACHE_MIN_MB << 20), GDAL_CACHE_MB << 20))
+
+
+def _cache_bytes_for(src_path: Any, tile_size_px: int) -> int:
+    try:
+        with _open(src_path) as ds:
+            itemsize = max(np.dtype(d).itemsize for d in ds.dtypes)
+            return gdal_cache_bytes(ds.width, ds.count, itemsize, ds.block_shapes[0][0],
+                                    tile_size_px)
+    except Exception:  # noqa: BLE001  the run itself reports an unreadable input
+        return GDAL_CACHE_MB << 20
 
 
 def _bounded_gdal_cache(fn: Callable[..., "InferenceResult"]) -> Callable[..., "InferenceResult"]:
+    sig = inspect.signature(fn)
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> "InferenceResult":
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError:
+            return fn(*args, **kwargs)  # raises the TypeError of the call
+        src = bound.arguments.get("src_path")
+        tile = bound.arguments.get("tile_size_px", sig.parameters["tile_size_px"].default)
+        try:
+            tile = int(tile)
+        except (TypeError, ValueError):
+            tile = 512
+        with rasterio.Env(GDAL_CACHEMAX=_cache_bytes_for(src, tile)):
             return fn(*args, **kwargs)
 
     return wrapper

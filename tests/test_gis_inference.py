@@ -491,5 +491,19 @@ def test_gdal_block_cache_is_bounded_while_running(tmp_path):
     before = get_gdal_config("GDAL_CACHEMAX")
     run_tiled_inference(src, probe, tmp_path / "p.tif", tmp_path / "m.tif", tile_size_px=32,
                         overlap_px=8, normalize="none")
-    assert seen and all(int(v) == inference.GDAL_CACHE_MB for v in seen)
+    # an integer GDAL_CACHEMAX counts bytes: the bound is megabytes, not a 256-byte cache
+    assert seen and all(int(v) == inference.GDAL_CACHE_MIN_MB << 20 for v in seen)
     assert get_gdal_config("GDAL_CACHEMAX") == before
+
+
+def test_gdal_cache_size_covers_a_row_of_tiles_within_bounds():
+    """The cache holds a row of tiles plus the next block row of every band (half as much again),
+    never less than GDAL_CACHE_MIN_MB nor more than GDAL_CACHE_MB megabytes."""
+    from gis.inference import GDAL_CACHE_MB, GDAL_CACHE_MIN_MB, gdal_cache_bytes
+
+    mb = 1 << 20
+    assert gdal_cache_bytes(100, 1, 1, 16, 32) == GDAL_CACHE_MIN_MB * mb
+    need = ((512 + 512) * 20000 * 3 + 256 * 20000 * 5) * 3 // 2
+    assert gdal_cache_bytes(20000, 3, 1, 512, 512) == need
+    assert GDAL_CACHE_MIN_MB * mb < need < GDAL_CACHE_MB * mb
+    assert gdal_cache_bytes(200000, 4, 2, 512, 512) == GDAL_CACHE_MB * mb
