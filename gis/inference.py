@@ -58,7 +58,9 @@ from gis.io import (
     cog_copy,
     make_normalizer,
     open_raster,
+    raw_dtype,
     read_window,
+    read_window_raw,
     temp_path_for,
 )
 from gis.mosaic import (
@@ -239,9 +241,11 @@ def _batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[List[Tile]]:
 class _Reader(threading.Thread):
     """Reads and normalises batches ahead of the inference loop (bounded queue)."""
 
-    def __init__(self, path, tiles, batch_size, bands, norm, aoi_geom, transform, crs, prefetch):
+    def __init__(self, path, tiles, batch_size, bands, norm, aoi_geom, transform, crs, prefetch,
+                 tile_size):
         super().__init__(name="gis-tile-reader", daemon=True)
         self.path, self.tiles, self.batch_size = path, tiles, batch_size
+        self.tile_size = int(tile_size)
         self.bands, self.norm = bands, norm
         self.aoi, self.transform, self.crs = aoi_geom, transform, crs
         self.q: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch))
@@ -260,25 +264,42 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         try:
             with _open(self.path) as ds:
+                c, t = len(self.bands), self.tile_size
+                dtype = raw_dtype(ds, self.bands)
+                # tiles are read in the raster's own dtype into one reused buffer and converted
+                # straight into the float32 batch (normalised on the way for a Normalizer);
+                # bands of different dtypes go through read_window (which rasterio refuses)
+                raw = None if dtype is None else np.empty((c, t, t), dtype)
+                fused = isinstance(self.norm, Normalizer) and self.norm.fusable(c)
                 for batch in _batches(self.tiles, self.batch_size):
                     if self.stop.is_set():
                         raise _Stop()
                     t0 = time.perf_counter()
-                    datas, valids = [], []
-                    for t in batch:
-                        d, v = read_window(ds, t.window, self.bands, boundless=True)
+                    # a new batch array each time: the inference workers still hold earlier ones
+                    x = np.empty((len(batch), c, t, t), np.float32)
+                    valid = np.empty((len(batch), t, t), bool)
+                    for i, tile in enumerate(batch):
+                        if raw is not None:
+                            read_window_raw(ds, tile.window, self.bands, out=raw,
+                                            valid_out=valid[i])
+                            if fused:
+                                self.norm.normalize_into(raw, x[i])
+                            else:
+                                np.copyto(x[i], raw, casting="unsafe")
+                        else:
+                            x[i], valid[i] = read_window(ds, tile.window, self.bands,
+                                                         boundless=True)
                         if self.aoi is not None:
-                            v &= aoi_mask(self.aoi, t.window, self.transform)
-                        datas.append(d)
-                        valids.append(v)
-                    x = np.stack(datas)
-                    valid = np.stack(valids)
-                    y = np.asarray(self.norm(x), dtype=np.float32)
-                    if y is x or not y.flags.writeable:
-                        y = y.copy()  # never write into the reader's raw array
+                            valid[i] &= aoi_mask(self.aoi, tile.window, self.transform)
+                    if not fused:
+                        y = np.asarray(self.norm(x), dtype=np.float32)
+                        if not y.flags.writeable:
+                            y = y.copy()
+                        # (y may be x itself: x is this batch's own array, never reused)
+                        x = y
                     # invalid / padded pixels -> 0 after normalisation (also clears NaN)
-                    np.copyto(y, np.float32(0.0), where=~valid[:, None])
-                    x = y
+                    if not valid.all():
+                        np.copyto(x, np.float32(0.0), where=~valid[:, None])
                     self.read_s += time.perf_counter() - t0
                     self._put(("batch", batch, x, valid))
             self._put(("done", None, None, None))
@@ -566,7 +587,7 @@ def run_tiled_inference(
             raise CancelledError(f"{src_path}: cancelled before start")
         reader = _Reader(
             info.path, tiles, batch_size, bands_t, norm, aoi_geom, info.transform,
-            info.crs, prefetch_batches,
+            info.crs, prefetch_batches, tile_size_px,
         )
         reader.start()
 

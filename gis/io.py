@@ -54,6 +54,8 @@ __all__ = [
     "Overview",
     "open_raster",
     "read_window",
+    "read_window_raw",
+    "raw_dtype",
     "normalize",
     "compute_stretch",
     "make_normalizer",
@@ -370,17 +372,119 @@ def read_window(
     try:
         uniq = sorted(set(bands))
         raw = ds.read(uniq, window=inner)
-        m = ds.dataset_mask(window=inner)
     except RasterioError as exc:
         raise _read_error(ds.name, exc) from exc
     pos = {b: i for i, b in enumerate(uniq)}
     for k, b in enumerate(bands):
         data[k, ys, xs] = raw[pos[b]]
-    inner_valid = m > 0
-    if np.issubdtype(raw.dtype, np.floating):
-        inner_valid &= np.isfinite(raw).all(axis=0)  # NaN/inf are never data
-    valid[ys, xs] = inner_valid
+    _inner_valid(ds, inner, raw, valid[ys, xs])
     return data, valid
+
+
+def _all_valid(ds: "rasterio.io.DatasetReader") -> bool:
+    """True when GDAL's dataset mask is 255 everywhere: every band's mask is ``all_valid`` (no
+    nodata value, alpha band or mask band)."""
+    return all(list(f) == [MaskFlags.all_valid] for f in ds.mask_flag_enums)
+
+
+def _inner_valid(ds: "rasterio.io.DatasetReader", inner: Window, raw: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Write the valid-data mask of ``raw`` (the bands read over ``inner``) into ``out`` (bool
+    ``(h, w)``, may be a view): GDAL's dataset mask (not read at all when it is all valid) and,
+    for float data, finite values in every band."""
+    if _all_valid(ds):
+        out[...] = True
+    else:
+        try:
+            m = ds.dataset_mask(window=inner)
+        except RasterioError as exc:
+            raise _read_error(ds.name, exc) from exc
+        np.greater(m, 0, out=out)
+    if np.issubdtype(raw.dtype, np.floating):
+        out &= np.isfinite(raw).all(axis=0)  # NaN/inf are never data
+
+
+def raw_dtype(src: "rasterio.io.DatasetReader", bands: Sequence[int]) -> Optional[np.dtype]:
+    """The dtype :func:`read_window_raw` returns for ``bands`` of an open dataset: the bands'
+    common dtype, or None when the selected bands differ in dtype (use :func:`read_window`)."""
+    dts = {src.dtypes[int(b) - 1] for b in bands}
+    if len(dts) != 1:
+        return None
+    dt = np.dtype(dts.pop())
+    return dt if dt.kind in "uif" else None
+
+
+def read_window_raw(
+    src: "rasterio.io.DatasetReader",
+    window: Window,
+    bands: Optional[Sequence[int]] = None,
+    *,
+    out: Optional[np.ndarray] = None,
+    valid_out: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`read_window` (boundless, padded with 0) in the raster's own dtype, optionally into
+    caller-owned buffers: no float copy, no allocation per tile.
+
+    For the tiling pipeline, which converts the raw values straight into its float32 batch
+    (:meth:`Normalizer.normalize_into`). Windows inside the raster are read by GDAL directly into
+    ``out``; the dataset mask is not read at all for rasters without nodata, alpha or mask band.
+
+    Args:
+        src: an open rasterio dataset.
+        window: integer window in full-raster pixel coordinates (may reach past the raster).
+        bands: 1-based band indices (repeats allowed); default all bands. The selected bands must
+            share one dtype (:func:`raw_dtype` is not None).
+        out: optional array ``(len(bands), h, w)`` of that dtype (it may be a view) to read into.
+        valid_out: optional bool array ``(h, w)`` for the valid-data mask.
+
+    Returns:
+        ``(data, valid)``: ``data`` is ``out`` when given; ``valid`` as in :func:`read_window`.
+        ``data`` equals ``read_window(src, window, bands)[0]`` once cast to float32.
+
+    Raises:
+        RasterReadError: the read fails.
+        ValueError: bands out of range or of different dtypes, buffers of the wrong shape/dtype.
+    """
+    ds = src
+    bands = _check_bands(bands, ds.count, ds.name)
+    dtype = raw_dtype(ds, bands)
+    if dtype is None:
+        raise ValueError(f"{ds.name}: bands {bands} differ in dtype (use read_window)")
+    c0, r0 = int(round(window.col_off)), int(round(window.row_off))
+    w, h = int(round(window.width)), int(round(window.height))
+    shape = (len(bands), h, w)
+    if out is None:
+        out = np.empty(shape, dtype)
+    elif out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"read_window_raw: out must be {dtype} {shape}, got {out.dtype} {out.shape}")
+    if valid_out is None:
+        valid_out = np.empty((h, w), bool)
+    elif valid_out.shape != (h, w) or valid_out.dtype != bool:
+        raise ValueError(f"read_window_raw: valid_out must be bool {(h, w)}")
+    ic0, ir0 = max(c0, 0), max(r0, 0)
+    ic1, ir1 = min(c0 + w, ds.width), min(r0 + h, ds.height)
+    inside = ic0 == c0 and ir0 == r0 and ic1 == c0 + w and ir1 == r0 + h
+    if not inside:
+        out[...] = 0
+        valid_out[...] = False
+    if ic1 <= ic0 or ir1 <= ir0:
+        return out, valid_out
+    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
+    ys, xs = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
+    dst = out[:, ys, xs]
+    try:
+        if len(set(bands)) == len(bands):
+            ds.read(list(bands), window=inner, out=dst)
+        else:  # repeated bands: each distinct band read once
+            uniq = sorted(set(bands))
+            raw = ds.read(uniq, window=inner)
+            pos = {b: i for i, b in enumerate(uniq)}
+            for k, b in enumerate(bands):
+                dst[k] = raw[pos[b]]
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+    _inner_valid(ds, inner, dst, valid_out[ys, xs])
+    return out, valid_out
 
 
 def compute_stretch(
@@ -429,6 +533,52 @@ def compute_stretch(
     return lo, hi
 
 
+def _per_channel(v: Sequence[float], c: int, name: str) -> np.ndarray:
+    """float32 ``(c,)`` from one value or one value per channel."""
+    a = np.asarray(v, dtype=np.float32).reshape(-1)
+    if a.size == 1:
+        a = np.repeat(a, c)
+    if a.size != c:
+        raise ValueError(f"normalize: {name} has {a.size} values for {c} channels")
+    return a
+
+
+def _fused_coefficients(
+    c: int,
+    method: str,
+    *,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    lo: Optional[Sequence[float]] = None,
+    hi: Optional[Sequence[float]] = None,
+) -> Optional[Tuple[np.ndarray, np.ndarray, Optional[Tuple[np.ndarray, np.ndarray]]]]:
+    """Validate the arguments of :func:`normalize` and return the float32 per-channel ``(a, b,
+    bounds)`` of its fused form ``clip(x * a + b, *bounds)`` (``bounds`` None: no clip), or None
+    when a ``std <= 0`` needs the step-by-step form."""
+    if method not in ("uint8", "percentile", "none"):
+        raise ValueError(f"normalize: unknown method {method!r} (uint8, percentile, none)")
+    if method == "percentile" and (lo is None or hi is None):
+        raise ValueError("normalize: method 'percentile' needs lo and hi (compute_stretch)")
+    if std is not None and not np.all(np.asarray(std, dtype=np.float64) > 0):
+        return None
+    one = np.ones(c, dtype=np.float64)
+    if method == "uint8":
+        a, b = one / 255.0, 0.0 * one
+    elif method == "percentile":
+        lo64 = _per_channel(lo, c, "lo").astype(np.float64)
+        span = np.maximum(_per_channel(hi, c, "hi").astype(np.float64) - lo64, 1e-12)
+        a, b = one / span, -lo64 / span
+    else:
+        a, b = one, 0.0 * one
+    m = 0.0 if mean is None else _per_channel(mean, c, "mean").astype(np.float64)
+    sd = 1.0 if std is None else _per_channel(std, c, "std").astype(np.float64)
+    a, b = a / sd, (b - m) / sd
+    bounds = None
+    if method == "percentile":
+        bounds = tuple(((v - m) / sd * one).astype(np.float32) for v in (0.0 * one, one))
+    return a.astype(np.float32), b.astype(np.float32), bounds
+
+
 def normalize(
     tile: np.ndarray,
     method: str = "uint8",
@@ -454,43 +604,22 @@ def normalize(
     if x.ndim not in (3, 4):
         raise ValueError(f"normalize expects (C,H,W) or (N,C,H,W), got shape {x.shape}")
     c = x.shape[-3]
-
-    def per_channel(v: Sequence[float], name: str) -> np.ndarray:
-        a = np.asarray(v, dtype=np.float32).reshape(-1)
-        if a.size == 1:
-            a = np.repeat(a, c)
-        if a.size != c:
-            raise ValueError(f"normalize: {name} has {a.size} values for {c} channels")
-        return a.reshape(c, 1, 1)
-
-    if method not in ("uint8", "percentile", "none"):
-        raise ValueError(f"normalize: unknown method {method!r} (uint8, percentile, none)")
-    if method == "percentile" and (lo is None or hi is None):
-        raise ValueError("normalize: method 'percentile' needs lo and hi (compute_stretch)")
-    if std is None or np.all(np.asarray(std, dtype=np.float64) > 0):
+    fused = _fused_coefficients(c, method, mean=mean, std=std, lo=lo, hi=hi)
+    if fused is not None:
         # Fused form (the tiling pipeline's reader runs this for every tile): the scaling, the
         # clip and mean/std are one per-channel affine map y = x * a + b, clipped to the image
         # of 0..1 for 'percentile' (the map is increasing when std > 0). One new array and two
         # in-place passes instead of five temporaries; same values to float32 rounding.
-        one = np.ones((c, 1, 1), dtype=np.float64)
-        if method == "uint8":
-            a, b = one / 255.0, 0.0 * one
-        elif method == "percentile":
-            lo64 = per_channel(lo, "lo").astype(np.float64)
-            span = np.maximum(per_channel(hi, "hi").astype(np.float64) - lo64, 1e-12)
-            a, b = one / span, -lo64 / span
-        else:
-            a, b = one, 0.0 * one
-        bounds = (0.0 * one, one) if method == "percentile" else None
-        m = 0.0 if mean is None else per_channel(mean, "mean").astype(np.float64)
-        sd = 1.0 if std is None else per_channel(std, "std").astype(np.float64)
-        a, b = a / sd, (b - m) / sd
-        out = np.multiply(x, a.astype(np.float32), dtype=np.float32)
-        out += b.astype(np.float32)
+        a, b, bounds = fused
+        out = np.multiply(x, a.reshape(c, 1, 1), dtype=np.float32)
+        out += b.reshape(c, 1, 1)
         if bounds is not None:
-            lo_b, hi_b = ((v - m) / sd for v in bounds)
-            np.clip(out, lo_b.astype(np.float32), hi_b.astype(np.float32), out=out)
+            np.clip(out, bounds[0].reshape(c, 1, 1), bounds[1].reshape(c, 1, 1), out=out)
         return out
+
+    def per_channel(v: Sequence[float], name: str) -> np.ndarray:
+        return _per_channel(v, c, name).reshape(c, 1, 1)
+
     # a std <= 0 (degenerate input): the step-by-step form, which the fused one reproduces
     if method == "uint8":
         x = x * np.float32(1.0 / 255.0)
@@ -519,6 +648,45 @@ class Normalizer:
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         return normalize(tile, self.method, mean=self.mean, std=self.std, lo=self.lo, hi=self.hi)
+
+    def fusable(self, channels: int) -> bool:
+        """True when :meth:`normalize_into` applies (valid parameters for ``channels`` channels
+        and every std > 0)."""
+        try:
+            return self._coefficients(channels) is not None
+        except ValueError:
+            return False
+
+    def _coefficients(self, c: int):
+        return _fused_coefficients(c, self.method, mean=self.mean, std=self.std, lo=self.lo,
+                                   hi=self.hi)
+
+    def normalize_into(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Normalise one raw tile ``(C, H, W)`` of any numeric dtype straight into ``out`` (float32
+        ``(C, H, W)``, e.g. a slot of the pipeline's batch): ``out`` then equals ``self(raw)``
+        without the float32 copy of ``raw`` or any other temporary (uint8 tiles are read as
+        uint8 and scaled as they are converted).
+
+        Raises:
+            ValueError: ``std <= 0`` (see :meth:`fusable`), or shapes that do not match.
+        """
+        if raw.ndim != 3 or out.shape != raw.shape or out.dtype != np.float32:
+            raise ValueError(f"normalize_into: raw {raw.shape} into float32 of the same shape, "
+                             f"got {out.dtype} {out.shape}")
+        fused = self._coefficients(raw.shape[0])
+        if fused is None:
+            raise ValueError("normalize_into: a std <= 0 needs the step-by-step normalize")
+        a, b, bounds = fused
+        for k in range(raw.shape[0]):
+            o = out[k]
+            # the same float32 operations as normalize(): raw -> float32, * a, + b, clip
+            np.multiply(raw[k], a[k], out=o, dtype=np.float32, casting="unsafe")
+            np.add(o, b[k], out=o)
+            if bounds is not None:
+                # clip as two passes with scalar bounds (numpy's clip is ~2x slower here)
+                np.maximum(o, bounds[0][k], out=o)
+                np.minimum(o, bounds[1][k], out=o)
+        return out
 
 
 def make_normalizer(

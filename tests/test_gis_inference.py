@@ -507,3 +507,51 @@ def test_gdal_cache_size_covers_a_row_of_tiles_within_bounds():
     assert gdal_cache_bytes(20000, 3, 1, 512, 512) == need
     assert GDAL_CACHE_MIN_MB * mb < need < GDAL_CACHE_MB * mb
     assert gdal_cache_bytes(200000, 4, 2, 512, 512) == GDAL_CACHE_MB * mb
+
+
+def _fed_batches(src, out_dir, normalize, **kw):
+    """The batches predict_fn receives and the output arrays of one run."""
+    fed = []
+
+    def model(b):
+        fed.append(b.copy())
+        return sigmoid_pixelwise(b)
+
+    res = run_tiled_inference(src, model, out_dir / "p.tif", out_dir / "m.tif", tile_size_px=32,
+                              overlap_px=8, batch_size=3, normalize=normalize, **kw)
+    return np.concatenate(fed), _read(res.prob_path)[0], _read(res.mask_path)[0], res
+
+
+@pytest.mark.parametrize("kind", ["u8_alpha", "u16_nodata", "f32_nan", "i16"])
+def test_reader_fast_path_equals_general_path(tmp_path, kind):
+    """The reader normalises raw uint8/uint16/float tiles straight into the batch (a Normalizer);
+    an opaque callable gets the float32 windows. Both feed the network the same bits."""
+    from gis.io import make_normalizer
+
+    if kind == "u8_alpha":
+        img = random_image((4, 50, 70))
+        img[3] = 255
+        img[3, 10:20, :15] = 0
+        src, bands = write_geotiff(tmp_path / "a.tif", img, alpha_band=4), (3, 1, 2)
+    elif kind == "u16_nodata":
+        img = random_image((3, 50, 70), "uint16")
+        img[:, 40:, 60:] = 0
+        src, bands = write_geotiff(tmp_path / "a.tif", img, nodata=0, tiled=True), (1, 2, 2)
+    elif kind == "f32_nan":
+        img = random_image((3, 50, 70), "float32")
+        img[1, 5:9, 5:30] = np.nan
+        src, bands = write_geotiff(tmp_path / "a.tif", img), (1, 2, 3)
+    else:  # int16 with negative values (raw windows are cast to float32 as they are scaled)
+        img = (random_image((2, 50, 70), "int16", high=4000) - 1000).astype(np.int16)
+        src, bands = write_geotiff(tmp_path / "a.tif", img, tiled=True), (2, 1, 2)
+    norm = make_normalizer(src, bands, method="percentile", mean=[0.5], std=[0.3125])
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "slow").mkdir()
+    fast = _fed_batches(src, tmp_path / "fast", norm, bands=bands)
+    slow = _fed_batches(src, tmp_path / "slow", lambda x: norm(x), bands=bands)
+    for a, b in zip(fast[:3], slow[:3]):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(fast[0]).all()  # NaN and padding are zeroed
+    assert fast[3].valid_pixels == slow[3].valid_pixels
+    assert fast[3].positive_pixels == slow[3].positive_pixels

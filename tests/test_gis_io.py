@@ -14,8 +14,11 @@ from gis.io import (
     make_normalizer,
     normalize,
     open_raster,
+    Normalizer,
+    raw_dtype,
     read_overview,
     read_window,
+    read_window_raw,
     utm_crs_for_lonlat,
     write_cog,
 )
@@ -140,6 +143,121 @@ def test_valid_mask_from_internal_mask(tmp_path):
     assert info.has_mask
     _, valid = read_window(p, Window(0, 0, 16, 16))
     assert (valid == m).all()
+
+
+def _raw_cases(tmp_path):
+    """Rasters with every kind of validity: none, nodata, alpha, internal mask, NaN floats."""
+    u8 = random_image((3, 40, 50))
+    nd = random_image((3, 40, 50), "uint16")
+    nd[:, :5] = 0
+    alpha = random_image((4, 40, 50))
+    alpha[3] = 255
+    alpha[3, :, :7] = 0
+    fl = random_image((2, 40, 50), "float32")
+    fl[1, 20, 30] = np.nan
+    fl[0, 3, 3] = np.inf
+    m = np.ones((40, 50), bool)
+    m[30:, 40:] = False
+    return [
+        (write_geotiff(tmp_path / "u8.tif", u8), (1, 2, 3)),
+        (write_geotiff(tmp_path / "u8t.tif", u8, tiled=True), (3, 1)),
+        (write_geotiff(tmp_path / "nd.tif", nd, nodata=0), (1, 2, 3)),
+        (write_geotiff(tmp_path / "alpha.tif", alpha, alpha_band=4), (1, 2, 3)),
+        (write_geotiff(tmp_path / "fl.tif", fl), (2, 1)),
+        (write_geotiff(tmp_path / "mask.tif", u8[:1], internal_mask=m), (1, 1, 1)),
+    ]
+
+
+@pytest.mark.parametrize("win", [Window(5, 6, 16, 16), Window(-4, 30, 16, 16),
+                                 Window(40, -3, 16, 16), Window(45, 35, 16, 16),
+                                 Window(0, 0, 50, 40), Window(60, 0, 8, 8)])
+def test_read_window_raw_equals_read_window(tmp_path, win):
+    """The pipeline's raw reader (own dtype, caller's buffers) gives read_window's values and
+    mask for windows inside, across the edge of and outside the raster, with repeated bands,
+    nodata, alpha, internal masks and NaN/inf floats."""
+    for path, bands in _raw_cases(tmp_path):
+        ref, ref_valid = read_window(path, win, bands)
+        with rasterio.open(path) as ds:
+            dt = raw_dtype(ds, bands)
+            assert dt == np.dtype(ds.dtypes[bands[0] - 1])
+            shape = (len(bands), int(win.height), int(win.width))
+            out = np.full(shape, 99, dt)  # stale content must not survive
+            valid_out = np.ones(shape[1:], bool)
+            data, valid = read_window_raw(ds, win, bands, out=out, valid_out=valid_out)
+            assert data is out and valid is valid_out
+            fresh, fresh_valid = read_window_raw(ds, win, bands)
+        assert data.dtype == dt
+        np.testing.assert_array_equal(data.astype(np.float32), ref, err_msg=str(path))
+        np.testing.assert_array_equal(valid, ref_valid, err_msg=str(path))
+        np.testing.assert_array_equal(fresh, data)
+        np.testing.assert_array_equal(fresh_valid, valid)
+
+
+def test_read_window_raw_into_a_view_and_refusals(tmp_path):
+    img = random_image((3, 20, 30))
+    p = write_geotiff(tmp_path / "a.tif", img, tiled=True)
+    big = np.zeros((3, 32, 32), np.uint8)
+    with rasterio.open(p) as ds:
+        view = big[:, 4:20, 8:24]  # not contiguous
+        read_window_raw(ds, Window(3, 2, 16, 16), out=view)
+        with pytest.raises(ValueError, match="out must be"):
+            read_window_raw(ds, Window(0, 0, 8, 8), out=np.zeros((3, 8, 8), np.float32))
+        with pytest.raises(ValueError, match="1-based"):
+            read_window_raw(ds, Window(0, 0, 8, 8), bands=(4,))
+    np.testing.assert_array_equal(big[:, 4:20, 8:24], img[:, 2:18, 3:19])
+    assert not big[:, :4].any() and not big[:, :, :8].any()
+    mixed = tmp_path / "mixed.vrt"
+    with rasterio.open(p) as ds:  # a raster whose bands differ in dtype -> read_window instead
+        assert raw_dtype(ds, (1, 2)) == np.uint8
+    f = write_geotiff(tmp_path / "f.tif", random_image((1, 20, 30), "float32"))
+    mixed.write_text(
+        f'<VRTDataset rasterXSize="30" rasterYSize="20">'
+        f'<VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename>{p}'
+        f'</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+        f'<VRTRasterBand dataType="Float32" band="2"><SimpleSource><SourceFilename>{f}'
+        f'</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+        f'</VRTDataset>')
+    with rasterio.open(mixed) as ds:
+        assert raw_dtype(ds, (1, 2)) is None and raw_dtype(ds, (2,)) == np.float32
+        with pytest.raises(ValueError, match="differ in dtype"):
+            read_window_raw(ds, Window(0, 0, 8, 8), (1, 2))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64"])
+@pytest.mark.parametrize("method,mean,std", [
+    ("uint8", None, None), ("uint8", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ("percentile", [0.5], [0.3125]), ("percentile", None, None), ("none", [3.0], [2.0]),
+])
+def test_normalize_into_equals_normalize_bit_for_bit(dtype, method, mean, std):
+    """Raw tiles of any dtype normalised straight into a float32 slot give exactly the values of
+    normalize() on the float32 copy (the reader's old path), NaN included."""
+    rng = np.random.default_rng(7)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        raw = rng.uniform(-50, 3000, (3, 24, 24)).astype(dt)
+        raw[1, 3, 4] = np.nan
+    else:
+        info = np.iinfo(dt)
+        raw = rng.integers(max(info.min, -3000), min(info.max, 70000), (3, 24, 24)).astype(dt)
+    norm = Normalizer(method, None if mean is None else tuple(mean),
+                      None if std is None else tuple(std), (10.0, 0.0, 100.5), (200.0, 255.0, 2500.0))
+    assert norm.fusable(3)
+    batch = np.full((2, 3, 24, 24), -7.0, np.float32)
+    got = norm.normalize_into(raw, batch[1])
+    assert np.shares_memory(got, batch[1])
+    ref = norm(raw.astype(np.float32))
+    np.testing.assert_array_equal(batch[1], ref)
+    assert (batch[0] == -7.0).all()  # only the given slot is written
+
+
+def test_normalize_into_refuses_what_it_cannot_fuse():
+    assert not Normalizer("uint8", None, (0.0,)).fusable(3)
+    assert not Normalizer("uint8", (0.1, 0.2), None).fusable(3)  # 2 means for 3 channels
+    with pytest.raises(ValueError, match="std <= 0"):
+        Normalizer("uint8", None, (0.0,)).normalize_into(np.zeros((3, 2, 2), np.uint8),
+                                                         np.zeros((3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        Normalizer().normalize_into(np.zeros((3, 2, 2), np.uint8), np.zeros((3, 2, 2)))
 
 
 # ------------------------------------------------------------------ normalisation
