@@ -16,9 +16,10 @@ from the raster's CRS and transform. All thresholds here are in metres.
 The tracing is our own implementation of the usual approach (as in ``sknw``): pixels with a number
 of 8-neighbours other than two are node pixels, 8-connected node pixels form one node, and every
 path of two-neighbour pixels between node pixels is one edge; closed loops without any node pixel
-get an artificial node. Memory: a padded copy of the skeleton, a neighbour-count array (uint8) and a
-label array (int32), i.e. about 6 bytes per pixel; the tracing loop is Python, linear in the number
-of skeleton pixels.
+get an artificial node. The tracing works on the list of skeleton pixels (sorted linear indices and
+an 8-neighbour table found by binary search, about 50 bytes per skeleton pixel), never on an array
+of the raster's size, so a strip-wise skeleton of any raster can be traced at once; the tracing
+loop is Python, linear in the number of skeleton pixels.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import networkx as nx
 import numpy as np
-from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ ToMetric = Callable[[np.ndarray], np.ndarray]
 
 __all__ = [
     "skeleton_to_graph",
+    "skeleton_pixels_to_graph",
     "attach_metric",
     "merge_degree2",
     "prune_spurs",
@@ -46,7 +47,6 @@ __all__ = [
     "path_length",
 ]
 
-_EIGHT = np.ones((3, 3), dtype=bool)
 #: a collinear bridge into the inside of an edge must meet it at least this steeply (degrees)
 _MIN_INCIDENCE_DEG = 45.0
 
@@ -71,49 +71,84 @@ def skeleton_to_graph(skeleton: np.ndarray) -> nx.MultiGraph:
         (row, col) coordinates, see the module docstring). No metric attributes yet: call
         :func:`attach_metric`.
     """
-    sk = np.pad(np.asarray(skeleton) != 0, 1)
-    h, w = sk.shape
-    kernel = np.ones((3, 3), dtype=np.uint8)
-    kernel[1, 1] = 0
-    nbcount = ndimage.convolve(sk.astype(np.uint8), kernel, mode="constant")
-    node_px = sk & (nbcount != 2)
-    labels, n_nodes = ndimage.label(node_px, structure=_EIGHT)
-    flat = sk.ravel()
-    lab = labels.ravel()
-    offsets = np.array([-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1])
+    sk = np.asarray(skeleton)
+    rows, cols = np.nonzero(sk)
+    return skeleton_pixels_to_graph(rows, cols, sk.shape)
 
+
+def skeleton_pixels_to_graph(rows: np.ndarray, cols: np.ndarray,
+                             shape: Tuple[int, int]) -> nx.MultiGraph:
+    """:func:`skeleton_to_graph` of a skeleton given by its pixels' ``rows`` and ``cols`` (any
+    order, duplicates ignored) on a raster of ``shape``; memory is proportional to the number of
+    skeleton pixels, not to the raster's area."""
+    w = int(shape[1])
+    wp = w + 2  # keys index a raster padded by one pixel, so neighbour offsets never wrap
+    keys = np.unique((np.asarray(rows, np.int64) + 1) * wp + (np.asarray(cols, np.int64) + 1))
+    n_px = len(keys)
+    r_of = keys // wp - 1
+    c_of = keys % wp - 1
+    offsets = np.array([-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1], dtype=np.int64)
+    # neighbour table: index of each 8-neighbour in ``keys`` or ``none`` (= n_px, a sentinel)
+    none = n_px
+    nbr = np.full((n_px + 1, 8), none, dtype=np.int64 if n_px >= 2**31 - 1 else np.int32)
+    for j, o in enumerate(offsets):
+        target = keys + o
+        pos = np.minimum(np.searchsorted(keys, target), max(n_px - 1, 0))
+        hit = keys[pos] == target if n_px else np.zeros(0, bool)
+        nbr[:n_px, j][hit] = pos[hit]
+    count = (nbr[:n_px] != none).sum(axis=1)
+    is_node = count != 2
+    node_idx = np.flatnonzero(is_node)
+    # node clusters: 8-connected node pixels, numbered in raster order of their first pixel
+    lab = np.zeros(n_px + 1, dtype=np.int64)
     g = nx.MultiGraph()
-    if n_nodes:
-        idx = np.arange(1, n_nodes + 1)
-        rows, cols = np.nonzero(node_px)
-        # centroids (in unpadded pixel coordinates)
-        cnt = np.bincount(labels[rows, cols], minlength=n_nodes + 1)[1:].astype(float)
-        rsum = np.bincount(labels[rows, cols], weights=rows, minlength=n_nodes + 1)[1:]
-        csum = np.bincount(labels[rows, cols], weights=cols, minlength=n_nodes + 1)[1:]
-        for i, r, c, k in zip(idx, rsum, csum, cnt):
-            g.add_node(int(i), rc=np.array([r / k - 1.0, c / k - 1.0]))
+    n_nodes = 0
+    if len(node_idx):
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
 
-    visited = np.zeros(flat.shape, dtype=bool)
+        local = np.full(n_px + 1, -1, dtype=np.int64)
+        local[node_idx] = np.arange(len(node_idx))
+        sub = nbr[node_idx]
+        src = np.repeat(np.arange(len(node_idx)), 8)
+        dst = local[sub.ravel()]
+        keep = dst >= 0
+        k = len(node_idx)
+        adj = coo_matrix((np.ones(int(keep.sum()), np.int8), (src[keep], dst[keep])),
+                         shape=(k, k)).tocsr()
+        n_nodes, comp = connected_components(adj, directed=False)
+        first = np.full(n_nodes, k, dtype=np.int64)
+        np.minimum.at(first, comp, np.arange(k))
+        rank = np.empty(n_nodes, dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(n_nodes)
+        node_label = rank[comp] + 1
+        lab[node_idx] = node_label
+        cnt = np.bincount(node_label, minlength=n_nodes + 1)[1:].astype(float)
+        # centroids summed in padded coordinates, as the dense tracing of earlier versions did,
+        # so that results do not change by a rounding difference
+        rsum = np.bincount(node_label, weights=r_of[node_idx] + 1, minlength=n_nodes + 1)[1:]
+        csum = np.bincount(node_label, weights=c_of[node_idx] + 1, minlength=n_nodes + 1)[1:]
+        for i in range(n_nodes):
+            g.add_node(i + 1, rc=np.array([rsum[i] / cnt[i] - 1.0, csum[i] / cnt[i] - 1.0]))
+    visited = np.zeros(n_px + 1, dtype=bool)
+    visited[none] = True
 
-    def rc_of(p: int) -> Tuple[float, float]:
-        return (p // w - 1.0, p % w - 1.0)
-
-    def trace(start_px: int, first: int, start_label: int) -> Optional[Tuple[List[int], int]]:
-        """Walk from node pixel ``start_px`` through ``first``; return (path, end label)."""
-        path = [first]
-        visited[first] = True
-        prev, cur = start_px, first
+    def trace(start_px: int, first_px: int, start_label: int) -> Optional[Tuple[List[int], int]]:
+        """Walk from node pixel ``start_px`` through ``first_px``; return (path, end label)."""
+        path = [first_px]
+        visited[first_px] = True
+        prev, cur = start_px, first_px
         while True:
             nxt = -1
             end_label = 0
-            for o in offsets:
-                q = cur + o
-                if q == prev or not flat[q]:
+            for q in nbr[cur].tolist():
+                if q == none or q == prev:
                     continue
-                if lab[q]:
-                    if len(path) == 1 and lab[q] == start_label:
+                lq = int(lab[q])
+                if lq:
+                    if len(path) == 1 and lq == start_label:
                         continue  # touches its own start cluster again
-                    end_label = int(lab[q])
+                    end_label = lq
                     break
                 if not visited[q]:
                     nxt = q
@@ -125,43 +160,44 @@ def skeleton_to_graph(skeleton: np.ndarray) -> nx.MultiGraph:
             path.append(nxt)
             prev, cur = cur, nxt
 
-    node_pixels = np.flatnonzero(lab)
-    for p in node_pixels:
+    def points(path: List[int]) -> np.ndarray:
+        idx = np.asarray(path, dtype=np.int64)
+        return np.column_stack([r_of[idx], c_of[idx]]).astype(float)
+
+    for p in node_idx.tolist():
         lp = int(lab[p])
-        for o in offsets:
-            q = p + o
-            if not flat[q] or lab[q] or visited[q]:
+        for q in nbr[p].tolist():
+            if q == none or lab[q] or visited[q]:
                 continue
-            res = trace(int(p), int(q), lp)
+            res = trace(p, q, lp)
             if res is None:
                 continue
             path, le = res
-            pts = [g.nodes[lp]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[le]["rc"]]
-            g.add_edge(lp, le, start=lp, rc=np.array(pts, dtype=float), bridged_m=0.0)
+            pts = np.vstack([g.nodes[lp]["rc"], points(path), g.nodes[le]["rc"]])
+            g.add_edge(lp, le, start=lp, rc=pts, bridged_m=0.0)
 
     # closed loops without node pixels: every remaining skeleton pixel has two neighbours
-    rest = np.flatnonzero(flat & ~visited & (lab == 0))
     next_id = n_nodes + 1
-    for p in rest:
+    for p in np.flatnonzero(~visited[:n_px] & (lab[:n_px] == 0)).tolist():
         if visited[p]:
             continue
         visited[p] = True
         nid = next_id
         next_id += 1
-        g.add_node(nid, rc=np.array(rc_of(int(p))))
-        nbrs = [int(p + o) for o in offsets if flat[p + o]]
+        g.add_node(nid, rc=np.array([float(r_of[p]), float(c_of[p])]))
+        nbrs = [q for q in nbr[p].tolist() if q != none]
         # walk from p along one neighbour until we come back next to p
         path: List[int] = []
-        prev, cur = int(p), nbrs[0] if nbrs else -1
+        prev, cur = p, nbrs[0] if nbrs else -1
         while cur >= 0 and not visited[cur]:
             visited[cur] = True
             path.append(cur)
-            cand = [int(cur + o) for o in offsets if flat[cur + o] and cur + o != prev]
+            cand = [q for q in nbr[cur].tolist() if q != none and q != prev]
             nxt = next((c for c in cand if not visited[c]), -1)
             prev, cur = cur, nxt
         if len(path) >= 2:
-            pts = [g.nodes[nid]["rc"]] + [np.array(rc_of(x)) for x in path] + [g.nodes[nid]["rc"]]
-            g.add_edge(nid, nid, start=nid, rc=np.array(pts, dtype=float), bridged_m=0.0)
+            pts = np.vstack([g.nodes[nid]["rc"], points(path), g.nodes[nid]["rc"]])
+            g.add_edge(nid, nid, start=nid, rc=pts, bridged_m=0.0)
     log.debug("skeleton traced: %d nodes, %d edges", g.number_of_nodes(), g.number_of_edges())
     return g
 

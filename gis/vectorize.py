@@ -21,12 +21,15 @@ in x and y (e.g. 0.243 m x 0.300 m at 36 deg N for 2.7e-6 deg pixels); widths ar
 the local road direction with the pixel -> metre Jacobian, so they honour that anisotropy. Output
 geometry is in the raster's CRS.
 
-Memory and time: the whole mask is processed at once. Measured peak use is about 17 bytes per mask
-pixel above the interpreter's baseline (bool mask and cleaned copy, int32 labels while cleaning,
-the skeleton and its padded copies, a float32 distance transform), e.g. 0.43 GB and 11 s on one
-core for a 5000 x 5000 mask with 125 km of roads, so ~1.7 GB for 10k x 10k. Vectorize the
-mosaicked mask (not per tile) so that lines cross tile boundaries without breaks. Strip-wise
-processing for larger masks is not implemented.
+Memory and time: the mask is processed in horizontal strips (:mod:`gis.maskstrips`): the clean-up
+labels each strip and joins components across seams, thinning and distances read each strip with
+128 rows of margin, and the skeleton is traced from its pixel list. The result is that of the whole
+mask at once for structures narrower than the margin (tested), while memory is bounded by one
+strip with its margins (about 16 M pixels) plus the skeleton and the network, which grow with the
+length of road rather than with the area: measured 0.41 GB peak for a 5000 x 5000 mask with 83 km
+of road (5.5 s) and 0.59 GB for 20000 x 20000 with 1,316 km (93 s), one core. The cleaned mask
+waits between passes at one bit per pixel in a temporary file. Vectorize the mosaicked mask (not
+per tile) so that lines cross tile boundaries without breaks.
 """
 from __future__ import annotations
 
@@ -42,10 +45,9 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
-from scipy import ndimage
 from shapely.geometry import LineString, Point
 
-from gis.errors import CRSError, RasterReadError, VectorizeError
+from gis.errors import CRSError, VectorizeError
 from gis.graph import (
     attach_metric,
     bridge_gaps,
@@ -55,7 +57,19 @@ from gis.graph import (
     path_length,
     prune_spurs,
     remove_small_components,
-    skeleton_to_graph,
+)
+from gis.graph import skeleton_pixels_to_graph as skeleton_to_graph_from_pixels
+from gis.maskstrips import (
+    MARGIN_PX,
+    ArrayMaskSource,
+    MaskSource,
+    PackedRows,
+    RasterMaskSource,
+    clean_mask,
+    iter_windows,
+    pixel_thresholds,
+    strip_bounds,
+    strip_rows_for,
 )
 
 log = logging.getLogger(__name__)
@@ -68,9 +82,9 @@ __all__ = [
     "RoadNetwork",
     "MetricFrame",
     "vectorize_mask",
+    "vectorize_source",
     "vectorize_mask_file",
     "mask_to_polygons",
-    "read_mask_file",
 ]
 
 
@@ -226,73 +240,21 @@ class RoadNetwork:
         }
 
 
-def _as_mask(mask: np.ndarray) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.ndim == 3 and m.shape[0] == 1:
-        m = m[0]
-    if m.ndim != 2:
-        raise VectorizeError(f"mask must be (H, W), got shape {m.shape}")
-    return m != 0 if m.dtype != bool else m
-
-
-def _as_probability(prob: Optional[np.ndarray], shape: Tuple[int, int]) -> Optional[np.ndarray]:
-    if prob is None:
-        return None
-    p = np.asarray(prob)
-    if p.ndim == 3 and p.shape[0] == 1:
-        p = p[0]
-    if p.shape != shape:
-        raise VectorizeError(f"probability shape {p.shape} does not match mask shape {shape}")
-    if p.dtype == np.uint8:
-        from gis.mosaic import PROB_NODATA, PROB_SCALE
-
-        q = p.astype(np.float32) / PROB_SCALE
-        q[p == PROB_NODATA] = np.nan
-        return q
-    return p.astype(np.float32, copy=False)
-
-
 #: pixels of border replication before skeletonizing (more than half the widest road expected)
 _BORDER_PAD_PX = 64
-
-
-def _remove_small(mask: np.ndarray, max_pixels: int, structure: np.ndarray) -> np.ndarray:
-    """``mask`` without connected components of at most ``max_pixels`` pixels."""
-    lab, n = ndimage.label(mask, structure=structure)
-    if n == 0:
-        return mask.copy()
-    sizes = np.bincount(lab.ravel())
-    small = sizes <= max_pixels
-    small[0] = False
-    return mask & ~small[lab]
-
-
-def _clean(mask: np.ndarray, frame: MetricFrame, params: VectorizeParams) -> np.ndarray:
-    """Remove 8-connected objects below ``min_object_area_m2``; fill 4-connected holes (background
-    components not touching the border) up to ``max_hole_area_m2``."""
-    px_area = frame.pixel_area_m2
-    m = mask
-    small_obj = int(math.ceil(params.min_object_area_m2 / px_area)) - 1
-    if small_obj > 0:
-        m = _remove_small(m, small_obj, np.ones((3, 3), bool))
-    max_hole = int(math.floor(params.max_hole_area_m2 / px_area))
-    if max_hole > 0:
-        bg = ~m
-        lab, n = ndimage.label(bg)
-        if n:
-            sizes = np.bincount(lab.ravel())
-            border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-            fill = sizes <= max_hole
-            fill[0] = False
-            fill[border] = False
-            m = m | fill[lab]
-    return m
 
 
 def _sample(arr: np.ndarray, rc: np.ndarray) -> np.ndarray:
     r = np.clip(np.rint(rc[:, 0]).astype(int), 0, arr.shape[0] - 1)
     c = np.clip(np.rint(rc[:, 1]).astype(int), 0, arr.shape[1] - 1)
     return arr[r, c]
+
+
+def _pixels(rc: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Rounded pixel (rows, cols) of points ``rc``, clipped to a raster of ``shape``."""
+    r = np.clip(np.rint(rc[:, 0]).astype(np.int64), 0, shape[0] - 1)
+    c = np.clip(np.rint(rc[:, 1]).astype(np.int64), 0, shape[1] - 1)
+    return r, c
 
 
 def _distance_px(mask: np.ndarray) -> np.ndarray:
@@ -303,20 +265,21 @@ def _distance_px(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
-def _width_m(dist_px: np.ndarray, rc: np.ndarray, jac: np.ndarray) -> float:
+def _width_m(d: np.ndarray, rc: np.ndarray, jac: np.ndarray) -> float:
     """Road width along an edge in metres: the median over its inner pixels of
     ``2 * distance - 0.5`` pixels, each converted to metres across the local direction.
 
-    In pixel space a road is a band of perpendicular width ``w_px`` with unit normal ``n``; the
-    pixel -> metre Jacobian ``J`` (columns: one column step, one row step) maps it to a band of
-    width ``w_px / |J^-T n|``, which is exact for a linear map and honours non-square pixels
+    ``d`` holds the distances (pixels) sampled at the inner points ``rc[1:-1]``. In pixel space a
+    road is a band of perpendicular width ``w_px`` with unit normal ``n``; the pixel -> metre
+    Jacobian ``J`` (columns: one column step, one row step) maps it to a band of width
+    ``w_px / |J^-T n|``, which is exact for a linear map and honours non-square pixels
     (e.g. a geographic CRS).
     """
     n = len(rc)
     if n < 3:
         return float("nan")
     idx = np.arange(1, n - 1)
-    d = _sample(dist_px, rc[idx]).astype(float)
+    d = np.asarray(d, dtype=float)
     i0 = np.clip(idx - 3, 0, n - 1)
     i1 = np.clip(idx + 3, 0, n - 1)
     t = rc[i1] - rc[i0]  # (drow, dcol)
@@ -345,39 +308,123 @@ def _empty_outputs(crs: object) -> Tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     return edges, nodes
 
 
-def vectorize_mask(
-    mask: np.ndarray,
-    transform: Affine,
-    crs: object,
-    probability: Optional[np.ndarray] = None,
+def _strips_of(source: MaskSource, strip_rows: Optional[int]) -> list:
+    rows = int(strip_rows) if strip_rows else strip_rows_for(source.width)
+    if rows < 1:
+        raise ValueError(f"strip_rows must be >= 1, got {strip_rows}")
+    return strip_bounds(source.height, rows)
+
+
+def _skeleton_pixels(store: PackedRows, strips: list, margin: int,
+                     check: Callable[[], None]) -> Tuple[np.ndarray, np.ndarray]:
+    """Skeleton pixels (rows, cols) of the cleaned mask in ``store``, thinned window by window.
+
+    The border is replicated before thinning so that roads leaving the raster keep their full
+    length (thinning treats the outside as background and would retract them by half their width);
+    inside the raster a window reaches ``margin`` rows past its strip, so the strip's skeleton is
+    that of the whole mask.
+    """
+    from skimage.morphology import skeletonize
+
+    pad = _BORDER_PAD_PX
+    rows, cols = [], []
+    for r0, r1, a, b in iter_windows(strips, store.height, margin):
+        win = store.read(a, b)
+        if win[r0 - a:r1 - a].any():  # the skeleton lies inside the mask
+            sk = skeletonize(np.pad(win, pad, mode="edge"))[pad:-pad, pad:-pad]
+            rr, cc = np.nonzero(sk[r0 - a:r1 - a])
+            rows.append(rr.astype(np.int64) + r0)
+            cols.append(cc.astype(np.int64))
+            del sk
+        check()
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def _sample_along_edges(edges: list, source: MaskSource, store: PackedRows, strips: list,
+                        margin: int, want_prob: bool,
+                        check: Callable[[], None]) -> Tuple[list, list]:
+    """Distances (pixels, for widths) at each edge's inner points ``rc[1:-1]`` and probabilities at
+    its inner pixels, read strip by strip: ``(dist per edge, prob per edge)``."""
+    shape = (source.height, source.width)
+    d_idx, p_idx = [], []
+    for rc in edges:
+        d_idx.append(rc[1:-1] if len(rc) >= 3 else rc[:0])
+        p_idx.append(rc[1:-1] if len(rc) > 2 else rc)
+    d_counts = [len(x) for x in d_idx]
+    p_counts = [len(x) for x in p_idx] if want_prob else [0] * len(edges)
+    d_rc = np.concatenate(d_idx) if d_idx else np.zeros((0, 2))
+    p_rc = np.concatenate(p_idx) if (p_idx and want_prob) else np.zeros((0, 2))
+    d_r, d_c = _pixels(d_rc, shape)
+    p_r, p_c = _pixels(p_rc, shape)
+    d_val = np.zeros(len(d_r), dtype=np.float32)
+    p_val = np.full(len(p_r), np.nan, dtype=np.float32)
+    d_order = np.argsort(d_r, kind="stable")
+    p_order = np.argsort(p_r, kind="stable")
+    d_sorted, p_sorted = d_r[d_order], p_r[p_order]
+    for r0, r1, a, b in iter_windows(strips, source.height, margin):
+        i0, i1 = np.searchsorted(d_sorted, [r0, r1])
+        if i1 > i0 and store.any:
+            sel = d_order[i0:i1]
+            dist = _distance_px(store.read(a, b))
+            d_val[sel] = dist[d_r[sel] - a, d_c[sel]]
+            del dist
+        j0, j1 = np.searchsorted(p_sorted, [r0, r1])
+        if j1 > j0:
+            sel = p_order[j0:j1]
+            prob = source.read_probability(r0, r1)
+            p_val[sel] = prob[p_r[sel] - r0, p_c[sel]]
+            del prob
+        check()
+    d_out = np.split(d_val, np.cumsum(d_counts)[:-1]) if edges else []
+    p_out = np.split(p_val, np.cumsum(p_counts)[:-1]) if edges else []
+    return d_out, p_out
+
+
+def vectorize_source(
+    source: MaskSource,
     params: VectorizeParams = VectorizeParams(),
     on_progress: Optional[ProgressFn] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
+    *,
+    crs: object = None,
+    polygons: bool = False,
+    strip_rows: Optional[int] = None,
+    margin_px: int = MARGIN_PX,
 ) -> RoadNetwork:
-    """Vectorize a binary road mask into a centre-line network.
+    """Vectorize the road mask of ``source`` (a :class:`gis.maskstrips.MaskSource`) strip by strip.
+
+    Memory stays bounded by a strip and its margins plus the skeleton and the network (which grow
+    with the length of road, not with the raster's area); see :mod:`gis.maskstrips`.
 
     Args:
-        mask: ``(H, W)`` bool or integer, non-zero = road.
-        transform: the raster's affine transform (pixel -> ``crs``).
-        crs: the raster's CRS (anything pyproj accepts: EPSG code, WKT, rasterio CRS).
-        probability: optional ``(H, W)`` float 0..1 (NaN = no data) or uint8 ``0..254`` with 255 =
-            nodata (the :mod:`gis.mosaic` encoding); used for the ``confidence`` column only.
+        source: mask (and optional probability, used for the ``confidence`` column only).
         params: thresholds in metres, see :class:`VectorizeParams`.
         on_progress: ``on_progress(done, total, stage)`` after each stage.
-        should_cancel: checked between stages; True raises :class:`gis.errors.CancelledError`.
+        should_cancel: checked between strips and stages; True raises
+            :class:`gis.errors.CancelledError`.
+        crs: the CRS to measure and write in (default ``source.crs``).
+        polygons: also trace road-surface polygons of the uncleaned mask (``net.polygons``, see
+            :func:`mask_to_polygons`).
+        strip_rows: rows per strip (default :func:`gis.maskstrips.strip_rows_for` the width).
+        margin_px: rows read above and below a strip for thinning and distances.
 
     Returns:
         :class:`RoadNetwork` with edges and nodes in ``crs``.
     """
-    from skimage.morphology import skeletonize
-
     from gis.errors import CancelledError
 
-    m = _as_mask(mask)
-    frame = MetricFrame(crs, transform, m.shape)
-    prob = _as_probability(probability, m.shape)
+    crs = source.crs if crs is None else crs
+    shape = (source.height, source.width)
+    frame = MetricFrame(crs, source.transform, shape)
+    strips = _strips_of(source, strip_rows)
     stages = ["clean", "skeleton", "graph", "prune", "bridge", "simplify"]
-    total = len(stages)
+    total = len(stages) + (1 if polygons else 0)
+
+    def check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise CancelledError("vectorize cancelled")
 
     def step(i: int) -> None:
         if on_progress is not None:
@@ -386,37 +433,40 @@ def vectorize_mask(
             raise CancelledError(f"vectorize cancelled after stage {stages[i]!r}")
 
     px_w, px_h = frame.pixel_size_m
-    log.debug("vectorize: %dx%d mask, pixel %.3f x %.3f m, metric CRS %s", m.shape[1], m.shape[0],
-              px_w, px_h, frame.metric_crs.to_string())
-    cleaned = _clean(m, frame, params)
-    step(0)
-    # replicate the border before thinning so that roads leaving the raster keep their full length
-    # (thinning treats the outside as background and would retract them by half their width)
-    pad = _BORDER_PAD_PX
-    skel = skeletonize(np.pad(cleaned, pad, mode="edge"))[pad:-pad, pad:-pad]
-    # distance to the nearest background pixel in pixel units (float32, 4 bytes per pixel)
-    dist = _distance_px(cleaned) if cleaned.any() else None
-    jac = frame.jacobian()
-    step(1)
-    g = skeleton_to_graph(skel)
-    del skel
-    attach_metric(g, frame.rc_to_metric)
-    merge_degree2(g)
-    step(2)
-    prune_spurs(g, params.spur_length_m)
-    if params.junction_merge_m > 0 and merge_close_junctions(g, params.junction_merge_m):
+    log.debug("vectorize: %dx%d mask in %d strip(s), pixel %.3f x %.3f m, metric CRS %s",
+              shape[1], shape[0], len(strips), px_w, px_h, frame.metric_crs.to_string())
+    small_obj, max_hole = pixel_thresholds(params.min_object_area_m2, params.max_hole_area_m2,
+                                           frame.pixel_area_m2)
+    with PackedRows(shape[0], shape[1], in_memory=len(strips) == 1) as store:
+        clean_mask(source.read_mask, strips, small_obj, max_hole, store.write, check)
+        step(0)
+        rows, cols = _skeleton_pixels(store, strips, margin_px, check)
+        jac = frame.jacobian()
+        step(1)
+        g = skeleton_to_graph_from_pixels(rows, cols, shape)
+        del rows, cols
+        attach_metric(g, frame.rc_to_metric)
         merge_degree2(g)
-    step(3)
-    if params.gap_m > 0 or params.collinear_gap_m > 0:
-        if bridge_gaps(g, frame.rc_to_metric, params.gap_m, params.collinear_gap_m,
-                       params.collinear_angle_deg, params.direction_probe_m):
+        step(2)
+        prune_spurs(g, params.spur_length_m)
+        if params.junction_merge_m > 0 and merge_close_junctions(g, params.junction_merge_m):
             merge_degree2(g)
-            # a bridge into the side of an edge can leave a short stub beyond it: prune again
-            prune_spurs(g, params.spur_length_m)
-            if params.junction_merge_m > 0 and merge_close_junctions(g, params.junction_merge_m):
+        step(3)
+        if params.gap_m > 0 or params.collinear_gap_m > 0:
+            if bridge_gaps(g, frame.rc_to_metric, params.gap_m, params.collinear_gap_m,
+                           params.collinear_angle_deg, params.direction_probe_m):
                 merge_degree2(g)
-    remove_small_components(g, params.min_component_length_m)
-    step(4)
+                # a bridge into the side of an edge can leave a short stub beyond it: prune again
+                prune_spurs(g, params.spur_length_m)
+                if params.junction_merge_m > 0 and merge_close_junctions(
+                        g, params.junction_merge_m):
+                    merge_degree2(g)
+        remove_small_components(g, params.min_component_length_m)
+        step(4)
+        edge_list = list(g.edges(keys=True, data=True))
+        dists, probs = _sample_along_edges([d["rc"] for _, _, _, d in edge_list], source, store,
+                                           strips, margin_px, source.has_probability, check)
+        any_road = store.any
     tol = params.simplify_tolerance_m
     if tol is None:
         tol = max(px_w, px_h)
@@ -437,7 +487,7 @@ def vectorize_mask(
         out.add_node(ids[n], geometry=geom, degree=deg)
         node_rows.append((ids[n], deg, geom))
     edge_rows = []
-    for u, v, k, d in g.edges(keys=True, data=True):
+    for (u, v, k, d), dist_e, prob_e in zip(edge_list, dists, probs):
         a = d["start"]
         b = v if a == u else u
         rc, mxy = d["rc"], d["xy"]
@@ -448,14 +498,9 @@ def vectorize_mask(
         coords[-1] = frame.rc_to_crs(g.nodes[b]["rc"])[0]
         if len(coords) < 2:
             continue
-        inner = rc[1:-1] if len(rc) > 2 else rc
-        if dist is not None:
-            width = _width_m(dist, rc, jac)
-        else:
-            width = float("nan")
-        if prob is not None:
-            vals = _sample(prob, inner)
-            conf = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        width = _width_m(dist_e, rc, jac) if any_road else float("nan")
+        if source.has_probability and np.isfinite(prob_e).any():
+            conf = float(np.nanmean(prob_e))
         else:
             conf = float("nan")
         geom = LineString(coords)
@@ -483,41 +528,99 @@ def vectorize_mask(
     else:
         nodes = nodes.set_crs(crs_out, allow_override=True)
     net = RoadNetwork(edges=edges, nodes=nodes, graph=out, crs=crs_out, params=params)
+    if polygons:
+        net.polygons = _polygons_of(source, frame, params.simplify_tolerance_m, strips, check)
+        if on_progress is not None:
+            on_progress(total, total, "polygons")
     log.info("vectorized: %s", net.summary())
     return net
 
 
-def mask_to_polygons(
+def vectorize_mask(
     mask: np.ndarray,
     transform: Affine,
     crs: object,
-    simplify_tolerance_m: Optional[float] = None,
-) -> gpd.GeoDataFrame:
-    """Road-surface polygons of a binary mask (``rasterio.features.shapes``, 8-connected).
+    probability: Optional[np.ndarray] = None,
+    params: VectorizeParams = VectorizeParams(),
+    on_progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+    *,
+    strip_rows: Optional[int] = None,
+) -> RoadNetwork:
+    """Vectorize a binary road mask into a centre-line network.
 
     Args:
         mask: ``(H, W)`` bool or integer, non-zero = road.
-        transform, crs: the raster's grid.
-        simplify_tolerance_m: Douglas-Peucker tolerance in metres applied in the metric frame
-            (local UTM for a geographic CRS); None = one pixel, 0 = no simplification.
+        transform: the raster's affine transform (pixel -> ``crs``).
+        crs: the raster's CRS (anything pyproj accepts: EPSG code, WKT, rasterio CRS).
+        probability: optional ``(H, W)`` float 0..1 (NaN = no data) or uint8 ``0..254`` with 255 =
+            nodata (the :mod:`gis.mosaic` encoding); used for the ``confidence`` column only.
+        params: thresholds in metres, see :class:`VectorizeParams`.
+        on_progress: ``on_progress(done, total, stage)`` after each stage.
+        should_cancel: checked between strips and stages; True raises
+            :class:`gis.errors.CancelledError`.
+        strip_rows: rows per strip (see :func:`vectorize_source`).
 
     Returns:
-        GeoDataFrame in ``crs`` with columns ``poly_id``, ``area_m2`` and Polygon geometries.
+        :class:`RoadNetwork` with edges and nodes in ``crs``.
     """
+    source = ArrayMaskSource(mask, transform, crs, probability)
+    return vectorize_source(source, params, on_progress, should_cancel, strip_rows=strip_rows)
+
+
+def _valid_polygons(geoms: np.ndarray) -> np.ndarray:
+    """``geoms`` with each invalid polygon replaced by its valid parts. GDAL's 8-connected
+    polygons can pinch at a corner (two lobes joined by diagonal pixels), which is not a valid
+    Simple Features polygon; such lobes become separate polygons, whichever strip they lie in."""
+    import shapely
+
+    bad = ~shapely.is_valid(geoms)
+    if not bad.any():
+        return geoms
+    out = list(geoms[~bad])
+    for g in shapely.get_parts(shapely.make_valid(geoms[bad])):
+        if g.geom_type == "Polygon":
+            out.append(g)
+        elif g.geom_type in ("MultiPolygon", "GeometryCollection"):
+            out.extend(p for p in shapely.get_parts(g) if p.geom_type == "Polygon")
+    return np.array(out, dtype=object)
+
+
+def _polygons_of(source: MaskSource, frame: MetricFrame, simplify_tolerance_m: Optional[float],
+                 strips: list, check: Callable[[], None]) -> gpd.GeoDataFrame:
+    """Road-surface polygons of ``source``'s mask, traced strip by strip; pieces that touch a
+    strip seam are dissolved into whole polygons afterwards."""
+    import shapely
     from rasterio import features
+    from shapely.geometry import shape as to_shape
 
-    m = _as_mask(mask)
-    frame = MetricFrame(crs, transform, m.shape)
-    data = m.astype(np.uint8)
-    shapes = [
-        (geom, val)
-        for geom, val in features.shapes(data, mask=m, transform=frame.transform, connectivity=8)
-        if val == 1
-    ]
-    from shapely.geometry import shape
+    # traced in pixel coordinates (exact integers), so that pieces meeting at a seam share their
+    # boundary exactly and dissolve; mapped to the CRS afterwards
+    done, pending = [], []
+    last = len(strips) - 1
+    for k, (r0, r1) in enumerate(strips):
+        m = source.read_mask(r0, r1)
+        if m.any():
+            geoms = np.array([to_shape(s) for s, val in
+                              features.shapes(m.astype(np.uint8), mask=m, connectivity=8,
+                                              transform=Affine.translation(0, r0))
+                              if val == 1], dtype=object)
+            geoms = _valid_polygons(geoms)
+            box = shapely.bounds(geoms)
+            touch = ((box[:, 1] <= r0) & (k > 0)) | ((box[:, 3] >= r1) & (k < last))
+            done.extend(geoms[~touch].tolist())
+            pending.extend(geoms[touch].tolist())
+        check()
+    if pending:
+        done.extend(shapely.get_parts(shapely.union_all(np.array(pending, dtype=object))).tolist())
+    t = frame.transform
 
-    geoms = [shape(s) for s, _ in shapes]
-    gdf = gpd.GeoDataFrame({"poly_id": np.arange(len(geoms), dtype=int)}, geometry=geoms,
+    def to_crs(cr: np.ndarray) -> np.ndarray:
+        return np.column_stack([t.a * cr[:, 0] + t.b * cr[:, 1] + t.c,
+                                t.d * cr[:, 0] + t.e * cr[:, 1] + t.f])
+
+    done = shapely.transform(np.array(done, dtype=object), to_crs).tolist() if done else []
+    gdf = gpd.GeoDataFrame({"poly_id": np.arange(len(done), dtype=int)}, geometry=done,
                            crs=frame.crs)
     if not len(gdf):
         gdf["area_m2"] = np.array([], float)
@@ -539,59 +642,31 @@ def mask_to_polygons(
     return gdf[["poly_id", "area_m2", "geometry"]]
 
 
-def read_mask_file(
-    mask_tif: Optional[PathLike],
-    prob_tif: Optional[PathLike] = None,
-    threshold: float = 0.5,
-) -> Tuple[np.ndarray, Optional[np.ndarray], Affine, object]:
-    """Read a road mask (and/or probability) GeoTIFF: ``(mask, probability, transform, crs)``.
+def mask_to_polygons(
+    mask: np.ndarray,
+    transform: Affine,
+    crs: object,
+    simplify_tolerance_m: Optional[float] = None,
+    *,
+    strip_rows: Optional[int] = None,
+) -> gpd.GeoDataFrame:
+    """Road-surface polygons of a binary mask (``rasterio.features.shapes``, 8-connected).
 
-    ``mask_tif``: band 1, road where value > 0 and value != the file's nodata. Without ``mask_tif``
-    the mask is ``probability >= threshold``. ``prob_tif``: band 1, float 0..1 or uint8 0..254
-    (255 = nodata), returned as float32 with NaN for nodata. Both must share one grid.
+    Args:
+        mask: ``(H, W)`` bool or integer, non-zero = road.
+        transform, crs: the raster's grid.
+        simplify_tolerance_m: Douglas-Peucker tolerance in metres applied in the metric frame
+            (local UTM for a geographic CRS); None = one pixel, 0 = no simplification.
+        strip_rows: rows per strip (pieces meeting at a seam are dissolved; two pixels that touch
+            only diagonally across a seam stay two polygons).
+
+    Returns:
+        GeoDataFrame in ``crs`` with columns ``poly_id``, ``area_m2`` and Polygon geometries.
     """
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    def read(path: PathLike) -> Tuple[np.ndarray, Affine, object, Optional[float]]:
-        p = Path(path)
-        if not p.exists():
-            raise RasterReadError(f"{p}: file not found")
-        try:
-            with rasterio.open(p) as ds:
-                return ds.read(1), ds.transform, ds.crs, ds.nodata
-        except RasterioError as exc:
-            raise RasterReadError(f"{p}: cannot read raster ({exc})") from exc
-
-    if mask_tif is None and prob_tif is None:
-        raise VectorizeError("vectorize needs a mask or a probability raster")
-    prob = None
-    transform = crs = None
-    if prob_tif is not None:
-        praw, transform, crs, pnodata = read(prob_tif)
-        if praw.dtype == np.uint8:
-            prob = _as_probability(praw, praw.shape)
-        else:
-            prob = praw.astype(np.float32)
-            if pnodata is not None and not np.isnan(pnodata):
-                prob[praw == pnodata] = np.nan
-    if mask_tif is not None:
-        raw, mt, mcrs, nodata = read(mask_tif)
-        mask = raw > 0
-        if nodata is not None and not np.isnan(nodata):
-            mask &= raw != nodata
-        if prob is not None:
-            if prob.shape != mask.shape or not mt.almost_equals(transform):
-                raise VectorizeError(
-                    f"{prob_tif}: probability grid does not match the mask grid of {mask_tif}"
-                )
-        transform, crs = mt, mcrs
-    else:
-        with np.errstate(invalid="ignore"):
-            mask = np.nan_to_num(prob, nan=0.0) >= threshold
-    if crs is None:
-        raise CRSError(f"{mask_tif or prob_tif}: raster has no CRS")
-    return mask, prob, transform, crs
+    source = ArrayMaskSource(mask, transform, crs)
+    frame = MetricFrame(crs, source.transform, (source.height, source.width))
+    return _polygons_of(source, frame, simplify_tolerance_m, _strips_of(source, strip_rows),
+                        lambda: None)
 
 
 def vectorize_mask_file(
@@ -601,14 +676,25 @@ def vectorize_mask_file(
     polygons: bool = False,
     on_progress: Optional[ProgressFn] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
+    *,
+    strip_rows: Optional[int] = None,
 ) -> RoadNetwork:
-    """Vectorize a mask GeoTIFF (or a thresholded probability GeoTIFF); see :func:`read_mask_file`.
+    """Vectorize a mask GeoTIFF (band 1, road where value > 0 and not nodata) or, without
+    ``mask_tif``, the probability GeoTIFF ``prob_tif`` thresholded at ``params.threshold``; the
+    probability (float 0..1 or uint8 0..254 with 255 = nodata, on the mask's grid) feeds the
+    ``confidence`` column. Read strip by strip (see :func:`vectorize_source`).
 
-    With ``polygons=True`` the result also carries road-surface polygons of the cleaned-up mask's
-    input (see :func:`mask_to_polygons`).
+    With ``polygons=True`` the result also carries road-surface polygons of the mask (before
+    clean-up; see :func:`mask_to_polygons`).
     """
-    mask, prob, transform, crs = read_mask_file(mask_tif, prob_tif, params.threshold)
-    net = vectorize_mask(mask, transform, crs, prob, params, on_progress, should_cancel)
-    if polygons:
-        net.polygons = mask_to_polygons(mask, transform, crs, params.simplify_tolerance_m)
-    return net
+    if mask_tif is None and prob_tif is None:
+        raise VectorizeError("vectorize needs a mask or a probability raster")
+    if mask_tif is None:
+        source = RasterMaskSource(prob_tif, mask_is_probability=True, threshold=params.threshold)
+    else:
+        source = RasterMaskSource(mask_tif, prob_path=prob_tif)
+    with source:
+        if source.crs is None:
+            raise CRSError(f"{mask_tif or prob_tif}: raster has no CRS")
+        return vectorize_source(source, params, on_progress, should_cancel, polygons=polygons,
+                                strip_rows=strip_rows)

@@ -779,40 +779,28 @@ def raster_info(path: PathLike) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # vector writing (shared by run_extraction, vectorize_mask and export_network)
 # --------------------------------------------------------------------------------------------
-def _read_mask_arrays(mask_path: Path, prob_path: Optional[Path], num_classes: int):
-    """Mask and probability of the inference outputs: ``(mask bool (H,W), prob float32 (H,W)
-    with NaN for nodata or None)``."""
-    from gis.io import read_window
-    from gis.mosaic import PROB_SCALE
-    from rasterio.windows import Window
+def _inference_mask_source(inf: Any):
+    """The mask (band 1 non-zero = road) and road probability of the inference outputs, read strip
+    by strip (:class:`gis.maskstrips.RasterMaskSource`)."""
+    from gis.maskstrips import RasterMaskSource
 
-    from gis.io import open_raster
-
-    info = open_raster(mask_path, allow_pixel_coords=True)
-    win = Window(0, 0, info.width, info.height)
-    data, valid = read_window(str(mask_path), win, (1,), boundless=False)
-    mask = (data[0] != 0) & valid
-    prob = None
-    if prob_path is not None and num_classes in (1, 2):
-        band = 1 if num_classes == 1 else 2
-        pdata, pvalid = read_window(str(prob_path), win, (band,), boundless=False)
-        prob = pdata[0] / np.float32(PROB_SCALE)
-        prob[~pvalid] = np.nan
-    return mask, prob, info
+    prob_path = inf.prob_path if inf.num_classes in (1, 2) else None
+    return RasterMaskSource(inf.mask_path, prob_path=prob_path,
+                            prob_band=1 if inf.num_classes == 1 else 2)
 
 
-def _vectorize_arrays(mask: np.ndarray, prob: Optional[np.ndarray], transform: Any, crs: Any,
-                      params: VectorizeParams, polygons: bool,
+def _vectorize_source(source: Any, params: VectorizeParams, polygons: bool,
                       on_progress: Optional[ProgressFn], should_cancel: Optional[CancelFn]):
-    """:func:`gis.vectorize.vectorize_mask` (+ polygons); rasters without CRS are vectorized in
-    a stand-in metric frame (1 px = 1 m) and returned in :data:`PIXEL_CRS_WKT`."""
-    from gis.vectorize import mask_to_polygons
-    from gis.vectorize import vectorize_mask as _vectorize
+    """:func:`gis.vectorize.vectorize_source` (+ polygons) of a mask source, closed afterwards;
+    rasters without CRS are vectorized in a stand-in metric frame (1 px = 1 m) and returned in
+    :data:`PIXEL_CRS_WKT`."""
+    from gis.vectorize import vectorize_source
 
-    frame_crs = crs if crs is not None else _PIXEL_FRAME_CRS
-    net = _vectorize(mask, transform, frame_crs, prob, params, on_progress, should_cancel)
-    if polygons:
-        net.polygons = mask_to_polygons(mask, transform, frame_crs, params.simplify_tolerance_m)
+    with source:
+        crs = source.crs
+        frame_crs = crs if crs is not None else _PIXEL_FRAME_CRS
+        net = vectorize_source(source, params, on_progress, should_cancel, crs=frame_crs,
+                               polygons=polygons)
     if crs is None:
         net.edges = net.edges.set_crs(PIXEL_CRS_WKT, allow_override=True)
         net.nodes = net.nodes.set_crs(PIXEL_CRS_WKT, allow_override=True)
@@ -979,12 +967,8 @@ def run_extraction(
         # ---- vectorize -------------------------------------------------------------------------
         t0 = time.perf_counter()
         progress(0, 6, "vectorize")
-        mask, prob, _ = _read_mask_arrays(inf.mask_path, inf.prob_path, inf.num_classes)
-        net = _vectorize_arrays(
-            mask, prob, inf.transform, inf.crs, req.vectorize, req.polygons,
-            lambda d, t, s: progress(d, t, "vectorize"), should_cancel,
-        )
-        del mask, prob
+        net = _vectorize_source(_inference_mask_source(inf), req.vectorize, req.polygons,
+                                lambda d, t, s: progress(d, t, "vectorize"), should_cancel)
         timings["vectorize"] = time.perf_counter() - t0
         check("after vectorizing")
 
@@ -1134,9 +1118,8 @@ def vectorize_mask(
     Raises:
         UserError: unreadable input, no CRS, existing output, bad format; nothing is left behind.
     """
-    from gis.io import open_raster, read_window
-    from gis.vectorize import read_mask_file
-    from rasterio.windows import Window
+    from gis.io import open_raster
+    from gis.maskstrips import RasterMaskSource
 
     progress = _stage_progress(on_progress)
     out = Path(out_path)
@@ -1145,23 +1128,13 @@ def vectorize_mask(
         _refuse_existing(_vector_targets(out, fmts, polygons), overwrite)
         if not out.parent.is_dir():
             raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
-        info = open_raster(mask_path, allow_pixel_coords=allow_pixel_coords)
-        if info.crs is not None:
-            if probability:
-                mask, prob, transform, crs = read_mask_file(None, mask_path, params.threshold)
-            else:
-                mask, prob, transform, crs = read_mask_file(mask_path, prob_path, params.threshold)
+        open_raster(mask_path, allow_pixel_coords=allow_pixel_coords)  # readable, CRS or allowed
+        if probability:
+            source = RasterMaskSource(mask_path, mask_is_probability=True,
+                                      threshold=params.threshold)
         else:
-            data, valid = read_window(mask_path, Window(0, 0, info.width, info.height), (1,),
-                                      boundless=False)
-            if probability:
-                raw = data[0] / np.float32(254.0) if info.dtype == "uint8" else data[0]
-                prob = np.where(valid, raw, np.nan).astype(np.float32)
-                mask = np.nan_to_num(prob, nan=0.0) >= params.threshold
-            else:
-                mask, prob = (data[0] != 0) & valid, None
-            transform, crs = info.transform, None
-        net = _vectorize_arrays(mask, prob, transform, crs, params, polygons,
+            source = RasterMaskSource(mask_path, prob_path=prob_path)
+        net = _vectorize_source(source, params, polygons,
                                 lambda d, t, s: progress(d, t, "vectorize"), should_cancel)
         written = _write_vectors_atomically(net, out, fmts, target_crs, overwrite, progress)
     except UserError:
