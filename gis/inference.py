@@ -333,14 +333,24 @@ class _Blender(threading.Thread):
 
     def on_strip(self, row: int, probs: np.ndarray, valid: np.ndarray) -> None:
         t0 = time.perf_counter()
-        prob8 = probabilities_to_uint8(probs, valid)
+        all_valid = bool(valid.all())
         if probs.shape[0] == 1:
-            mask8 = np.where(probs[0] >= self.threshold, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
+            road = np.greater_equal(probs[0], self.threshold)
+            positive = np.count_nonzero(road if all_valid else road & valid)
+            # bool as uint8 is 1 (MASK_ROAD) / 0 (MASK_BACKGROUND), without a copy
+            mask8 = road.view(np.uint8) if (MASK_ROAD, MASK_BACKGROUND) == (1, 0) else \
+                np.where(road, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
+            if not all_valid:
+                np.copyto(mask8, np.uint8(MASK_NODATA), where=~valid)
         else:
             mask8 = np.argmax(probs, axis=0).astype(np.uint8)
-        mask8[~valid] = MASK_NODATA
-        self.valid_pixels += int(valid.sum())
-        self.positive_pixels += int(((mask8 != MASK_NODATA) & (mask8 != MASK_BACKGROUND)).sum())
+            if not all_valid:
+                np.copyto(mask8, np.uint8(MASK_NODATA), where=~valid)
+            positive = np.count_nonzero((mask8 != MASK_NODATA) & (mask8 != MASK_BACKGROUND))
+        # the strip is the accumulator's new array, handed over: quantised in place
+        prob8 = probabilities_to_uint8(probs, valid, overwrite_input=True)
+        self.valid_pixels += int(np.count_nonzero(valid))
+        self.positive_pixels += int(positive)
         h, w = mask8.shape
         win = Window(0, row, w, h)
         self.prob_ds.write(prob8, window=win)

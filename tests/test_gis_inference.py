@@ -555,3 +555,47 @@ def test_reader_fast_path_equals_general_path(tmp_path, kind):
     assert np.isfinite(fast[0]).all()  # NaN and padding are zeroed
     assert fast[3].valid_pixels == slow[3].valid_pixels
     assert fast[3].positive_pixels == slow[3].positive_pixels
+
+
+class _Capture:
+    """Stands in for the strip GTiff: keeps what the blender writes."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, arr, indexes=None, window=None):
+        self.writes.append((np.array(arr), indexes, window))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_strip_writer_equals_the_plain_formulas(k):
+    """The blender's strip flush (threshold view, counts, in-place quantisation) writes what
+    the plain formulas give, threshold ties and nodata included, and counts the same pixels."""
+    from gis.inference import _Blender
+    from gis.mosaic import MASK_BACKGROUND
+
+    rng = np.random.default_rng(11)
+    probs = rng.random((k, 9, 40)).astype(np.float32)
+    probs[0, 0, :5] = 0.5  # exactly on the threshold: road
+    probs[0, 1, :3] = np.nextafter(np.float32(0.5), np.float32(0))
+    for valid in (np.ones((9, 40), bool), rng.random((9, 40)) > 0.3):
+        p = probs.copy()
+        prob_ds, mask_ds = _Capture(), _Capture()
+        b = _Blender(prob_ds, mask_ds, 0.5)
+        b.on_strip(18, p, valid)
+        ref_prob = np.clip(np.rint(probs * PROB_SCALE), 0, PROB_SCALE).astype(np.uint8)
+        ref_prob[..., ~valid] = PROB_NODATA
+        if k == 1:
+            ref_mask = np.where(probs[0] >= 0.5, MASK_ROAD, MASK_BACKGROUND).astype(np.uint8)
+        else:
+            ref_mask = np.argmax(probs, axis=0).astype(np.uint8)
+        ref_mask[~valid] = MASK_NODATA
+        (got_prob, _, win), = prob_ds.writes
+        (got_mask, band, mwin), = mask_ds.writes
+        np.testing.assert_array_equal(got_prob, ref_prob)
+        np.testing.assert_array_equal(got_mask, ref_mask)
+        assert got_mask.dtype == np.uint8 and got_prob.dtype == np.uint8 and band == 1
+        assert win == mwin == rasterio.windows.Window(0, 18, 40, 9)
+        assert b.valid_pixels == int(valid.sum())
+        assert b.positive_pixels == int(((ref_mask != MASK_NODATA)
+                                         & (ref_mask != MASK_BACKGROUND)).sum())

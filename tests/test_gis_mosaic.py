@@ -154,3 +154,81 @@ def test_probabilities_to_uint8():
     q = probabilities_to_uint8(p, valid)
     assert q.dtype == np.uint8
     assert q.tolist() == [[0, round(0.5 * PROB_SCALE), PROB_SCALE, PROB_NODATA]]
+
+
+def _reference_blend(area, k, tile, overlap, items):
+    """The blending formula written out plainly over the whole area: for every tile in order
+    ``sum += float32(p) * w`` and ``wsum += w`` (float32), then ``sum / wsum`` where covered."""
+    from gis.tiling import tile_offsets
+
+    aw, ah = int(area.width), int(area.height)
+    last_x = tile_offsets(aw, tile, overlap)[-1]
+    last_y = tile_offsets(ah, tile, overlap)[-1]
+    s = np.zeros((k, ah, aw), np.float32)
+    ws = np.zeros((ah, aw), np.float32)
+    val = np.zeros((ah, aw), bool)
+    for t, p, v in items:
+        ty, tx = int(t.window.row_off - area.row_off), int(t.window.col_off - area.col_off)
+        w = np.outer(ramp_profile(tile, overlap, ty > 0, ty < last_y),
+                     ramp_profile(tile, overlap, tx > 0, tx < last_x)).astype(np.float32)
+        y1, x1 = min(ty + tile, ah), min(tx + tile, aw)
+        h, wd = y1 - ty, x1 - tx
+        s[:, ty:y1, tx:x1] = s[:, ty:y1, tx:x1] + p[:, :h, :wd].astype(np.float32) * w[:h, :wd]
+        ws[ty:y1, tx:x1] = ws[ty:y1, tx:x1] + w[:h, :wd]
+        val[ty:y1, tx:x1] |= True if v is None else v[:h, :wd]
+    safe = np.where(ws > 0, ws, np.float32(1.0))
+    return s / safe, val & (ws > 0), ws > 0
+
+
+@pytest.mark.parametrize("k,tile,overlap,skip", [(1, 32, 8, False), (2, 16, 6, True),
+                                                 (3, 24, 0, False), (1, 40, 12, True)])
+def test_blending_equals_the_reference_formula_bit_for_bit(k, tile, overlap, skip):
+    """The in-place accumulation (reused product buffer, division only where covered) gives
+    exactly the float32 values of the plain formula, float64 input probabilities, area windows,
+    valid masks and uncovered rows (a skipped tile) included."""
+    rng = np.random.default_rng(5)
+    area = Window(7, 3, 83, 61)
+    tiles = plan_tiles(100, 70, tile, overlap, area_window=area)
+    items = []
+    for i, t in enumerate(tiles):
+        if skip and i == len(tiles) // 2:
+            continue  # an area part no tile covers: invalid, probability 0
+        p = rng.random((k, tile, tile))  # float64: cast to float32 before weighting
+        v = None if i % 3 == 0 else rng.random((tile, tile)) > 0.1
+        items.append((t, p, v))
+    sink = _Collect(k, 61, 83)
+    acc = MosaicAccumulator(area, k, tile, overlap, sink)
+    for t, p, v in items:
+        acc.add(t, p, v)
+    acc.finish()
+    ref, ref_valid, covered = _reference_blend(area, k, tile, overlap, items)
+    np.testing.assert_array_equal(sink.out, ref)
+    np.testing.assert_array_equal(sink.valid, ref_valid)
+    assert sink.out.dtype == np.float32
+    assert skip == (not covered.all())
+    assert (sink.out[:, ~covered] == 0).all() and not sink.valid[~covered].any()
+
+
+def test_probabilities_to_uint8_equals_the_plain_formula():
+    """round(p * 254) halves to even, clipped to 0..254, as the one-line formula; the input is
+    only overwritten when the caller allows it (and only a writable float32 one)."""
+    k = np.arange(0, PROB_SCALE + 1, dtype=np.float32)
+    ties = (k + np.float32(0.5)) / np.float32(PROB_SCALE)  # p * 254 lands on .5 for some
+    rng = np.random.default_rng(2)
+    p = np.concatenate([ties, k / PROB_SCALE, rng.uniform(-0.5, 1.5, 4000).astype(np.float32),
+                        np.float32([-0.0, 1e-9, 0.99999994, 1.0000001, 3e38, -3e38])])
+    p = p.reshape(1, 2, -1)
+    valid = rng.random(p.shape[1:]) > 0.2
+    ref = np.clip(np.rint(p * PROB_SCALE), 0, PROB_SCALE).astype(np.uint8)
+    ref[..., ~valid] = PROB_NODATA
+    before = p.copy()
+    np.testing.assert_array_equal(probabilities_to_uint8(p, valid), ref)
+    np.testing.assert_array_equal(p, before)  # left alone by default
+    np.testing.assert_array_equal(probabilities_to_uint8(p.astype(np.float64), valid), ref)
+    p64 = p.astype(np.float64)
+    probabilities_to_uint8(p64, valid, overwrite_input=True)  # not float32: copied
+    np.testing.assert_array_equal(p64, before.astype(np.float64))
+    scratch = p.copy()
+    np.testing.assert_array_equal(probabilities_to_uint8(scratch, valid, overwrite_input=True), ref)
+    np.testing.assert_array_equal(probabilities_to_uint8(p), np.clip(
+        np.rint(p * PROB_SCALE), 0, PROB_SCALE).astype(np.uint8))
