@@ -885,7 +885,13 @@ def cog_copy(
             opts["PREDICTOR"] = "YES"
         if level is not None:
             opts["LEVEL"] = int(level)
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        # COG_TMP_COMPRESSION: the COG driver first writes the overviews to a temporary file,
+        # ZSTD-compressed by default, and reads them back into the COG. PACKBITS (run lengths)
+        # costs next to nothing: the conversion of a 5200^2 probability raster takes 0.59 -> 0.45
+        # CPU s, of a mask 0.29 -> 0.18, and the COG is byte for byte the same. (NONE would be
+        # cheaper still but sends GDAL down another overview path whose nearest-neighbour picks
+        # differ at odd sizes.)
+        with rasterio.Env(GDAL_PAM_ENABLED="NO", COG_TMP_COMPRESSION="PACKBITS"):
             rasterio.shutil.copy(str(src_path), str(dst), driver="COG", **opts)
     except RasterioError as exc:
         _remove_quietly(dst)

@@ -431,3 +431,31 @@ def test_nan_pixels_of_float_rasters_are_invalid(tmp_path):
     img[1, 2, 3] = np.nan
     _, valid = read_window(write_geotiff(tmp_path / "nan.tif", img), Window(0, 0, 8, 8))
     assert not valid[2, 3] and valid.sum() == 63
+
+
+@pytest.mark.parametrize("resampling,predictor", [("nearest", False), ("average", True)])
+def test_cog_copy_temporary_overview_compression_leaves_the_cog_unchanged(
+        tmp_path, resampling, predictor):
+    """cog_copy keeps the COG driver's temporary overviews PACKBITS-compressed (cheap) rather
+    than ZSTD: the COG is byte for byte what GDAL's default gives, also for odd sizes where
+    uncompressed temporaries change the nearest-neighbour picks of the last overview."""
+    import rasterio.shutil
+
+    from gis.io import cog_copy
+
+    rng = np.random.default_rng(4)
+    mask = (rng.random((1, 1301, 1299)) > 0.7).astype(np.uint8)
+    mask[0, ::7] = 255
+    src = write_geotiff(tmp_path / "strips.tif", mask, nodata=255)
+    n = default_overview_count(1299, 1301)
+    ours = cog_copy(src, tmp_path / "ours.tif", overview_resampling=resampling,
+                    predictor=predictor, level=1)
+    opts = dict(BLOCKSIZE=512, COMPRESS="DEFLATE", OVERVIEW_RESAMPLING=resampling.upper(),
+                BIGTIFF="IF_SAFER", OVERVIEWS="IGNORE_EXISTING", OVERVIEW_COUNT=n, LEVEL=1)
+    if predictor:
+        opts["PREDICTOR"] = "YES"
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        rasterio.shutil.copy(str(src), str(tmp_path / "gdal.tif"), driver="COG", **opts)
+    assert ours.read_bytes() == (tmp_path / "gdal.tif").read_bytes()
+    with rasterio.open(ours) as ds:
+        assert ds.overviews(1) == [2, 4, 8][:n] and (ds.read() == mask).all()
