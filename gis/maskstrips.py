@@ -57,7 +57,8 @@ MIN_STRIP_ROWS = 256
 #: :mod:`gis.vectorize`, i.e. structures up to ~128 px wide are treated exactly)
 MARGIN_PX = 128
 #: GDAL block cache while strips are read (MB): reading a whole raster strip by strip must not
-#: grow GDAL's default cache (5 % of RAM) with blocks that are never read again
+#: grow GDAL's default cache (5 % of RAM) with blocks that are never read again; enough for the
+#: block row shared by two strips of a mask and a probability raster ~30,000 px wide
 GDAL_CACHE_MB = 64
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -178,7 +179,8 @@ class RasterMaskSource(MaskSource):
                  prob_band: int = 1) -> None:
         import rasterio
 
-        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+        # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB << 20)
         self._env.__enter__()
         self._files: List[object] = []
         try:
