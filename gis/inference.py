@@ -672,10 +672,14 @@ def run_tiled_inference(
             (tmp_prob_g, tmp_prob_c, dict(overview_resampling="average", predictor=True)),
             (tmp_mask_g, tmp_mask_c, dict(overview_resampling="nearest", predictor=False)),
         ]
-        # the two conversions run in parallel (GDAL releases the GIL while compressing)
+        # the two conversions run in parallel (GDAL releases the GIL while compressing), each
+        # with a GDAL thread per core: the cheap mask conversion no longer leaves a core idle
+        # while the probabilities are still being compressed (same bytes)
+        cog_threads = os.cpu_count() or 1
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gis-cog") as pool:
             futures = [
-                pool.submit(cog_copy, a, b, blocksize=cog_blocksize, level=cog_compress_level, **kw)
+                pool.submit(cog_copy, a, b, blocksize=cog_blocksize, level=cog_compress_level,
+                            num_threads=cog_threads, **kw)
                 for a, b, kw in jobs
             ]
             for n_done, fut in enumerate(as_completed(futures), start=1):

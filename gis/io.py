@@ -855,12 +855,15 @@ def cog_copy(
     overview_count: Optional[int] = None,
     predictor: bool = True,
     level: Optional[int] = None,
+    num_threads: Optional[int] = None,
 ) -> Path:
     """Write ``src_path`` as a COG at exactly ``dst_path`` (no existence check, no temp name).
 
     ``predictor``: horizontal differencing before compression (helps continuous data, not masks).
     ``level``: compression level (DEFLATE 1-9, GDAL default 6; 1 is several times faster on
     busy masks for ~25 % larger files).
+    ``num_threads``: GDAL threads compressing blocks and computing overviews (``NUM_THREADS``;
+    the same bytes, the same CPU, less wall time); default one.
 
     Building block of :func:`gtiff_to_cog`, for callers that manage temporary names themselves
     (e.g. :func:`gis.inference.run_tiled_inference`, which renames two outputs together).
@@ -885,6 +888,8 @@ def cog_copy(
             opts["PREDICTOR"] = "YES"
         if level is not None:
             opts["LEVEL"] = int(level)
+        if num_threads is not None and int(num_threads) > 1:
+            opts["NUM_THREADS"] = str(int(num_threads))
         # COG_TMP_COMPRESSION: the COG driver first writes the overviews to a temporary file,
         # ZSTD-compressed by default, and reads them back into the COG. PACKBITS (run lengths)
         # costs next to nothing: the conversion of a 5200^2 probability raster takes 0.59 -> 0.45

@@ -459,3 +459,7 @@ def test_cog_copy_temporary_overview_compression_leaves_the_cog_unchanged(
     assert ours.read_bytes() == (tmp_path / "gdal.tif").read_bytes()
     with rasterio.open(ours) as ds:
         assert ds.overviews(1) == [2, 4, 8][:n] and (ds.read() == mask).all()
+    # GDAL threads compressing and computing overviews (the pipeline's setting): same bytes
+    threaded = cog_copy(src, tmp_path / "threaded.tif", overview_resampling=resampling,
+                        predictor=predictor, level=1, num_threads=3)
+    assert threaded.read_bytes() == ours.read_bytes()
