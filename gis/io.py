@@ -22,6 +22,7 @@ Normalisation (``normalize`` and :class:`Normalizer`) maps raw values to what a 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -658,8 +659,11 @@ class Normalizer:
             return False
 
     def _coefficients(self, c: int):
-        return _fused_coefficients(c, self.method, mean=self.mean, std=self.std, lo=self.lo,
-                                   hi=self.hi)
+        try:
+            return _normalizer_coefficients(self, c)
+        except TypeError:  # built with lists instead of tuples: not hashable, not cached
+            return _fused_coefficients(c, self.method, mean=self.mean, std=self.std,
+                                       lo=self.lo, hi=self.hi)
 
     def normalize_into(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Normalise one raw tile ``(C, H, W)`` of any numeric dtype straight into ``out`` (float32
@@ -687,6 +691,18 @@ class Normalizer:
                 np.maximum(o, bounds[0][k], out=o)
                 np.minimum(o, bounds[1][k], out=o)
         return out
+
+
+@functools.lru_cache(maxsize=32)
+def _normalizer_coefficients(norm: Normalizer, c: int):
+    """:func:`_fused_coefficients` of a (frozen, hashable) Normalizer, computed once and not
+    once per tile; the arrays are shared, never written."""
+    fused = _fused_coefficients(c, norm.method, mean=norm.mean, std=norm.std, lo=norm.lo,
+                                hi=norm.hi)
+    if fused is not None:
+        for a in (fused[0], fused[1]) + (fused[2] or ()):
+            a.setflags(write=False)
+    return fused
 
 
 def make_normalizer(

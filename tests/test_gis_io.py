@@ -258,6 +258,11 @@ def test_normalize_into_refuses_what_it_cannot_fuse():
                                                          np.zeros((3, 2, 2), np.float32))
     with pytest.raises(ValueError, match="float32"):
         Normalizer().normalize_into(np.zeros((3, 2, 2), np.uint8), np.zeros((3, 2, 2)))
+    # built with lists (not hashable, so its coefficients are not cached): still exact
+    raw = np.arange(12, dtype=np.uint8).reshape(3, 2, 2)
+    listed = Normalizer("uint8", [0.5], [0.25])
+    out = np.empty((3, 2, 2), np.float32)
+    np.testing.assert_array_equal(listed.normalize_into(raw, out), listed(raw))
 
 
 # ------------------------------------------------------------------ normalisation
