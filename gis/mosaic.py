@@ -160,13 +160,17 @@ class MosaicAccumulator:
         a = self._flushed - self._top  # buffer index of the first row to flush (always 0)
         assert a == 0, "internal: buffer top out of sync"
         wsum = self._wsum[:n]
-        covered = wsum > 0
-        if covered.all():  # every row of a plan_tiles plan: no division by zero to avoid
+        # weights are positive: every pixel is covered when the smallest sum is (always the case
+        # for a plan_tiles plan); a minimum costs less than a bool mask of the strip
+        if wsum.min() > 0:
             probs = np.divide(self._sum[:, :n], wsum)
+            valid = self._valid[:n].copy()
         else:
+            covered = wsum > 0
             probs = np.divide(self._sum[:, :n], np.where(covered, wsum, np.float32(1.0)))
+            valid = np.logical_and(self._valid[:n], covered)
         # both are new arrays: the writer may keep them
-        self._writer(self._flushed, probs, np.logical_and(self._valid[:n], covered))
+        self._writer(self._flushed, probs, valid)
         # slide
         keep = self.buffer_rows - n
         if keep > 0:
