@@ -94,8 +94,8 @@ def _sidecar(path: Path, layer: str, driver: str, single: bool) -> Path:
 
 
 def style_for_layer(name: str, gdf: gpd.GeoDataFrame) -> Optional[str]:
-    """QML for a layer by name: ``edges`` graduated by ``confidence`` when it has values, else by
-    ``width_m`` over its data range; ``nodes`` by ``degree``; ``polygons`` a fill; other layers by
+    """QML for a layer by name: ``edges`` graduated by ``confidence`` when it has values (or no
+    feature at all), else by ``width_m`` over its data range; ``nodes`` by ``degree``; ``polygons`` a fill; other layers by
     geometry type (lines by ``confidence``/``width_m`` when present). None when nothing fits."""
     geom = _GEOM_TYPES.get(name)
     if geom is None and len(gdf):
@@ -110,6 +110,9 @@ def style_for_layer(name: str, gdf: gpd.GeoDataFrame) -> Optional[str]:
             lo, hi = math.floor(lo * 10) / 10, math.ceil(hi * 10) / 10
             return styles.edges_qml("width_m", styles.graduated_breaks(lo, hi, 5),
                                     styles.RAMP_WIDTH, decimals=1)
+        if not len(gdf) and "confidence" in gdf:
+            # a run that found no road: the layer still opens styled, as a non-empty one would
+            return styles.edges_qml("confidence")
         return None
     if geom == "Point":
         return styles.nodes_qml() if "degree" in gdf else None

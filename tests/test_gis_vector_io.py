@@ -166,6 +166,13 @@ def test_empty_network_writes_typed_empty_layers(tmp_path):
     layers = dict(pyogrio.list_layers(out))
     assert layers["edges"] == "LineString" and layers["nodes"] == "Point"
     assert len(gpd.read_file(out, layer="edges")) == 0
+    # the empty layers still get their QGIS styles, in the GeoPackage and beside a Shapefile
+    with sqlite3.connect(out) as con:
+        styled = {r[0] for r in con.execute("SELECT f_table_name FROM layer_styles")}
+    assert styled == {"edges", "nodes"}
+    write_vectors(net, tmp_path / "empty.shp")
+    r = _qml_root(tmp_path / "empty_edges.qml").find("renderer-v2")
+    assert r.get("type") == "graduatedSymbol" and r.get("attr") == "confidence"
 
 
 def test_width_style_without_probabilities(tmp_path):
