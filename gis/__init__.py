@@ -27,6 +27,11 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
   threshold=0.5, aoi=None, on_progress=None, should_cancel=None, overwrite=False,
   allow_pixel_coords=False) -> InferenceResult``.
 * :mod:`gis.errors`: ``GisError`` and its subclasses.
+
+Vector half (import the modules): :mod:`gis.vectorize` (``vectorize_mask`` for arrays,
+``vectorize_mask_file`` for GeoTIFFs, ``vectorize_source`` for any
+:class:`gis.maskstrips.MaskSource`; all work in row strips, see :mod:`gis.maskstrips`),
+:mod:`gis.graph`, :mod:`gis.vector_io`, :mod:`gis.styles`, :mod:`gis.evaluate`.
 """
 from __future__ import annotations
 

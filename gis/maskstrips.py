@@ -8,7 +8,7 @@ here works on horizontal strips of ``strip_rows`` rows (by default about 16 M pi
 * :class:`MaskSource` gives rows ``[r0, r1)`` of a mask and of its probability:
   :class:`ArrayMaskSource` for arrays in memory, :class:`RasterMaskSource` for GeoTIFFs (read
   window by window with a bounded GDAL block cache).
-* :func:`clean_mask` removes small objects and fills small holes exactly as a whole-mask
+* :func:`clean_mask_strips` removes small objects and fills small holes exactly as a whole-mask
   connected-component labelling would: each strip is labelled on its own and the labels that touch
   across strip seams are joined with a union-find, so component sizes (and, for holes, whether a
   background component touches the raster border) are those of the whole raster. Three passes
@@ -41,7 +41,9 @@ __all__ = [
     "ArrayMaskSource",
     "RasterMaskSource",
     "PackedRows",
-    "clean_mask",
+    "clean_mask_strips",
+    "iter_windows",
+    "pixel_thresholds",
     "strip_rows_for",
     "strip_bounds",
     "as_mask",
@@ -398,7 +400,7 @@ def _flags_for_strip(comp: _Components, k: int, n: int, root: np.ndarray,
     return out
 
 
-def clean_mask(
+def clean_mask_strips(
     read: Callable[[int, int], np.ndarray],
     strips: List[Tuple[int, int]],
     small_object_px: int,

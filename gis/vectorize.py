@@ -65,7 +65,7 @@ from gis.maskstrips import (
     MaskSource,
     PackedRows,
     RasterMaskSource,
-    clean_mask,
+    clean_mask_strips,
     iter_windows,
     pixel_thresholds,
     strip_bounds,
@@ -242,12 +242,6 @@ class RoadNetwork:
 
 #: pixels of border replication before skeletonizing (more than half the widest road expected)
 _BORDER_PAD_PX = 64
-
-
-def _sample(arr: np.ndarray, rc: np.ndarray) -> np.ndarray:
-    r = np.clip(np.rint(rc[:, 0]).astype(int), 0, arr.shape[0] - 1)
-    c = np.clip(np.rint(rc[:, 1]).astype(int), 0, arr.shape[1] - 1)
-    return arr[r, c]
 
 
 def _pixels(rc: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -438,7 +432,7 @@ def vectorize_source(
     small_obj, max_hole = pixel_thresholds(params.min_object_area_m2, params.max_hole_area_m2,
                                            frame.pixel_area_m2)
     with PackedRows(shape[0], shape[1], in_memory=len(strips) == 1) as store:
-        clean_mask(source.read_mask, strips, small_obj, max_hole, store.write, check)
+        clean_mask_strips(source.read_mask, strips, small_obj, max_hole, store.write, check)
         step(0)
         rows, cols = _skeleton_pixels(store, strips, margin_px, check)
         jac = frame.jacobian()

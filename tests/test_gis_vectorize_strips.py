@@ -16,7 +16,7 @@ from gis.maskstrips import (
     ArrayMaskSource,
     PackedRows,
     RasterMaskSource,
-    clean_mask,
+    clean_mask_strips,
     strip_bounds,
 )
 from gis.vectorize import (
@@ -93,7 +93,7 @@ def test_clean_mask_matches_whole_mask_labelling_across_seams(rows):
     def emit(r0, part):
         got[r0:r0 + len(part)] = part
 
-    clean_mask(lambda a, b: m[a:b], strips, 40, 25, emit)
+    clean_mask_strips(lambda a, b: m[a:b], strips, 40, 25, emit)
     np.testing.assert_array_equal(got, whole_mask_clean(m, 40, 25))
     assert got[95:125, 370].sum() == 0 and got[160:170, 30:32].all()
     assert not got[305:325, 255:295].any()
