@@ -17,7 +17,7 @@ The tracing is our own implementation of the usual approach (as in ``sknw``): pi
 of 8-neighbours other than two are node pixels, 8-connected node pixels form one node, and every
 path of two-neighbour pixels between node pixels is one edge; closed loops without any node pixel
 get an artificial node. The tracing works on the list of skeleton pixels (sorted linear indices and
-an 8-neighbour table found by binary search, about 50 bytes per skeleton pixel), never on an array
+an 8-neighbour table found by binary search, about 60 bytes per skeleton pixel), never on an array
 of the raster's size, so a strip-wise skeleton of any raster can be traced at once; the tracing
 loop is Python, linear in the number of skeleton pixels.
 """
@@ -85,29 +85,32 @@ def skeleton_pixels_to_graph(rows: np.ndarray, cols: np.ndarray,
     wp = w + 2  # keys index a raster padded by one pixel, so neighbour offsets never wrap
     keys = np.unique((np.asarray(rows, np.int64) + 1) * wp + (np.asarray(cols, np.int64) + 1))
     n_px = len(keys)
-    r_of = keys // wp - 1
-    c_of = keys % wp - 1
+    r_of = (keys // wp - 1).astype(np.int32)
+    c_of = (keys % wp - 1).astype(np.int32)
     offsets = np.array([-wp - 1, -wp, -wp + 1, -1, 1, wp - 1, wp, wp + 1], dtype=np.int64)
     # neighbour table: index of each 8-neighbour in ``keys`` or ``none`` (= n_px, a sentinel)
     none = n_px
     nbr = np.full((n_px + 1, 8), none, dtype=np.int64 if n_px >= 2**31 - 1 else np.int32)
+    count = np.zeros(n_px, dtype=np.uint8)
     for j, o in enumerate(offsets):
         target = keys + o
         pos = np.minimum(np.searchsorted(keys, target), max(n_px - 1, 0))
         hit = keys[pos] == target if n_px else np.zeros(0, bool)
         nbr[:n_px, j][hit] = pos[hit]
-    count = (nbr[:n_px] != none).sum(axis=1)
+        count += hit
+        del target, pos, hit
     is_node = count != 2
+    del count
     node_idx = np.flatnonzero(is_node)
     # node clusters: 8-connected node pixels, numbered in raster order of their first pixel
-    lab = np.zeros(n_px + 1, dtype=np.int64)
+    lab = np.zeros(n_px + 1, dtype=np.int32)
     g = nx.MultiGraph()
     n_nodes = 0
     if len(node_idx):
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        local = np.full(n_px + 1, -1, dtype=np.int64)
+        local = np.full(n_px + 1, -1, dtype=np.int32)
         local[node_idx] = np.arange(len(node_idx))
         sub = nbr[node_idx]
         src = np.repeat(np.arange(len(node_idx)), 8)
@@ -126,8 +129,8 @@ def skeleton_pixels_to_graph(rows: np.ndarray, cols: np.ndarray,
         cnt = np.bincount(node_label, minlength=n_nodes + 1)[1:].astype(float)
         # centroids summed in padded coordinates, as the dense tracing of earlier versions did,
         # so that results do not change by a rounding difference
-        rsum = np.bincount(node_label, weights=r_of[node_idx] + 1, minlength=n_nodes + 1)[1:]
-        csum = np.bincount(node_label, weights=c_of[node_idx] + 1, minlength=n_nodes + 1)[1:]
+        rsum = np.bincount(node_label, weights=r_of[node_idx] + 1.0, minlength=n_nodes + 1)[1:]
+        csum = np.bincount(node_label, weights=c_of[node_idx] + 1.0, minlength=n_nodes + 1)[1:]
         for i in range(n_nodes):
             g.add_node(i + 1, rc=np.array([rsum[i] / cnt[i] - 1.0, csum[i] / cnt[i] - 1.0]))
     visited = np.zeros(n_px + 1, dtype=bool)

@@ -58,10 +58,11 @@ MIN_STRIP_ROWS = 256
 #: rows read above and below a strip for thinning and distances (twice the border padding of
 #: :mod:`gis.vectorize`, i.e. structures up to ~128 px wide are treated exactly)
 MARGIN_PX = 128
-#: GDAL block cache while strips are read (MB): reading a whole raster strip by strip must not
-#: grow GDAL's default cache (5 % of RAM) with blocks that are never read again; enough for the
-#: block row shared by two strips of a mask and a probability raster ~30,000 px wide
-GDAL_CACHE_MB = 64
+#: GDAL block cache while strips are read (MB). GDAL's default (5 % of RAM) would fill with blocks
+#: that are never read again; the cache fills up to its bound whatever the need, so it is kept
+#: small: it only has to hold the block row that two strips share (10 MB for a 20000 px wide
+#: uint8 raster with 512-row blocks; the mask and the probability are read in different passes)
+GDAL_CACHE_MB = 16
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _FOUR = ndimage.generate_binary_structure(2, 1)

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -779,6 +780,23 @@ def raster_info(path: PathLike) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # vector writing (shared by run_extraction, vectorize_mask and export_network)
 # --------------------------------------------------------------------------------------------
+def _return_freed_memory() -> None:
+    """Give the memory freed by the last stage back to the system (glibc ``malloc_trim``).
+
+    The raster stage's threads free their buffers into per-thread malloc arenas that glibc keeps;
+    without this the vectorization's strips come on top of them (peak 961 -> 810 MB for a
+    20000 x 20000 scene), and the GUI's long-lived process would keep them after a run. No-op
+    where glibc is absent."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _inference_mask_source(inf: Any):
     """The mask (band 1 non-zero = road) and road probability of the inference outputs, read strip
     by strip (:class:`gis.maskstrips.RasterMaskSource`)."""
@@ -967,6 +985,7 @@ def run_extraction(
         # ---- vectorize -------------------------------------------------------------------------
         t0 = time.perf_counter()
         progress(0, 6, "vectorize")
+        _return_freed_memory()
         net = _vectorize_source(_inference_mask_source(inf), req.vectorize, req.polygons,
                                 lambda d, t, s: progress(d, t, "vectorize"), should_cancel)
         timings["vectorize"] = time.perf_counter() - t0
@@ -1039,6 +1058,7 @@ def run_extraction(
     finally:
         if staging is not None:
             staging.discard(failed=status != "success")
+        _return_freed_memory()
 
 
 # --------------------------------------------------------------------------------------------
