@@ -27,6 +27,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -268,11 +269,11 @@ def vectorize_rows(sizes, res_m: float = 0.5, log=print):
     return rows
 
 
-def write_scene(path: Path, size: int) -> None:
+def write_scene(path: Path, width: int, height: Optional[int] = None) -> None:
     import rasterio
     from rasterio.transform import from_origin
 
-    prof = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+    prof = dict(driver="GTiff", width=width, height=height or width, count=3, dtype="uint8",
                 crs="EPSG:32611", transform=from_origin(660000, 4010000, 0.5, 0.5), tiled=True,
                 blockxsize=512, blockysize=512)  # uncompressed: quick to write at 20000 px
     # dark noise crossed by bright roads (a 256 m grid and diagonals, continuous across blocks);
@@ -417,17 +418,19 @@ else:  # the whole extraction, vectorization of the road grid included
 """
 
 
-def peak_memory(workdir: Path, size: int, mode: str = "extract"):
-    """Peak RSS (MB) of an extraction of a size x size raster with a cheap predict_fn, polled
-    every 50 ms on the child process (its threads included)."""
+def peak_memory(workdir: Path, size: int, mode: str = "extract", height: Optional[int] = None):
+    """Peak RSS (MB) of an extraction of a ``size`` x ``height`` (default square) raster with a
+    cheap predict_fn, polled every 50 ms on the child process (its threads included)."""
     import psutil
 
-    scene = workdir / f"mem_{size}.tif"
-    write_scene(scene, size)
+    height = height or size
+    tag = f"{size}x{height}"
+    scene = workdir / f"mem_{tag}.tif"
+    write_scene(scene, size, height)
     t0 = time.perf_counter()
-    log_path = workdir / f"mem_{size}.log"
+    log_path = workdir / f"mem_{tag}.log"
     log_f = open(log_path, "w+", encoding="utf-8")  # a file, not a pipe: a full pipe would block
-    proc = psutil.Popen([sys.executable, "-c", CHILD, str(scene), str(workdir / f"mem_out_{size}"),
+    proc = psutil.Popen([sys.executable, "-c", CHILD, str(scene), str(workdir / f"mem_out_{tag}"),
                          mode],
                         stdout=log_f, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -444,8 +447,8 @@ def peak_memory(workdir: Path, size: int, mode: str = "extract"):
     scene.unlink(missing_ok=True)
     status = lines[-1][:120] if lines else f"exit {proc.returncode}"
     base = next((int(ln.split()[1]) for ln in lines if ln.startswith("imported_rss")), 0)
-    return [{"raster": "raster stage", "extract": "whole extraction"}[mode], f"{size}x{size}",
-            size * size * 3 / 1e6, base / 2**20, peak / 2**20,
+    return [{"raster": "raster stage", "extract": "whole extraction"}[mode], tag,
+            size * height * 3 / 1e6, base / 2**20, peak / 2**20,
             (peak - base) / 2**20, dt, status]
 
 
@@ -510,8 +513,10 @@ def main() -> int:
         out += ["### Vectorization (`gis.vectorize.vectorize_mask`, synthetic road mask)", "",
                 table(["mask", "km²", "road km", "edges", "s", "s per km"], vec), ""]
         log("peak memory")
-        sizes = [5000] if args.quick else [5000, 20000]
-        mem = [peak_memory(wd, s, m) for m in ("raster", "extract") for s in sizes]
+        # square rasters, and a tall one as wide as the small square: memory follows the width
+        # (rows of tiles, strips of the mask) and the km of road, not the area
+        sizes = [(5000, 5000)] if args.quick else [(5000, 5000), (5000, 20000), (20000, 20000)]
+        mem = [peak_memory(wd, w, m, h) for m in ("raster", "extract") for w, h in sizes]
         out += ["### Peak memory of an extraction (child process, stand-in network)", "",
                 "A synthetic 3-band uint8 GeoTIFF at 0.5 m: dark noise crossed by bright roads "
                 "(a 256 m grid and diagonals, ~13 km per km²). The network is replaced by a cheap "
