@@ -258,3 +258,17 @@ def test_real_vegas_mask_in_strips(shared_data):
     whole = vectorize_mask(mask, transform, crs, params=params, strip_rows=10_000)
     assert whole.summary()["total_km"] > 3
     same_network(whole, vectorize_mask(mask, transform, crs, params=params, strip_rows=100))
+
+
+def test_raster_source_bounds_gdal_cache_in_bytes_while_open(tmp_path):
+    from rasterio.env import get_gdal_config
+
+    from gis import maskstrips
+
+    mask_tif = write_tif(tmp_path / "m.tif", road_scene(60, 50), "uint8")
+    before = get_gdal_config("GDAL_CACHEMAX")
+    with RasterMaskSource(mask_tif) as src:
+        # an integer GDAL_CACHEMAX counts bytes for rasterio: megabytes, not a 16-byte cache
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == maskstrips.GDAL_CACHE_MB << 20
+        assert src.read_mask(0, 60).shape == (60, 50)
+    assert get_gdal_config("GDAL_CACHEMAX") == before
