@@ -29,7 +29,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
@@ -358,28 +358,50 @@ def read_window(
             return read_window(ds, window, bands, boundless=boundless, fill_value=fill_value)
     ds = src
     bands = _check_bands(bands, ds.count, ds.name)
+    w, h, inner, ys, xs = _window_parts(ds, window, boundless)
+    data = np.full((len(bands), h, w), fill_value, dtype=np.float32)
+    valid = np.zeros((h, w), dtype=bool)
+    if inner is None:
+        return data, valid
+    raw = _read_bands_into(ds, bands, inner, data[:, ys, xs])
+    _inner_valid(ds, inner, raw, valid[ys, xs])
+    return data, valid
+
+
+def _window_parts(ds: "rasterio.io.DatasetReader", window: Window, boundless: bool = True):
+    """``(w, h, inner, ys, xs)``: the window's size in whole pixels (clipped to the raster unless
+    ``boundless``), its part inside the raster (None when empty) and that part's row and column
+    slices within the window."""
     c0, r0 = int(round(window.col_off)), int(round(window.row_off))
     w, h = int(round(window.width)), int(round(window.height))
     ic0, ir0 = max(c0, 0), max(r0, 0)
     ic1, ir1 = min(c0 + w, ds.width), min(r0 + h, ds.height)
     if not boundless:
         c0, r0, w, h = ic0, ir0, max(ic1 - ic0, 0), max(ir1 - ir0, 0)
-    data = np.full((len(bands), h, w), fill_value, dtype=np.float32)
-    valid = np.zeros((h, w), dtype=bool)
     if ic1 <= ic0 or ir1 <= ir0:
-        return data, valid
+        return w, h, None, None, None
     inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
-    ys, xs = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
+    return w, h, inner, slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
+
+
+def _read_bands_into(ds: "rasterio.io.DatasetReader", bands: Sequence[int], inner: Window,
+                     dst: np.ndarray) -> np.ndarray:
+    """Read ``bands`` (1-based, repeats allowed) over ``inner`` into ``dst`` ``(len(bands), h,
+    w)`` (a view is fine), cast to its dtype; each distinct band is read once, by GDAL straight
+    into ``dst`` when no band repeats and ``dst`` has the raster's dtype. Returns the values as
+    read, in the raster's dtype (for the valid-data check)."""
     try:
+        if len(set(bands)) == len(bands) and dst.dtype == np.dtype(ds.dtypes[bands[0] - 1]):
+            ds.read(list(bands), window=inner, out=dst)
+            return dst
         uniq = sorted(set(bands))
         raw = ds.read(uniq, window=inner)
     except RasterioError as exc:
         raise _read_error(ds.name, exc) from exc
     pos = {b: i for i, b in enumerate(uniq)}
     for k, b in enumerate(bands):
-        data[k, ys, xs] = raw[pos[b]]
-    _inner_valid(ds, inner, raw, valid[ys, xs])
-    return data, valid
+        dst[k] = raw[pos[b]]
+    return raw
 
 
 def _all_valid(ds: "rasterio.io.DatasetReader") -> bool:
@@ -451,8 +473,7 @@ def read_window_raw(
     dtype = raw_dtype(ds, bands)
     if dtype is None:
         raise ValueError(f"{ds.name}: bands {bands} differ in dtype (use read_window)")
-    c0, r0 = int(round(window.col_off)), int(round(window.row_off))
-    w, h = int(round(window.width)), int(round(window.height))
+    w, h, inner, ys, xs = _window_parts(ds, window)
     shape = (len(bands), h, w)
     if out is None:
         out = np.empty(shape, dtype)
@@ -462,29 +483,13 @@ def read_window_raw(
         valid_out = np.empty((h, w), bool)
     elif valid_out.shape != (h, w) or valid_out.dtype != bool:
         raise ValueError(f"read_window_raw: valid_out must be bool {(h, w)}")
-    ic0, ir0 = max(c0, 0), max(r0, 0)
-    ic1, ir1 = min(c0 + w, ds.width), min(r0 + h, ds.height)
-    inside = ic0 == c0 and ir0 == r0 and ic1 == c0 + w and ir1 == r0 + h
-    if not inside:
+    if inner is None or (int(inner.height), int(inner.width)) != (h, w):
         out[...] = 0
         valid_out[...] = False
-    if ic1 <= ic0 or ir1 <= ir0:
+    if inner is None:
         return out, valid_out
-    inner = Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
-    ys, xs = slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0)
-    dst = out[:, ys, xs]
-    try:
-        if len(set(bands)) == len(bands):
-            ds.read(list(bands), window=inner, out=dst)
-        else:  # repeated bands: each distinct band read once
-            uniq = sorted(set(bands))
-            raw = ds.read(uniq, window=inner)
-            pos = {b: i for i, b in enumerate(uniq)}
-            for k, b in enumerate(bands):
-                dst[k] = raw[pos[b]]
-    except RasterioError as exc:
-        raise _read_error(ds.name, exc) from exc
-    _inner_valid(ds, inner, dst, valid_out[ys, xs])
+    raw = _read_bands_into(ds, bands, inner, out[:, ys, xs])
+    _inner_valid(ds, inner, raw, valid_out[ys, xs])
     return out, valid_out
 
 
