@@ -32,7 +32,7 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
-from gis.errors import RasterReadError, VectorizeError
+from gis.errors import VectorizeError
 
 PathLike = Union[str, Path]
 
@@ -213,16 +213,9 @@ class RasterMaskSource(MaskSource):
             raise
 
     def _open(self, path: PathLike):
-        import rasterio
-        from rasterio.errors import RasterioError
+        from gis.io import _open
 
-        p = Path(path)
-        if not p.exists():
-            raise RasterReadError(f"{p}: file not found")
-        try:
-            ds = rasterio.open(p)
-        except RasterioError as exc:
-            raise RasterReadError(f"{p}: cannot read raster ({exc})") from exc
+        ds = _open(path)  # one-line RasterReadError naming the file
         self._files.append(ds)
         return ds
 
@@ -234,18 +227,12 @@ class RasterMaskSource(MaskSource):
         return int(band)
 
     def _read(self, ds: object, band: int, r0: int, r1: int) -> Tuple[np.ndarray, np.ndarray]:
-        from rasterio.errors import RasterioError
+        """Rows ``r0..r1`` of one band in its own dtype and their valid-data mask."""
+        from gis.io import read_window_raw
         from rasterio.windows import Window
 
-        win = Window(0, r0, self.width, r1 - r0)
-        try:
-            raw = ds.read(band, window=win)  # type: ignore[attr-defined]
-            valid = ds.read_masks(band, window=win) != 0  # type: ignore[attr-defined]
-        except RasterioError as exc:
-            raise RasterReadError(f"{ds.name}: cannot read rows {r0}-{r1} ({exc})") from exc  # type: ignore[attr-defined]
-        if raw.dtype.kind == "f":
-            valid &= np.isfinite(raw)
-        return raw, valid
+        raw, valid = read_window_raw(ds, Window(0, r0, self.width, r1 - r0), (band,))
+        return raw[0], valid
 
     def read_mask(self, r0: int, r1: int) -> np.ndarray:
         if self._is_prob:
