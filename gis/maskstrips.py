@@ -275,11 +275,9 @@ class PackedRows:
             self._dir = tempfile.TemporaryDirectory(prefix="roadseg_vectorize_")
             self._bits = np.memmap(os.path.join(self._dir.name, "mask.bits"), dtype=np.uint8,
                                    mode="w+", shape=(max(self.height, 1), nbytes))
-        self.any = False
 
     def write(self, r0: int, rows: np.ndarray) -> None:
         self._bits[r0:r0 + len(rows)] = np.packbits(rows, axis=1)
-        self.any = self.any or bool(rows.any())
 
     def read(self, r0: int, r1: int) -> np.ndarray:
         return np.unpackbits(self._bits[r0:r1], axis=1, count=self.width).view(bool)

@@ -339,41 +339,32 @@ def _skeleton_pixels(store: PackedRows, strips: list, margin: int,
 def _sample_along_edges(edges: list, source: MaskSource, store: PackedRows, strips: list,
                         margin: int, want_prob: bool,
                         check: Callable[[], None]) -> Tuple[list, list]:
-    """Distances (pixels, for widths) at each edge's inner points ``rc[1:-1]`` and probabilities at
-    its inner pixels, read strip by strip: ``(dist per edge, prob per edge)``."""
-    shape = (source.height, source.width)
-    d_idx, p_idx = [], []
-    for rc in edges:
-        d_idx.append(rc[1:-1] if len(rc) >= 3 else rc[:0])
-        p_idx.append(rc[1:-1] if len(rc) > 2 else rc)
-    d_counts = [len(x) for x in d_idx]
-    p_counts = [len(x) for x in p_idx] if want_prob else [0] * len(edges)
-    d_rc = np.concatenate(d_idx) if d_idx else np.zeros((0, 2))
-    p_rc = np.concatenate(p_idx) if (p_idx and want_prob) else np.zeros((0, 2))
-    d_r, d_c = _pixels(d_rc, shape)
-    p_r, p_c = _pixels(p_rc, shape)
-    d_val = np.zeros(len(d_r), dtype=np.float32)
-    p_val = np.full(len(p_r), np.nan, dtype=np.float32)
-    d_order = np.argsort(d_r, kind="stable")
-    p_order = np.argsort(p_r, kind="stable")
-    d_sorted, p_sorted = d_r[d_order], p_r[p_order]
+    """Distances (pixels, for widths) and probabilities (NaN without them) at each edge's inner
+    points ``rc[1:-1]`` (all its points when it has no inner one), read strip by strip:
+    ``(values per edge, values per edge)``."""
+    pts = [rc[1:-1] if len(rc) > 2 else rc for rc in edges]
+    counts = [len(x) for x in pts]
+    r, c = _pixels(np.concatenate(pts) if pts else np.zeros((0, 2)),
+                   (source.height, source.width))
+    d_val = np.zeros(len(r), dtype=np.float32)
+    p_val = np.full(len(r), np.nan, dtype=np.float32)
+    order = np.argsort(r, kind="stable")
+    r_sorted = r[order]
     for r0, r1, a, b in iter_windows(strips, source.height, margin):
-        i0, i1 = np.searchsorted(d_sorted, [r0, r1])
-        if i1 > i0 and store.any:
-            sel = d_order[i0:i1]
-            dist = _distance_px(store.read(a, b))
-            d_val[sel] = dist[d_r[sel] - a, d_c[sel]]
-            del dist
-        j0, j1 = np.searchsorted(p_sorted, [r0, r1])
-        if j1 > j0:
-            sel = p_order[j0:j1]
-            prob = source.read_probability(r0, r1)
-            p_val[sel] = prob[p_r[sel] - r0, p_c[sel]]
-            del prob
         check()
-    d_out = np.split(d_val, np.cumsum(d_counts)[:-1]) if edges else []
-    p_out = np.split(p_val, np.cumsum(p_counts)[:-1]) if edges else []
-    return d_out, p_out
+        i0, i1 = np.searchsorted(r_sorted, [r0, r1])
+        if i1 == i0:
+            continue
+        sel = order[i0:i1]
+        dist = _distance_px(store.read(a, b))
+        d_val[sel] = dist[r[sel] - a, c[sel]]
+        del dist
+        if want_prob:
+            prob = source.read_probability(r0, r1)
+            p_val[sel] = prob[r[sel] - r0, c[sel]]
+            del prob
+    split = np.cumsum(counts)[:-1]
+    return (np.split(d_val, split), np.split(p_val, split)) if edges else ([], [])
 
 
 def vectorize_source(
@@ -460,7 +451,6 @@ def vectorize_source(
         edge_list = list(g.edges(keys=True, data=True))
         dists, probs = _sample_along_edges([d["rc"] for _, _, _, d in edge_list], source, store,
                                            strips, margin_px, source.has_probability, check)
-        any_road = store.any
     tol = params.simplify_tolerance_m
     if tol is None:
         tol = max(px_w, px_h)
@@ -492,7 +482,7 @@ def vectorize_source(
         coords[-1] = frame.rc_to_crs(g.nodes[b]["rc"])[0]
         if len(coords) < 2:
             continue
-        width = _width_m(dist_e, rc, jac) if any_road else float("nan")
+        width = _width_m(dist_e, rc, jac)
         if source.has_probability and np.isfinite(prob_e).any():
             conf = float(np.nanmean(prob_e))
         else:
