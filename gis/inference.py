@@ -32,9 +32,9 @@ import inspect
 import logging
 import os
 import queue
-from collections import deque
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path

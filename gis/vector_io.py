@@ -95,8 +95,9 @@ def _sidecar(path: Path, layer: str, driver: str, single: bool) -> Path:
 
 def style_for_layer(name: str, gdf: gpd.GeoDataFrame) -> Optional[str]:
     """QML for a layer by name: ``edges`` graduated by ``confidence`` when it has values (or no
-    feature at all), else by ``width_m`` over its data range; ``nodes`` by ``degree``; ``polygons`` a fill; other layers by
-    geometry type (lines by ``confidence``/``width_m`` when present). None when nothing fits."""
+    feature at all), else by ``width_m`` over its data range; ``nodes`` by ``degree``;
+    ``polygons`` a fill; other layers by geometry type (lines by ``confidence``/``width_m`` when
+    present). None when nothing fits."""
     geom = _GEOM_TYPES.get(name)
     if geom is None and len(gdf):
         gt = str(gdf.geom_type.iloc[0])
