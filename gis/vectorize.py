@@ -26,8 +26,8 @@ labels each strip and joins components across seams, thinning and distances read
 128 rows of margin, and the skeleton is traced from its pixel list. The result is that of the whole
 mask at once for structures narrower than the margin (tested), while memory is bounded by one
 strip with its margins (about 16 M pixels) plus the skeleton and the network, which grow with the
-length of road rather than with the area: measured 0.42 GB peak for a 5000 x 5000 mask with 83 km
-of road (4.6 s) and 0.62 GB for 20000 x 20000 with 1,316 km (80 s), one core. The cleaned mask
+length of road rather than with the area: measured 0.43 GB peak for a 5000 x 5000 mask with 83 km
+of road (4.6 s) and 0.58 GB for 20000 x 20000 with 1,316 km (80 s), one core. The cleaned mask
 waits between passes at one bit per pixel in a temporary file. Vectorize the mosaicked mask (not
 per tile) so that lines cross tile boundaries without breaks.
 """
