@@ -270,7 +270,10 @@ class _Reader(threading.Thread):
                 # straight into the float32 batch (normalised on the way for a Normalizer);
                 # bands of different dtypes go through read_window (which rasterio refuses)
                 raw = None if dtype is None else np.empty((c, t, t), dtype)
-                fused = isinstance(self.norm, Normalizer) and self.norm.fusable(c)
+                # any normaliser with fusable()/normalize_into() (gis.io.Normalizer, segcore's
+                # Preprocessor) is applied per tile without a float copy
+                fused = (callable(getattr(self.norm, "normalize_into", None))
+                         and bool(self.norm.fusable(c)))
                 for batch in _batches(self.tiles, self.batch_size):
                     if self.stop.is_set():
                         raise _Stop()

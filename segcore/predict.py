@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import numpy as np
 
 from .errors import CheckpointError, ConfigError, InputSizeError, SegcoreError
+from .preprocess import preprocessor_from_meta
 
 try:  # Python >= 3.8
     from typing import Protocol, runtime_checkable
@@ -58,100 +59,12 @@ def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
     return getattr(meta, key, default)
 
 
-def _scale_factor(scale: Any) -> float:
-    """``scale`` as a multiplier: values > 1 are divisors (``255`` -> ``1/255``)."""
-    s = float(1.0 / 255.0 if scale is None else scale)
-    if s <= 0:
-        raise ConfigError(f"normalisation scale must be > 0, got {scale}")
-    return 1.0 / s if s > 1.0 else s
-
-
-def _per_band(values: Any, channels: int, what: str) -> np.ndarray:
-    arr = np.asarray(values, np.float32).reshape(-1)
-    if arr.size == 1:
-        return np.full(channels, arr[0], np.float32)
-    if arr.size != channels:
-        raise ConfigError(f"normalisation: {what} has {arr.size} values for {channels} bands")
-    return arr
-
-
 def normalization_from_meta(meta: Any, stretch: Optional[Tuple[Sequence[float], Sequence[float]]]
                             = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The function turning raw tiles into network input, from checkpoint metadata.
-
-    Args:
-        meta: a :class:`segcore.checkpoint.CheckpointMeta`, its sidecar dict, or the
-            ``normalization`` dict itself (a mapping with a ``method`` key).
-        stretch: ``(low, high)`` per-band raw values for ``method="percentile"`` computed once
-            over the whole raster (the gis pipeline does this); without it each image's own
-            percentiles are used.
-
-    Methods (``meta.normalization["method"]``):
-
-    * ``meanstd`` (default): ``(raw * s - mean) / std`` per band, ``s = 1/scale`` for
-      ``scale > 1`` (``scale: 255``) or ``s = scale`` for ``scale <= 1``; defaults ImageNet
-      mean/std and ``scale 255``.
-    * ``dlinknet``: ``raw / 255 * 3.2 - 1.6`` (the D-LinkNet seed).
-    * ``percentile``: ``(raw - low) / (high - low)`` clipped to 0..1 (``low``/``high`` are the
-      percentiles, default 2 and 98), then ``mean``/``std`` if given.
-    * ``none``: cast only.
-
-    The returned function maps ``(C, H, W)`` or ``(N, C, H, W)`` of any numeric dtype to float32
-    of the same shape.
-    """
-    norm = _meta_get(meta, "normalization", None) if not (
-        isinstance(meta, Mapping) and "method" in meta) else meta
-    norm = dict(norm or {"method": "meanstd"})
-    method = str(norm.get("method", "meanstd")).lower()
-
-    if method == "none":
-        return lambda raw: np.asarray(raw, np.float32)
-
-    if method == "dlinknet":
-        def dlinknet(raw: np.ndarray) -> np.ndarray:
-            return (np.asarray(raw, np.float32) * np.float32(3.2 / 255.0)
-                    - np.float32(1.6)).astype(np.float32, copy=False)
-        return dlinknet
-
-    if method in ("meanstd", "imagenet", "uint8"):
-        mean = norm.get("mean", (0.485, 0.456, 0.406))
-        std = norm.get("std", (0.229, 0.224, 0.225))
-        factor = np.float32(_scale_factor(norm.get("scale", 255)))
-
-        def meanstd(raw: np.ndarray) -> np.ndarray:
-            x = np.asarray(raw, np.float32)
-            c = x.shape[-3]
-            m = _per_band(mean, c, "mean")[:, None, None]
-            s = _per_band(std, c, "std")[:, None, None]
-            if np.any(s <= 0):
-                raise ConfigError(f"normalisation: std must be > 0, got {std}")
-            return ((x * factor - m) / s).astype(np.float32, copy=False)
-        return meanstd
-
-    if method == "percentile":
-        lo_p = float(norm.get("low", 2.0))
-        hi_p = float(norm.get("high", 98.0))
-        mean, std = norm.get("mean"), norm.get("std")
-
-        def percentile(raw: np.ndarray) -> np.ndarray:
-            x = np.asarray(raw, np.float32)
-            c = x.shape[-3]
-            if stretch is not None:
-                lo = _per_band(stretch[0], c, "stretch low")[:, None, None]
-                hi = _per_band(stretch[1], c, "stretch high")[:, None, None]
-            else:  # per image: over H, W (and per sample of a batch)
-                flat = x.reshape(x.shape[:-2] + (-1,))
-                lo = np.percentile(flat, lo_p, axis=-1)[..., None, None].astype(np.float32)
-                hi = np.percentile(flat, hi_p, axis=-1)[..., None, None].astype(np.float32)
-            y = np.clip((x - lo) / np.maximum(hi - lo, np.float32(1e-6)), 0.0, 1.0)
-            if mean is not None and std is not None:
-                y = (y - _per_band(mean, c, "mean")[:, None, None]) / \
-                    _per_band(std, c, "std")[:, None, None]
-            return y.astype(np.float32, copy=False)
-        return percentile
-
-    raise ConfigError(f"unknown normalisation method {method!r} (meanstd, dlinknet, percentile, "
-                      "none)")
+    """The function turning raw tiles into network input, from checkpoint metadata: the
+    :class:`segcore.preprocess.Preprocessor` of ``meta`` (see :mod:`segcore.preprocess` for the
+    methods). ``stretch`` are the whole-scene ``(lo, hi)`` limits of a ``percentile`` model."""
+    return preprocessor_from_meta(meta, stretch)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -589,33 +589,33 @@ _EIGHT_BIT_METHODS = ("meanstd", "imagenet", "uint8", "dlinknet")
 
 def _normalizer_for(meta: Any, info: Any,
                     bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
-    """The input normalisation of the checkpoint for this raster.
+    """The input normalisation of the checkpoint for this raster (a
+    :class:`segcore.preprocess.Preprocessor`; gis only reads the scene statistics).
 
     ``percentile`` models get the stretch computed once over the whole raster (never per tile).
     Models trained on 8-bit imagery (``meanstd``/``dlinknet`` with a 0..255 scale) fed a
-    non-uint8 raster (11/16-bit, float) first get the raster's 2-98 % stretch mapped to 0..255.
+    non-uint8 raster (11/16-bit, float) first get the raster's 2-98 % stretch to 8-bit levels,
+    i.e. the ``percentile`` method with the model's own mean/std.
     """
-    from gis.io import compute_stretch, make_normalizer
-    from segcore.predict import normalization_from_meta
+    from gis.io import compute_stretch
+    from segcore.preprocess import preprocessor_from_meta
 
-    norm = dict(_mget(meta, "normalization", None) or {"method": "meanstd"})
-    method = str(norm.get("method", "meanstd")).lower()
-    if method == "percentile":
-        lo, hi = compute_stretch(info.path, bands, percentiles=(float(norm.get("low", 2.0)),
-                                                                float(norm.get("high", 98.0))))
-        return normalization_from_meta(meta, stretch=(lo, hi))
-    base = normalization_from_meta(meta)
+    base = preprocessor_from_meta(meta)
+    if base.method == "percentile":
+        lo, hi = compute_stretch(info.path, bands, percentiles=(base.low_pct, base.high_pct))
+        return base.with_limits(lo, hi)
     dtypes = {info.dtypes[b - 1] for b in bands}
-    scale = float(norm.get("scale", 255) or 255)
-    if dtypes != {"uint8"} and method in _EIGHT_BIT_METHODS and (scale > 1 or method == "dlinknet"):
-        stretch = make_normalizer(info, bands, method="percentile")
-        log.info("%s: %s data stretched (2-98 %%) to 0..255 for a model trained on 8-bit "
+    if dtypes != {"uint8"} and base.method in _EIGHT_BIT_METHODS and (
+            base.method == "dlinknet" or abs(base.scale - 1.0 / 255.0) < 1e-12):
+        c = len(bands)
+        a, b = base.output_affine(c)  # y = raw * a + b with a = 1 / (255 std), b = -mean / std
+        std = tuple(float(1.0 / (255.0 * v)) for v in a)
+        mean = tuple(float(-bv * sv) for bv, sv in zip(b, std))
+        lo, hi = compute_stretch(info.path, bands)
+        log.info("%s: %s data stretched (2-98 %%) to 8-bit levels for a model trained on 8-bit "
                  "imagery", info.path, "/".join(sorted(dtypes)))
-
-        def stretched(raw: np.ndarray) -> np.ndarray:
-            return base(stretch(raw) * np.float32(255.0))
-
-        return stretched
+        return preprocessor_from_meta({"method": "percentile", "mean": mean, "std": std},
+                                      stretch=(lo, hi))
     return base
 
 

@@ -38,6 +38,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError
+from ..preprocess import Preprocessor, stretch_limits, stretch_to_uint8
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DLINKNET_MEAN", "DLINKNET_STD", "Normalization",
            "AugmentConfig", "recipe", "RECIPES", "augment_pair", "classification_transform"]
@@ -99,16 +100,14 @@ class Normalization:
         return cls(m, s, float(scale) if scale is not None else 1.0 / 255.0, st)
 
     def stretch_image(self, img: np.ndarray) -> np.ndarray:
-        """``(H, W, C)`` -> uint8 0..255 stretched per band between the image's own ``stretch``
-        percentiles (unchanged when ``stretch`` is None)."""
+        """``(H, W, C)`` -> uint8 8-bit levels stretched per band between the image's own
+        ``stretch`` percentiles (unchanged when ``stretch`` is None): the ``percentile`` stretch
+        of :mod:`segcore.preprocess` with per-image limits."""
         if self.stretch is None:
             return img
-        x = img.astype(np.float32)
-        flat = x.reshape(-1, x.shape[2])
-        lo = np.percentile(flat, self.stretch[0], axis=0).astype(np.float32)
-        hi = np.percentile(flat, self.stretch[1], axis=0).astype(np.float32)
-        y = (x - lo) * (np.float32(255.0) / np.maximum(hi - lo, np.float32(1e-6)))
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+        chw = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
+        lo, hi = stretch_limits(chw, None, self.stretch[0], self.stretch[1])
+        return np.ascontiguousarray(stretch_to_uint8(chw, lo, hi).transpose(1, 2, 0))
 
     def _per_band(self, channels: int, where: str) -> Tuple[np.ndarray, np.ndarray]:
         if len(self.mean) == 1:
@@ -125,10 +124,12 @@ class Normalization:
         return mean / self.scale
 
     def apply(self, img: np.ndarray, where: str = "image") -> np.ndarray:
-        """``(H, W, C)`` any dtype -> normalised ``(C, H, W)`` float32."""
+        """``(H, W, C)`` any dtype -> normalised ``(C, H, W)`` float32, computed by
+        :class:`segcore.preprocess.Preprocessor` (the same float32 operations as inference)."""
         mean, std = self._per_band(img.shape[2], where)
-        out = (img.astype(np.float32) * np.float32(self.scale) - mean) / std
-        return np.ascontiguousarray(out.transpose(2, 0, 1))
+        p = Preprocessor("meanstd", tuple(float(v) for v in mean), tuple(float(v) for v in std),
+                         float(self.scale))
+        return p(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))
 
 
 @dataclass(frozen=True)
