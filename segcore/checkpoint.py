@@ -63,6 +63,9 @@ class CheckpointMeta:
     metrics: Dict[str, Any] = field(default_factory=dict)
     epoch: int = 0
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    #: ground sample distance (metres per pixel) the network was trained at; inference resamples
+    #: the input to it. None: any resolution (the input is used as it is).
+    gsd_m: Optional[float] = None
     created: str = ""
     roadseg_version: str = ""
 

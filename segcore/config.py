@@ -60,6 +60,7 @@ class TrainConfig:
     dataset_kwargs: Dict[str, Any] = field(default_factory=dict)
     bands: List[int] = field(default_factory=lambda: [1, 2, 3])
     normalization: Dict[str, Any] = field(default_factory=lambda: {"method": "dlinknet"})
+    gsd_m: Optional[float] = None  # ground resolution of the training data (recorded in the model)
     augment: str = "none"
     crop_size: Union[int, List[int]] = 1024
     batch_size: int = 4

@@ -173,10 +173,13 @@ def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
             s = float(norm["scale"])
             kw["scale"] = 1.0 / s if s > 1 else s
     elif method == "percentile":
-        # each training image stretched between its own percentiles to 0..255, then mean/std
-        # (default the dlinknet ones); inference stretches with whole-scene percentiles
-        kw.update(stretch=(float(norm.get("low", 2.0)), float(norm.get("high", 98.0))),
-                  mean=norm.get("mean", [0.5]), std=norm.get("std", [0.3125]))
+        # 'prestretched': the chips already hold the scene stretch's 8-bit levels (written by
+        # `roadseg dataset assemble` with segcore.preprocess), so only (q / 255 - mean) / std
+        # remains, exactly the tail of what inference computes. Otherwise each training image
+        # is stretched between its own percentiles first.
+        if not norm.get("prestretched"):
+            kw["stretch"] = (float(norm.get("low", 2.0)), float(norm.get("high", 98.0)))
+        kw.update(mean=norm.get("mean", [0.5]), std=norm.get("std", [0.3125]))
     else:
         raise ConfigError(f"normalization method {method!r} is not supported for training "
                           "(use meanstd, dlinknet, imagenet or percentile)")
@@ -199,13 +202,11 @@ def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
 def _inference_normalization(cfg: TrainConfig) -> Dict[str, Any]:
     """The checkpoint's ``normalization`` entry: ``cfg.normalization`` with the defaults that
     training filled in written out (inference must apply exactly what training did)."""
+    from .preprocess import normalization_entry
+
     norm = dict(cfg.normalization)
-    if str(norm.get("method", "")).lower() == "percentile":
-        norm.setdefault("low", 2.0)
-        norm.setdefault("high", 98.0)
-        norm.setdefault("mean", [0.5])
-        norm.setdefault("std", [0.3125])
-    return norm
+    norm.pop("prestretched", None)  # how the training data were stored, not a model property
+    return normalization_entry(norm)
 
 
 def build_datasets(cfg: TrainConfig, seed: int):
@@ -745,7 +746,8 @@ class _Trainer:
                               tile_size_px=cfg.tile_size_px or max(cfg.crop_hw),
                               stride=int(self.info.stride), class_names=tuple(names),
                               task=self.task, metrics=_clean(dict(metrics)), epoch=epoch,
-                              model_kwargs=dict(cfg.model_kwargs))
+                              model_kwargs=dict(cfg.model_kwargs),
+                              gsd_m=float(cfg.gsd_m) if cfg.gsd_m else None)
 
     def _finish_epoch(self, epoch: int, losses: List[float]) -> str:
         """Validate, checkpoint, apply stopping rules. Returns a stop reason or ''."""
