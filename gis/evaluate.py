@@ -156,14 +156,13 @@ def _line_parts(s: gpd.GeoSeries) -> List[np.ndarray]:
     parts = shapely.get_parts(geoms)
     parts = parts[np.isin(shapely.get_type_id(parts), (1, 2))]  # LineString, LinearRing
     out = []
-    for coords in (shapely.get_coordinates(p) for p in parts):
-        if len(coords) < 2:
+    for raw in (shapely.get_coordinates(p) for p in parts):
+        if len(raw) < 2:
             continue
-        keep = np.ones(len(coords), bool)
-        keep[1:] = np.any(np.diff(coords, axis=0) != 0, axis=1)
-        coords = coords[keep]
-        if len(coords) >= 2:
-            out.append(coords)
+        keep = np.ones(len(raw), bool)
+        keep[1:] = np.any(np.diff(raw, axis=0) != 0, axis=1)
+        if keep.sum() >= 2:
+            out.append(raw[keep])
     return out
 
 
@@ -269,9 +268,10 @@ def _control_positions(g: _Graph, spacing: float) -> Tuple[np.ndarray, np.ndarra
     """Edge index and distance along it of the evenly spaced control points of ``g``."""
     ids, pos = [], []
     for e, length in enumerate(g.length):
-        if length < 0.75 * spacing:
+        if length < 0.75 * spacing - _NODE_TOL_M:
             continue
-        k = max(1, int(np.ceil(length / spacing)) - 1)
+        # a millimetre of slack so that a 200 m edge read back from lon/lat gets 3 points
+        k = max(1, int(np.ceil((length - _NODE_TOL_M) / spacing)) - 1)
         ids.append(np.full(k, e))
         pos.append(length * np.arange(1, k + 1) / (k + 1))
     if not ids:
