@@ -313,10 +313,12 @@ def _cut(g: _Graph, edge: np.ndarray, pos: np.ndarray) -> Tuple[sparse.csr_matri
 
 
 def _half_score(d_native: sparse.csr_matrix, cp_nodes: np.ndarray, d_other: sparse.csr_matrix,
-                snapped: np.ndarray, chunk: int = 256) -> Tuple[float, int]:
+                snapped: np.ndarray) -> Tuple[float, int]:
     """1 - mean path difference over ordered connected pairs of control points (nodes
-    ``cp_nodes`` of ``d_native``); ``snapped``: their nodes in ``d_other`` (-1: not snapped)."""
+    ``cp_nodes`` of ``d_native``); ``snapped``: their nodes in ``d_other`` (-1: not snapped).
+    Sources go in chunks of ~4M distances per array, so memory stays bounded."""
     n = len(cp_nodes)
+    chunk = int(np.clip(4_000_000 // max(d_native.shape[0], d_other.shape[0], 1), 16, 256))
     total, count = 0.0, 0
     ok = snapped >= 0
     for s in range(0, n, chunk):
