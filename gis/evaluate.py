@@ -92,19 +92,20 @@ def buffered_precision_recall(
 # ---------------------------------------------------------------------------------------------
 # APLS (Average Path Length Similarity, SpaceNet 3)
 # ---------------------------------------------------------------------------------------------
-# Both line sets become graphs: vertices shared by several lines (exactly, after projection to
-# the metric CRS, to the millimetre) are junctions, MultiLineStrings are split into their parts,
-# chains of vertices with exactly two neighbours are merged into one edge, and an edge weighs its
-# length in metres. Connected pieces whose longest shortest path is under ``min_component_m``
-# are dropped (stray fragments). Control points are every graph node plus points spread evenly
-# along every edge, about ``control_spacing_m`` apart (none on an edge shorter than 3/4 of the
-# spacing, its middle on one up to 1.5x the spacing). For "A onto B", each control point of A
-# is projected onto the nearest edge of B if that edge is within ``snap_m``; B is cut at those
-# projections (points landing on the same spot, or within a millimetre of a node, share a
-# node). Every ordered pair of control points joined by a path in A (L1) is compared with the
-# path between their projections in B (L2): min(1, |L1 - L2| / L1), and 1 when either point
-# did not snap or B has no path. The half-score is 1 minus the mean of those, 0 without pairs;
-# APLS is the harmonic mean of both halves (0 when either half is 0).
+# Both line sets become graphs: MultiLineStrings are split into their parts, vertices that
+# coincide to the millimetre in the metric CRS are one vertex (lines sharing a vertex join;
+# lines crossing without one do not), chains of vertices with exactly two neighbours are merged
+# into one edge, and an edge weighs its length in metres. Connected pieces whose longest
+# shortest path is under ``min_component_m`` are dropped (stray fragments). Control points are
+# every graph node plus points spread evenly along every edge, at most ``control_spacing_m``
+# apart: none on an edge shorter than 3/4 of the spacing, its middle on one up to twice the
+# spacing, ceil(length / spacing) - 1 points at equal steps beyond. For "A onto B", each
+# control point of A is projected onto the nearest edge of B if that edge is within ``snap_m``;
+# B is cut at those projections (points landing on the same spot, or within a millimetre of a
+# node, share a node). Every ordered pair of control points joined by a path in A (L1) is
+# compared with the path between their projections in B (L2): min(1, |L1 - L2| / L1), and 1
+# when either point did not snap or B has no path. The half-score is 1 minus the mean of
+# those, 0 without pairs; APLS is the harmonic mean of both halves (0 when either is 0).
 
 _NODE_TOL_M = 1e-3  # projections closer than this to each other (or to a node) share a node
 
@@ -113,7 +114,9 @@ _NODE_TOL_M = 1e-3  # projections closer than this to each other (or to a node) 
 class APLSScore:
     """Result of :func:`apls`. ``*_control_points``: control points of each graph;
     ``*_snapped``: how many of them lie within ``snap_m`` of the other graph; ``*_pairs``: the
-    ordered pairs of connected control points scored for that half."""
+    ordered pairs of connected control points scored for that half (``gt_pairs``: ground truth
+    onto proposal); ``*_length_m``: total edge length of each graph (duplicate segments once,
+    fragments dropped)."""
 
     apls: float
     apls_gt_onto_prop: float
