@@ -173,3 +173,25 @@ def test_cli_eval_lines_bad_input_is_one_line_error(shared_data, tmp_path):
     assert "Traceback" not in r.stderr
     r = _roadseg("eval", "--lines", str(gt))
     assert r.returncode == 2 and "--reference" in r.stderr
+
+
+def test_read_lines_picks_the_edges_layer_or_asks_for_one(tmp_path):
+    from app.service.errors import UserError
+    from app.service.line_eval import read_lines
+
+    g = gpd.GeoDataFrame(geometry=_grid(), crs=UTM)
+    two = tmp_path / "two.gpkg"
+    g.to_file(two, layer="streets")
+    g.to_file(two, layer="roads")
+    with pytest.raises(UserError, match="several layers.*streets.*roads|several layers.*roads"):
+        read_lines(str(two))
+    assert len(read_lines(str(two), layer="roads")) == len(g)
+    with pytest.raises(UserError, match="no layer 'edges'"):
+        read_lines(str(two), layer="edges")
+    g.to_file(two, layer="edges")
+    assert len(read_lines(str(two))) == len(g)
+    nocrs = tmp_path / "nocrs.gpkg"  # (a GeoJSON without CRS reads as lon/lat)
+    with pytest.warns(UserWarning, match="crs"):
+        gpd.GeoDataFrame(geometry=list(_grid())).to_file(nocrs)
+    with pytest.raises(UserError, match="no coordinate reference system"):
+        read_lines(str(nocrs))
