@@ -1,5 +1,5 @@
 """``roadseg models``, ``roadseg export`` and ``roadseg eval``: options map onto
-:mod:`app.service.models` calls; no ML logic here."""
+:mod:`app.service.models` and :mod:`app.service.line_eval` calls; no ML logic here."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import click
 
 from app.cli import cli
+from app.service.line_eval import LineEvalRequest, run_line_evaluation
 from app.service.models import (
     EVAL_BACKENDS,
     EVAL_DATASETS,
@@ -70,11 +71,11 @@ def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[i
 
 
 @cli.command("eval")
-@click.option("--checkpoint", "-c", required=True,
+@click.option("--checkpoint", "-c", default=None,
               help="Checkpoint (.ckpt) or exported .onnx / .mindir.")
-@click.option("--data", required=True, help="Dataset root folder.")
+@click.option("--data", default=None, help="Dataset root folder.")
 @click.option("--dataset", type=click.Choice(EVAL_DATASETS, case_sensitive=False),
-              required=True)
+              default=None)
 @click.option("--split", default=None, help="Split folder/list (default: none for a flat "
               "folder; val for imagenet).")
 @click.option("--tta", type=click.Choice(("none", "flips", "d4")), default="none",
@@ -95,13 +96,48 @@ def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[i
 @click.option("--device", type=click.Choice(("cpu", "gpu", "ascend")), default="cpu",
               show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--out", "-o", required=True, help="JSON report path.")
+@click.option("--out", "-o", default=None,
+              help="JSON report path (required with --checkpoint).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
-def eval_cmd(checkpoint: str, data: str, dataset: str, split: Optional[str], tta: str,
+@click.option("--lines", "lines", default=None,
+              help="Score road lines instead: a vector file (GeoPackage edges layer, GeoJSON, "
+              "Shapefile), e.g. roads.gpkg written by 'roadseg extract'.")
+@click.option("--reference", default=None, help="Reference road centre lines for --lines.")
+@click.option("--layer", default=None, help="Layer of --lines (default: edges, or the only one).")
+@click.option("--reference-layer", default=None, help="Layer of --reference.")
+@click.option("--buffer-m", type=float, default=4.0, show_default=True,
+              help="--lines: buffer of the centre-line precision/recall (m).")
+@click.option("--control-spacing-m", type=float, default=50.0, show_default=True,
+              help="--lines: APLS control point spacing along edges (m).")
+@click.option("--snap-m", type=float, default=4.0, show_default=True,
+              help="--lines: APLS snapping distance of control points (m).")
+def eval_cmd(checkpoint: Optional[str], data: Optional[str], dataset: Optional[str],
+             split: Optional[str], tta: str,
              scales: str, flip: bool, mode: str, tile_size: Optional[int], overlap: float,
              threshold: float, crop_size: Optional[int], limit: Optional[int], backend: str,
-             device: str, batch_size: int, out: str, overwrite: bool) -> None:
-    """Evaluate a checkpoint on a labelled dataset and write a JSON report."""
+             device: str, batch_size: int, out: Optional[str], overwrite: bool,
+             lines: Optional[str], reference: Optional[str], layer: Optional[str],
+             reference_layer: Optional[str], buffer_m: float, control_spacing_m: float,
+             snap_m: float) -> None:
+    """Evaluate a checkpoint on a labelled dataset and write a JSON report, or (with --lines
+    and --reference) score extracted road lines: APLS and buffered centre-line
+    precision/recall."""
+    if lines is not None or reference is not None:
+        if lines is None or reference is None:
+            raise click.UsageError("--lines and --reference go together")
+        if checkpoint is not None or data is not None or dataset is not None:
+            raise click.UsageError("--lines scores vector files; it takes no --checkpoint, "
+                                   "--data or --dataset")
+        _eval_lines(LineEvalRequest(
+            lines=lines, reference=reference, layer=layer, reference_layer=reference_layer,
+            buffer_m=buffer_m, control_spacing_m=control_spacing_m, snap_m=snap_m, out=out,
+            overwrite=overwrite))
+        return
+    missing = [name for name, v in (("--checkpoint", checkpoint), ("--data", data),
+                                    ("--dataset", dataset), ("--out", out)) if v is None]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or score vector files with "
+                               "--lines and --reference)")
     interactive = sys.stderr.isatty()
     t0 = time.monotonic()
 
@@ -125,3 +161,18 @@ def eval_cmd(checkpoint: str, data: str, dataset: str, split: Optional[str], tta
         line = f"mIoU {m['miou']:.4f}" if m.get("miou") is not None else "mIoU n/a"
     click.echo(f"{out}: {report['model']} on {report['dataset']['samples']} "
                f"{report['dataset']['kind']} samples: {line}")
+
+
+def _eval_lines(req: LineEvalRequest) -> None:
+    r = run_line_evaluation(req)
+    a, b = r["apls"], r["buffered"]
+    click.echo(f"{req.lines} against {req.reference}:")
+    click.echo(f"  APLS {a['apls']:.4f} (ground truth onto proposal {a['apls_gt_onto_prop']:.4f}, "
+               f"proposal onto ground truth {a['apls_prop_onto_gt']:.4f}; control points "
+               f"{a['gt_control_points']} / {a['prop_control_points']}, every "
+               f"{a['control_spacing_m']:g} m, snapped within {a['snap_m']:g} m)")
+    click.echo(f"  centre lines within {b['buffer_m']:g} m: precision {b['precision']:.4f}, "
+               f"recall {b['recall']:.4f}, F1 {b['f1']:.4f} (length {b['pred_length_m']:.0f} m "
+               f"/ reference {b['ref_length_m']:.0f} m)")
+    if req.out:
+        click.echo(f"  report: {req.out}")
