@@ -93,6 +93,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: Optional[int] = None  # the first signal that asked for the stop
         self._old: Dict[int, Any] = {}
 
     def __call__(self) -> bool:
@@ -102,6 +103,8 @@ class _StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        if self.signum is None:
+            self.signum = signum
         click.echo("\nroadseg: stopping after this step (saving a checkpoint); Ctrl+C again to "
                    "abort", err=True)
 
@@ -161,7 +164,9 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
 
     Progress events are appended to OUT/events.jsonl (JSON lines: start, step, epoch,
     checkpoint, end, error). Ctrl+C (or SIGTERM, or a file OUT/STOP) stops after the current
-    step and saves OUT/last.ckpt; --resume continues from there with the same optimizer state.
+    step and saves OUT/last.ckpt; --resume continues from there with the same optimizer state
+    and ends with the same weights as an uninterrupted run (on CPU). A run stopped by a signal
+    exits with 130 (SIGINT) or 143 (SIGTERM); one stopped through OUT/STOP exits with 0.
 
     Data parallel: --nproc N starts N workers with MindSpore's msrun on this machine. For several
     machines run the same command on each with --nnodes, --node-rank, --master-addr and
@@ -180,3 +185,7 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
             if isinstance(outcome.best_metric, (int, float)) else "no best metric")
     click.echo(f"{outcome.status}: {outcome.epochs_done} epochs, {outcome.global_step} steps, "
                f"{best}; checkpoints in {outcome.output_dir}")
+    if outcome.status == "stopped" and stop.signum is not None:
+        click.echo(f"roadseg: interrupted; continue with --resume --out {outcome.output_dir}",
+                   err=True)
+        click.get_current_context().exit(143 if stop.signum == signal.SIGTERM else 130)

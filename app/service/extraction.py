@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -40,6 +39,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import Staging
+from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
 from gis.vectorize import VectorizeParams
 
@@ -411,72 +412,8 @@ def _refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
             raise OutputExistsError(f"{p}: output exists (use overwrite to replace it)")
 
 
-class _Staging:
-    """A hidden directory next to the final outputs; :meth:`commit` moves its files into place.
-
-    The commit first checks every target, moves existing targets (``overwrite``) into a backup
-    folder, then renames the new files; if a rename fails the moved files are put back, so the
-    output directory holds either the complete new set or the old files.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.created_out_dir = False
-        if not out_dir.exists():
-            parent = out_dir.parent
-            if not parent.is_dir():
-                raise OutputDirError(f"{out_dir}: parent directory {parent} does not exist")
-            out_dir.mkdir()
-            self.created_out_dir = True
-        elif not out_dir.is_dir():
-            raise OutputDirError(f"{out_dir}: exists and is not a directory")
-        self.dir = out_dir / f".roadseg-staging-{uuid.uuid4().hex[:10]}"
-        self.dir.mkdir()
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def files(self) -> List[Path]:
-        return sorted(p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
-
-    def commit(self, overwrite: bool) -> List[Path]:
-        new = self.files()
-        targets = [self.out_dir / p.name for p in new]
-        _refuse_existing(targets, overwrite)
-        backup = self.dir / ".backup"
-        backup.mkdir()
-        moved_old: List[Tuple[Path, Path]] = []
-        placed: List[Path] = []
-        try:
-            for t in targets:
-                if t.exists():
-                    b = backup / t.name
-                    os.replace(t, b)
-                    moved_old.append((b, t))
-            for src, t in zip(new, targets):
-                os.replace(src, t)
-                placed.append(t)
-        except BaseException:
-            for t in placed:
-                try:
-                    t.unlink()
-                except OSError:
-                    log.warning("could not remove %s while rolling back", t)
-            for b, t in moved_old:
-                try:
-                    os.replace(b, t)
-                except OSError:
-                    log.error("could not restore %s from %s", t, b)
-            raise
-        return targets
-
-    def discard(self, failed: bool) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if failed and self.created_out_dir:
-            try:
-                self.out_dir.rmdir()  # only when empty
-            except OSError:
-                pass
+# crash-safe staging, commit journal and recovery of interrupted commits: app.service.staging
+_Staging = Staging
 
 
 # --------------------------------------------------------------------------------------------
@@ -937,6 +874,7 @@ def run_extraction(
         aoi = _resolve_aoi(req, info)
         paths = output_paths(req)
         stem = req.stem or Path(req.image).stem
+        recover_outputs(Path(req.out_dir))  # finish a commit a killed run left behind
         _refuse_existing([paths["prob"], paths["mask"], paths["summary"]]
                          + _vector_targets(paths[f"roads_{req.formats[0]}"], req.formats,
                                            req.polygons), req.overwrite)
@@ -1082,6 +1020,7 @@ def _write_vectors_atomically(net: Any, out_path: Path, formats: Sequence[str],
     target_crs = _check_crs(target_crs, "target CRS")
     _check_pixel_formats(_is_pixel_crs(net.crs), formats, target_crs, str(out_path))
     stem = out_path.stem
+    recover_outputs(out_path.parent)
     _refuse_existing(_vector_targets(out_path, formats, net.polygons is not None), overwrite)
     staging = _Staging(out_path.parent)
     ok = False
