@@ -89,7 +89,7 @@ class _Progress:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM ask for a clean stop (checkpoint, then exit); a second SIGINT aborts."""
+    """SIGINT/SIGTERM ask for a clean stop (checkpoint, then exit 130); a second one aborts."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -100,7 +100,9 @@ class _StopFlag:
         return self.requested
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested and signum == signal.SIGINT:
+        # MindSpore's data pipeline turns Ctrl+C into SIGTERM, so the two signals cannot be told
+        # apart here: either one asks for a clean stop, a second one aborts
+        if self.requested and self.signum is not None:
             raise KeyboardInterrupt
         self.requested = True
         if self.signum is None:
@@ -166,7 +168,7 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
     checkpoint, end, error). Ctrl+C (or SIGTERM, or a file OUT/STOP) stops after the current
     step and saves OUT/last.ckpt; --resume continues from there with the same optimizer state
     and ends with the same weights as an uninterrupted run (on CPU). A run stopped by a signal
-    exits with 130 (SIGINT) or 143 (SIGTERM); one stopped through OUT/STOP exits with 0.
+    exits with 130 (SIGINT or SIGTERM); one stopped through OUT/STOP exits with 0.
 
     Data parallel: --nproc N starts N workers with MindSpore's msrun on this machine. For several
     machines run the same command on each with --nnodes, --node-rank, --master-addr and
@@ -188,4 +190,4 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
     if outcome.status == "stopped" and stop.signum is not None:
         click.echo(f"roadseg: interrupted; continue with --resume --out {outcome.output_dir}",
                    err=True)
-        click.get_current_context().exit(143 if stop.signum == signal.SIGTERM else 130)
+        click.get_current_context().exit(130)
