@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error, disk_full_error
 from app.service.staging import Staging
 from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
@@ -377,6 +377,30 @@ def _role_for(name: str, stem: str) -> str:
 # --------------------------------------------------------------------------------------------
 # output naming, staging and commit
 # --------------------------------------------------------------------------------------------
+def _missing_dir(out: Path) -> str:
+    """Why ``out``'s folder cannot hold it: the nearest existing ancestor is a file, or the
+    folder does not exist."""
+    for anc in out.parents:
+        if anc.exists():
+            if not anc.is_dir():
+                return f"{out}: {anc} is a file, not a directory"
+            break
+    return f"{out}: output directory {out.parent} does not exist"
+
+
+def _refuse_constant(info: Any, bands: Sequence[int], image: str) -> None:
+    """A blank image (every used band one value) has nothing to detect: networks still paint
+    "roads" on it (a 26 m road on an all-zero image), so it is refused in one line."""
+    from gis.io import constant_value
+
+    const = constant_value(info.path, bands)
+    if const is not None:
+        vals = ", ".join(f"{v:g}" for v in dict.fromkeys(const))
+        raise UserError(f"{image}: the image is constant (every pixel of band(s) "
+                        f"{', '.join(str(b) for b in dict.fromkeys(bands))} is {vals}): "
+                        "nothing to detect roads in")
+
+
 def output_paths(req: ExtractionRequest) -> Dict[str, Path]:
     """The main output files of ``req``: ``prob``, ``mask``, ``roads_<fmt>`` per format and
     ``summary`` (vector writers may add companion files such as ``.shx``/``.dbf``/``.qml``)."""
@@ -684,8 +708,8 @@ def raster_info(path: PathLike) -> Dict[str, Any]:
         except Exception:  # noqa: BLE001 - a local/engineering CRS has no lon/lat
             lonlat = None
     res = list(info.resolution_m) if info.resolution_m is not None else None
-    area = (info.width * info.height * info.pixel_area_m2 / 1e6
-            if info.pixel_area_m2 is not None else None)
+    area_m2 = info.area_m2()  # geodesic for geographic rasters
+    area = area_m2 / 1e6 if area_m2 is not None else None
     return {
         "path": str(path),
         "width": int(info.width),
@@ -890,6 +914,7 @@ def run_extraction(
         if bad:
             raise UserError(f"{req.image}: band {bad[0]} requested but the raster has "
                             f"{info.count} band(s)")
+        _refuse_constant(info, bands, req.image)
         progress(2, 3, "read")
         check("after loading the model")
         staging = _Staging(Path(req.out_dir))
@@ -934,8 +959,10 @@ def run_extraction(
         total_w = len(req.formats) + 2
         progress(0, total_w, "write")
         done = _write_network(net, staging, stem, req.formats, target_crs, progress, 0, total_w)
-        pixel_area = info.pixel_area_m2 if info.crs is not None else None
-        area_km2 = inf.valid_pixels * pixel_area / 1e6 if pixel_area is not None else None
+        # ground area of the valid pixels (geodesic for geographic rasters, gis.io)
+        win_area = info.area_m2(inf.window) if info.crs is not None else None
+        area_km2 = (win_area * inf.valid_pixels / max(1, inf.width * inf.height) / 1e6
+                    if win_area is not None else None)
         netsum = _network_summary(net)
         summary.update({
             "status": "success",
@@ -986,9 +1013,15 @@ def run_extraction(
                                 time.perf_counter() - t_start)
     except EXPECTED_ERRORS + (ValueError, OSError) as exc:
         log.debug("extraction failed", exc_info=True)
-        return ExtractionResult("failed", {}, summary, _one_line(exc), False,
-                                time.perf_counter() - t_start)
+        full = disk_full_error(exc, req.out_dir)
+        return ExtractionResult("failed", {}, summary, str(full) if full else _one_line(exc),
+                                False, time.perf_counter() - t_start)
     except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback in the log
+        full = disk_full_error(exc, req.out_dir)
+        if full is not None:
+            log.debug("extraction failed", exc_info=True)
+            return ExtractionResult("failed", {}, summary, str(full), False,
+                                    time.perf_counter() - t_start)
         log.exception("%s: extraction failed unexpectedly", req.image)
         return ExtractionResult("failed", {}, summary,
                                 f"unexpected error: {type(exc).__name__}: {_one_line(exc)}",
@@ -1086,7 +1119,7 @@ def vectorize_mask(
         fmts = _formats_for(out, formats)
         _refuse_existing(_vector_targets(out, fmts, polygons), overwrite)
         if not out.parent.is_dir():
-            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+            raise OutputDirError(_missing_dir(out))
         open_raster(mask_path, allow_pixel_coords=allow_pixel_coords)  # readable, CRS or allowed
         if probability:
             source = RasterMaskSource(mask_path, mask_is_probability=True,
@@ -1099,7 +1132,12 @@ def vectorize_mask(
     except UserError:
         raise
     except EXPECTED_ERRORS + (ValueError, OSError) as exc:
-        raise as_user_error(exc) from exc
+        raise (disk_full_error(exc, out) or as_user_error(exc)) from exc
+    except Exception as exc:
+        full = disk_full_error(exc, out)
+        if full is None:
+            raise
+        raise full from exc
     summary = _network_summary(net)
     summary.update({"source": str(mask_path), "crs": _crs_string(net.crs),
                     "parameters": dataclasses.asdict(params)})
@@ -1175,7 +1213,7 @@ def export_network(
         net = RoadNetwork(edges=edges, nodes=nodes, graph=_graph_from_tables(edges, nodes),
                           crs=edges.crs, polygons=polygons, params=_VP())
         if not out.parent.is_dir():
-            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+            raise OutputDirError(_missing_dir(out))
         written = _write_vectors_atomically(net, out, fmts, target_crs, overwrite)
     except UserError:
         raise
@@ -1227,7 +1265,7 @@ def make_preview(
     try:
         _refuse_existing([png], overwrite)
         if not png.parent.is_dir():
-            raise OutputDirError(f"{png}: output directory {png.parent} does not exist")
+            raise OutputDirError(_missing_dir(png))
         ov = read_overview(image_path, max_size=max_size)
         layers = {}
         for name in ("edges", "nodes"):

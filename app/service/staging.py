@@ -140,8 +140,11 @@ class Staging:
         self.created_out_dir = False
         if not out_dir.exists():
             parent = out_dir.parent
-            if parent.exists() and not parent.is_dir():
-                raise OutputDirError(f"{out_dir}: {parent} is a file, not a directory")
+            for anc in out_dir.parents:
+                if anc.exists():
+                    if not anc.is_dir():
+                        raise OutputDirError(f"{out_dir}: {anc} is a file, not a directory")
+                    break
             if not parent.is_dir():
                 raise OutputDirError(f"{out_dir}: parent directory {parent} does not exist")
             out_dir.mkdir()
