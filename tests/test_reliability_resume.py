@@ -125,3 +125,31 @@ def test_interrupted_cli_training_exits_130_and_resumes(tmp_path, deepglobe):
     st = json.loads((out / "train_state.json").read_text())
     assert st["status"] == "stopped" and 0 < st["global_step"] < 80
     assert (out / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_plateau_reload_is_trained_further(tmp_path, deepglobe):
+    """The plateau rule's reload of the best weights reaches the optimizer: the next steps
+    update the reloaded weights (with ``load_param_into_net`` they updated a stale copy and
+    the network stayed frozen at the reloaded values)."""
+    import mindspore as ms
+
+    from segcore.train import _batches, _epoch_indices, _Trainer
+
+    cfg = _cfg(tmp_path, deepglobe, "plateau", model="ddrnet23_slim", augment="none",
+               val_fraction=0.0, max_train_samples=2, num_workers=1, lr_schedule="constant",
+               plateau=True)
+    tr = _Trainer(cfg, None, None, False, 0, 1)
+    tr.setup()
+    idx = _epoch_indices(len(tr.train_ds), 2, cfg.batch_size, cfg.seed, 1, 0, 1)
+    batches = list(_batches(tr.train_ds, idx, cfg.batch_size, 1))
+    tr._set_lr(1e-3)
+    tr.step_fn(ms.Tensor(batches[0][0]), ms.Tensor(batches[0][1]))  # the optimizer has run
+    params = [p for p in tr.net.trainable_params() if p.name.endswith(".weight")]
+    tr.best_weights = {p.name: np.full(p.shape, 0.01, np.float32) for p in params}
+    tr._plateau_step(1)
+    assert all(np.all(p.asnumpy() == np.float32(0.01)) for p in params)
+    tr._set_lr(1e-3)
+    tr.step_fn(ms.Tensor(batches[1][0]), ms.Tensor(batches[1][1]))
+    moved = [p.name for p in params if not np.all(p.asnumpy() == np.float32(0.01))]
+    assert len(moved) > len(params) // 2, "the reloaded weights were not trained further"
