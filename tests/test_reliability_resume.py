@@ -101,7 +101,7 @@ def test_lr_schedule_reaches_the_optimizer(tmp_path, deepglobe):
 
 
 @pytest.mark.slow
-def test_interrupted_cli_training_exits_130_and_resumes(tmp_path, deepglobe):
+def test_interrupted_cli_training_exits_130_with_a_checkpoint(tmp_path, deepglobe):
     out = tmp_path / "run"
     env = dict(os.environ, GLOG_v="3",
                PYTHONPATH=str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"]
