@@ -29,7 +29,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rasterio
@@ -91,6 +91,65 @@ def utm_crs_for_lonlat(lon: float, lat: float) -> CRS:
     zone = int(math.floor((lon + 180.0) / 6.0)) + 1
     zone = min(max(zone, 1), 60)
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def geodesic_box_area_m2(crs: CRS, left: float, bottom: float, right: float,
+                         top: float) -> float:
+    """Area in m² of the lon/lat box ``left..right`` x ``bottom..top`` (degrees of the
+    geographic ``crs``) on its ellipsoid: the edges are densified (parallels are not geodesics)
+    and the polygon measured with ``pyproj.Geod``."""
+    from pyproj import CRS as ProjCRS
+    from pyproj import Geod
+
+    try:
+        geod = ProjCRS.from_wkt(crs.to_wkt()).get_geod() or Geod(ellps="WGS84")
+    except Exception:  # noqa: BLE001 - fall back on WGS84
+        geod = Geod(ellps="WGS84")
+    bottom, top = max(-90.0, min(bottom, top)), min(90.0, max(bottom, top))
+    west, east = min(left, right), max(left, right)
+    if east - west >= 360.0:
+        west, east = -180.0, 180.0
+    n = 64
+    lats = np.linspace(bottom, top, n + 1)
+    # strips at most 90 degrees wide, so that no edge is ambiguous
+    area = 0.0
+    k = max(1, int(math.ceil((east - west) / 90.0)))
+    edges = np.linspace(west, east, k + 1)
+    for w0, e0 in zip(edges[:-1], edges[1:]):
+        lo = np.linspace(w0, e0, n + 1)
+        rl = np.concatenate([lo, np.full(n, e0), lo[::-1][1:], np.full(n, w0)])
+        rb = np.concatenate([np.full(n + 1, bottom), lats[1:], np.full(n, top), lats[::-1][1:]])
+        a, _ = geod.polygon_area_perimeter(rl, rb)
+        area += abs(a)
+    return float(area)
+
+
+def _check_extent(path: Any, crs: CRS, transform: Affine, width: int, height: int) -> None:
+    """A geographic raster must lie on the Earth: latitudes within -90..90 and at most 360
+    degrees of longitude (with one pixel of slack for grids whose pixel centres sit on the
+    poles). Anything else is a wrong georeference and gets one line instead of nonsense."""
+    if not crs.is_geographic:
+        return
+    left, bottom, right, top = rasterio.windows.bounds(Window(0, 0, width, height), transform)
+    slack_y = abs(transform.e) + abs(transform.d) + 1e-9
+    slack_x = abs(transform.a) + abs(transform.b) + 1e-9
+    lo, hi = min(bottom, top), max(bottom, top)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -90.0 - slack_y \
+            or hi > 90.0 + slack_y:
+        raise CRSError(f"{path}: latitudes {lo:.6g} to {hi:.6g} are outside -90..90: the "
+                       "georeference is wrong (is the CRS really geographic?)")
+    if abs(right - left) > 360.0 + slack_x:
+        raise CRSError(f"{path}: the raster spans {abs(right - left):.6g} degrees of longitude, "
+                       "more than the whole Earth: the georeference is wrong")
+
+
+def _crs_name(crs: CRS) -> str:
+    try:
+        from pyproj import CRS as ProjCRS
+
+        return str(ProjCRS.from_wkt(crs.to_wkt()).name)
+    except Exception:  # noqa: BLE001 - only for the message
+        return str(crs)[:60]
 
 
 def _centre_lonlat(crs: CRS, transform: Affine, width: int, height: int) -> Tuple[float, float]:
@@ -190,6 +249,22 @@ class RasterInfo:
             return None
         return self.resolution_m[0] * self.resolution_m[1]
 
+    def area_m2(self, window: Optional[Window] = None) -> Optional[float]:
+        """Ground area of the raster (or of ``window``) in square metres; None without a CRS.
+
+        Geographic rasters: the geodesic area of the lon/lat box on the CRS's ellipsoid (one
+        pixel's area times the pixel count would be wrong away from the centre latitude, and
+        absurd for a continent). Projected rasters: pixel area times pixel count.
+        """
+        if self.crs is None:
+            return None
+        window = window or Window(0, 0, self.width, self.height)
+        if not self.crs.is_geographic:
+            pa = self.pixel_area_m2
+            return None if pa is None else pa * float(window.width) * float(window.height)
+        left, bottom, right, top = rasterio.windows.bounds(window, self.transform)
+        return geodesic_box_area_m2(self.crs, left, bottom, right, top)
+
     @property
     def data_bands(self) -> Tuple[int, ...]:
         """1-based indices of all bands except the alpha band."""
@@ -270,10 +345,22 @@ def open_raster(path: PathLike, *, allow_pixel_coords: bool = False) -> RasterIn
     with _open(path) as ds:
         _check_readable(ds)
         crs = ds.crs if ds.crs else None
+        if crs is not None and not (crs.is_projected or crs.is_geographic):
+            # an engineering (LOCAL_CS) or other CRS without a geodetic datum: it cannot be
+            # placed on the Earth, so no UTM zone, lon/lat or metres can be derived from it
+            if not allow_pixel_coords:
+                raise CRSError(
+                    f"{path}: CRS {_crs_name(crs)!r} has no geodetic datum (a local "
+                    "engineering CRS) and cannot be placed on the Earth; reproject the raster, "
+                    "or allow pixel coordinates to process it in pixel units"
+                )
+            crs = None
         if crs is None and not allow_pixel_coords:
             raise CRSError(
                 f"{path}: raster has no CRS (georeference it, or allow pixel coordinates)"
             )
+        if crs is not None:
+            _check_extent(path, crs, ds.transform, ds.width, ds.height)
         ci = tuple(c.name for c in ds.colorinterp)
         alpha = None
         for i, c in enumerate(ds.colorinterp, start=1):
@@ -537,6 +624,66 @@ def compute_stretch(
         lo[k], hi[k] = a, z
     log.debug("%s: stretch lo=%s hi=%s", ds.name, lo, hi)
     return lo, hi
+
+
+def constant_value(src: DatasetOrPath, bands: Optional[Sequence[int]] = None,
+                   max_size: int = 1024) -> Optional[Tuple[float, ...]]:
+    """The value of every selected band when each is one constant over its valid pixels (an
+    empty or blank image: nothing to detect in it), else None.
+
+    A decimated read answers "not constant" cheaply; only when it sees one value per band is
+    the raster confirmed at full resolution, block by block, stopping at the first difference.
+    """
+    if not hasattr(src, "read"):
+        with _open(src) as ds:
+            return constant_value(ds, bands, max_size)
+    ds = src
+    bands = _check_bands(bands, ds.count, ds.name)
+    uniq = sorted(set(bands))
+    scale = max(ds.width, ds.height) / float(max_size)
+    oh = max(1, int(round(ds.height / scale))) if scale > 1 else ds.height
+    ow = max(1, int(round(ds.width / scale))) if scale > 1 else ds.width
+
+    def values(raw: np.ndarray, m: np.ndarray) -> Optional[List[Any]]:
+        out = []
+        for i in range(len(uniq)):
+            v = raw[i][m]
+            if v.size == 0:
+                out.append(None)
+                continue
+            if np.any(v != v.flat[0]):
+                return None
+            out.append(v.flat[0])
+        return out
+
+    try:
+        # a few full-resolution blocks first: almost every real image differs within one
+        blocks = [w for _, w in ds.block_windows(1)]
+        seen = None
+        for win in blocks[:: max(1, len(blocks) // 8)][:9]:
+            got = values(ds.read(uniq, window=win), ds.dataset_mask(window=win) > 0)
+            if got is None:
+                return None
+            if seen is not None and any(g is not None and f is not None and g != f
+                                        for g, f in zip(got, seen)):
+                return None
+            seen = got if seen is None else [f if f is not None else g
+                                             for f, g in zip(seen, got)]
+        raw = ds.read(uniq, out_shape=(len(uniq), oh, ow), resampling=Resampling.nearest)
+        m = ds.dataset_mask(out_shape=(oh, ow), resampling=Resampling.nearest) > 0
+        first = values(raw, m)
+        if first is None or all(v is None for v in first):
+            return None
+        for win in blocks:
+            got = values(ds.read(uniq, window=win), ds.dataset_mask(window=win) > 0)
+            if got is None or any(g is not None and f is not None and g != f
+                                  for g, f in zip(got, first)):
+                return None
+    except RasterioError as exc:
+        raise _read_error(ds.name, exc) from exc
+    pos = {b: i for i, b in enumerate(uniq)}
+    return tuple(float(first[pos[b]]) if first[pos[b]] is not None else float("nan")
+                 for b in bands)
 
 
 def _per_channel(v: Sequence[float], c: int, name: str) -> np.ndarray:

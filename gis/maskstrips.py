@@ -193,7 +193,10 @@ class RasterMaskSource(MaskSource):
             self._band = self._check_band(self._ds, band)
             self.height, self.width = int(self._ds.height), int(self._ds.width)
             self.transform = self._ds.transform
-            self.crs = self._ds.crs
+            crs = self._ds.crs
+            # a CRS without a geodetic datum (LOCAL_CS) works in pixel units like no CRS;
+            # gis.io.open_raster refuses it unless pixel coordinates are allowed
+            self.crs = crs if crs and (crs.is_projected or crs.is_geographic) else None
             self._threshold = float(threshold)
             self._is_prob = bool(mask_is_probability)
             self._pds = None

@@ -50,6 +50,14 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 #: Second pickle of a legacy-format file.
 LEGACY_PROTOCOL_VERSION = 1001
 
+#: Deepest container nesting accepted in a checkpoint (a state_dict is 1-3 levels deep).
+MAX_NESTING = 100
+#: Largest object pickle (``data.pkl``) read from a zip checkpoint.
+MAX_PICKLE_BYTES = 256 << 20
+#: Storage bytes a zip checkpoint may decompress to beyond its own size: torch stores its
+#: records uncompressed, so more than this much inflation means a zip bomb, not weights.
+MAX_INFLATION_BYTES = 64 << 20
+
 #: ``torch.<Name>Storage`` -> numpy dtype string ("bfloat16" is handled apart).
 STORAGE_DTYPES: Dict[str, str] = {
     "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2",
@@ -256,10 +264,16 @@ def _materialise(ref: _TensorRef, path: str) -> np.ndarray:
     return np.array(view, order="C", copy=True)  # ascontiguousarray would make 0-d 1-d
 
 
-def _resolve(obj: Any, path: str, seen: Optional[Dict[int, Any]] = None) -> Any:
-    """Replace every :class:`_TensorRef` in nested containers by its numpy array."""
+def _resolve(obj: Any, path: str, seen: Optional[Dict[int, Any]] = None,
+             depth: int = 0) -> Any:
+    """Replace every :class:`_TensorRef` in nested containers by its numpy array; containers
+    nested deeper than :data:`MAX_NESTING` are refused."""
     if seen is None:
         seen = {}
+    if depth > MAX_NESTING:
+        raise CheckpointError(f"{path}: containers nested more than {MAX_NESTING} levels deep "
+                              "(not a weights file)")
+    depth += 1
     if isinstance(obj, _TensorRef):
         if id(obj) not in seen:
             seen[id(obj)] = _materialise(obj, path)
@@ -268,14 +282,14 @@ def _resolve(obj: Any, path: str, seen: Optional[Dict[int, Any]] = None) -> Any:
         return obj.array(path)
     if isinstance(obj, dict):  # OrderedDict included; keeps its type and order
         for k in list(obj.keys()):
-            obj[k] = _resolve(obj[k], path, seen)
+            obj[k] = _resolve(obj[k], path, seen, depth)
         return obj
     if isinstance(obj, list):
         for i, v in enumerate(obj):
-            obj[i] = _resolve(v, path, seen)
+            obj[i] = _resolve(v, path, seen, depth)
         return obj
     if isinstance(obj, tuple):
-        return tuple(_resolve(v, path, seen) for v in obj)
+        return tuple(_resolve(v, path, seen, depth) for v in obj)
     return obj
 
 
@@ -292,7 +306,27 @@ def _storage_args(args: Tuple[Any, ...], path: str) -> Tuple[_StorageType, str, 
 # --------------------------------------------------------------------------------------------
 # the two file formats
 # --------------------------------------------------------------------------------------------
+def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, need: int, path: str) -> bytes:
+    """The first ``need`` bytes of a zip record, decompressed in bounded chunks (never more)."""
+    chunks, have = [], 0
+    try:
+        with zf.open(info) as fh:
+            while have < need:
+                chunk = fh.read(min(need - have, 1 << 22))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                have += len(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: broken zip record {info.filename} ({exc})") from exc
+    if have < need:
+        raise CheckpointError(f"{path}: record {info.filename} has {have} bytes, {need} "
+                              "expected (truncated file?)")
+    return b"".join(chunks)
+
+
 def _load_zip(path: str) -> Any:
+    budget = [os.path.getsize(path) + MAX_INFLATION_BYTES]
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -328,13 +362,23 @@ def _load_zip(path: str) -> Any:
             if info.file_size < need:
                 raise CheckpointError(f"{path}: storage {record} has {info.file_size} bytes, "
                                       f"{need} expected (truncated file?)")
-            raw = zf.read(record)
-            st = _Storage(key, stype, numel, _decode_raw(raw[:need], stype, numel, little))
+            budget[0] -= need
+            if budget[0] < 0:
+                raise CheckpointError(f"{path}: storages add up to more bytes than the file "
+                                      f"can hold ({MAX_INFLATION_BYTES >> 20} MB beyond its "
+                                      "size); refusing a zip bomb")
+            raw = _read_record(zf, info, need, path)  # only what the tensor needs
+            st = _Storage(key, stype, numel, _decode_raw(raw, stype, numel, little))
             storages[key] = st
             return st
 
+        pinfo = zf.getinfo(pkl[0])
+        if pinfo.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{path}: {pkl[0]} declares {pinfo.file_size} bytes (more "
+                                  f"than {MAX_PICKLE_BYTES >> 20} MB: not a weights file)")
+        data = _read_record(zf, pinfo, pinfo.file_size, path)
         try:
-            obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), path, load_storage).load()
+            obj = _RestrictedUnpickler(io.BytesIO(data), path, load_storage).load()
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001  (any unpickling failure means a broken file)

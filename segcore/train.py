@@ -262,27 +262,44 @@ def _epoch_indices(n: int, steps: int, batch: int, seed: int, epoch: int, rank: 
 
 
 class _IndexView:
-    """Random-access view ``view[i] = dataset[indices[i]]`` (indices may repeat)."""
+    """Random-access view ``view[i] = dataset[indices[start + i]]`` (indices may repeat).
 
-    def __init__(self, dataset, indices: np.ndarray) -> None:
+    An index that occurs several times in the epoch gets its augmentation from its position
+    (the ``k``-th occurrence uses draw ``k``), not from the order in which loader threads ask,
+    and a view that starts inside the epoch (``start``, a resumed run) counts the occurrences
+    before ``start`` too: the items are the same as in an uninterrupted epoch.
+    """
+
+    def __init__(self, dataset, indices: np.ndarray, start: int = 0) -> None:
         self.dataset = dataset
-        self.indices = [int(i) for i in indices]
+        seen: Dict[int, int] = {}
+        items = []
+        for i in indices:
+            i = int(i)
+            items.append((i, seen.get(i, 0)))
+            seen[i] = seen.get(i, 0) + 1
+        self.items = items[start:]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.items)
 
     def __getitem__(self, i: int):
-        return self.dataset[self.indices[i]]
+        index, draw = self.items[i]
+        get = getattr(self.dataset, "get", None)
+        if get is None:
+            return self.dataset[index]
+        return get(index, draw)
 
 
-def _batches(dataset, indices: np.ndarray, batch: int, workers: int) -> Iterator[Tuple[Any, Any]]:
-    """Batches ``(x (B,C,H,W) float32, y)`` of ``dataset`` in the order of ``indices`` through a
-    ``mindspore.dataset.GeneratorDataset`` (``workers`` loader threads)."""
-    if len(indices) == 0:
+def _batches(dataset, indices: np.ndarray, batch: int, workers: int,
+             start: int = 0) -> Iterator[Tuple[Any, Any]]:
+    """Batches ``(x (B,C,H,W) float32, y)`` of ``dataset`` in the order of ``indices[start:]``
+    through a ``mindspore.dataset.GeneratorDataset`` (``workers`` loader threads)."""
+    if len(indices) <= start:
         return iter(())
     import mindspore.dataset as msds
 
-    gen = msds.GeneratorDataset(source=_IndexView(dataset, indices),
+    gen = msds.GeneratorDataset(source=_IndexView(dataset, indices, start),
                                 column_names=list(dataset.column_names), shuffle=False,
                                 num_parallel_workers=max(1, int(workers)),
                                 python_multiprocessing=False)
@@ -341,6 +358,14 @@ def _build_optimizer(cfg: TrainConfig, params, lr0: float):
 
 
 # ----------------------------------------------------------------------------- helpers
+def _assign(param, value: Any) -> None:
+    """Overwrite ``param``'s values in its own storage (``ops.assign``)."""
+    import mindspore as ms
+    from mindspore import ops
+
+    ops.assign(param, ms.Tensor(np.asarray(value), dtype=param.dtype))
+
+
 def _is_better(value: Optional[float], best: Optional[float], higher: bool) -> bool:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return False
@@ -560,13 +585,20 @@ class _Trainer:
                 opt(grads)
             return loss
 
-        self.step_fn = ms.jit(step) if (self.cfg.jit or self.cfg.mode == "graph") else step
+        from .models.layers import set_dropout_step
+
+        jit = self.cfg.jit or self.cfg.mode == "graph"
+        self.step_fn = ms.jit(step) if jit else step
+        # dropout masks keyed to the step (exact resume); a compiled step keeps MindSpore's
+        # own dropout operator, whose random state a resumed process cannot restore
+        self._seeded_dropout = not jit and set_dropout_step(self.net, self.cfg.seed, 0,
+                                                            self.rank) > 0
 
     # -- loop ----------------------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:
-        import mindspore as ms
-
-        self.optimizer.learning_rate.set_data(ms.Tensor(np.float32(lr)))
+        # in place: after the optimizer's first call its kernels keep reading the parameter's
+        # original storage, so ``set_data`` would leave the first lr in force for the whole run
+        _assign(self.optimizer.learning_rate, np.float32(lr))
 
     def _stop_requested(self) -> bool:
         flag = False
@@ -609,7 +641,7 @@ class _Trainer:
             _set_epoch(self.train_ds, cfg.seed, epoch)
             losses: List[float] = list(st.get("epoch_losses", []))
             stopped = False
-            for x, y in _batches(self.train_ds, idx[start:], cfg.batch_size, cfg.num_workers):
+            for x, y in _batches(self.train_ds, idx, cfg.batch_size, cfg.num_workers, start):
                 if st["global_step"] >= self.total_steps:
                     break
                 if self._stop_requested():
@@ -617,6 +649,10 @@ class _Trainer:
                     break
                 lr = self._lr_now()
                 self._set_lr(lr)
+                if self._seeded_dropout:
+                    from .models.layers import set_dropout_step
+
+                    set_dropout_step(self.net, cfg.seed, st["global_step"], self.rank)
                 loss = float(self.step_fn(ms.Tensor(x), ms.Tensor(y)).asnumpy())
                 if not math.isfinite(loss) and self.scaler is None:
                     raise TrainingDivergedError(f"loss became {loss} at step {st['global_step']} "
@@ -821,13 +857,16 @@ class _Trainer:
     def _plateau_step(self, epoch: int) -> None:
         st, cfg = self.state, self.cfg
         best = self.out / "best.ckpt"
-        if self.best_weights:
-            import mindspore as ms
+        weights = self.best_weights
+        if not weights and best.exists():  # resumed run: the copy in memory is gone, the file
+            import mindspore as ms         # is identical
 
-            ms.load_param_into_net(self.net, {k: ms.Parameter(ms.Tensor(v), name=k)
-                                              for k, v in self.best_weights.items()})
-        elif best.exists():  # resumed run: the copy in memory is gone, the file is identical
-            load_weights(self.net, best, strict=True)
+            weights = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(best)).items()}
+        # in place, as the lr: weights loaded with set_data/load_param_into_net would be used
+        # by the forward pass while the optimizer kept updating the old storage
+        for p in self.net.get_parameters():
+            if p.name in weights:
+                _assign(p, weights[p.name])
         st["lr_scale"] = float(st["lr_scale"]) / cfg.plateau_factor
         new_lr = self._lr_now()
         logger.info("plateau rule at epoch %d: reloaded %s, lr -> %.3g", epoch, best.name, new_lr)

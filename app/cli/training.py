@@ -89,19 +89,24 @@ class _Progress:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM ask for a clean stop (checkpoint, then exit); a second SIGINT aborts."""
+    """SIGINT/SIGTERM ask for a clean stop (checkpoint, then exit 130); a second one aborts."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: Optional[int] = None  # the first signal that asked for the stop
         self._old: Dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.requested
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested and signum == signal.SIGINT:
+        # MindSpore's data pipeline turns Ctrl+C into SIGTERM, so the two signals cannot be told
+        # apart here: either one asks for a clean stop, a second one aborts
+        if self.requested and self.signum is not None:
             raise KeyboardInterrupt
         self.requested = True
+        if self.signum is None:
+            self.signum = signum
         click.echo("\nroadseg: stopping after this step (saving a checkpoint); Ctrl+C again to "
                    "abort", err=True)
 
@@ -161,7 +166,9 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
 
     Progress events are appended to OUT/events.jsonl (JSON lines: start, step, epoch,
     checkpoint, end, error). Ctrl+C (or SIGTERM, or a file OUT/STOP) stops after the current
-    step and saves OUT/last.ckpt; --resume continues from there with the same optimizer state.
+    step and saves OUT/last.ckpt; --resume continues from there with the same optimizer state
+    and ends with the same weights as an uninterrupted run (on CPU). A run stopped by a signal
+    exits with 130 (SIGINT or SIGTERM); one stopped through OUT/STOP exits with 0.
 
     Data parallel: --nproc N starts N workers with MindSpore's msrun on this machine. For several
     machines run the same command on each with --nnodes, --node-rank, --master-addr and
@@ -180,3 +187,7 @@ def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size,
             if isinstance(outcome.best_metric, (int, float)) else "no best metric")
     click.echo(f"{outcome.status}: {outcome.epochs_done} epochs, {outcome.global_step} steps, "
                f"{best}; checkpoints in {outcome.output_dir}")
+    if outcome.status == "stopped" and stop.signum is not None:
+        click.echo(f"roadseg: interrupted; continue with --resume --out {outcome.output_dir}",
+                   err=True)
+        click.get_current_context().exit(130)

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -39,7 +38,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error, disk_full_error
+from app.service.staging import Staging
+from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
 from gis.vectorize import VectorizeParams
 
@@ -376,6 +377,30 @@ def _role_for(name: str, stem: str) -> str:
 # --------------------------------------------------------------------------------------------
 # output naming, staging and commit
 # --------------------------------------------------------------------------------------------
+def _missing_dir(out: Path) -> str:
+    """Why ``out``'s folder cannot hold it: the nearest existing ancestor is a file, or the
+    folder does not exist."""
+    for anc in out.parents:
+        if anc.exists():
+            if not anc.is_dir():
+                return f"{out}: {anc} is a file, not a directory"
+            break
+    return f"{out}: output directory {out.parent} does not exist"
+
+
+def _refuse_constant(info: Any, bands: Sequence[int], image: str) -> None:
+    """A blank image (every used band one value) has nothing to detect: networks still paint
+    "roads" on it (a 26 m road on an all-zero image), so it is refused in one line."""
+    from gis.io import constant_value
+
+    const = constant_value(info.path, bands)
+    if const is not None:
+        vals = ", ".join(f"{v:g}" for v in dict.fromkeys(const))
+        raise UserError(f"{image}: the image is constant (every pixel of band(s) "
+                        f"{', '.join(str(b) for b in dict.fromkeys(bands))} is {vals}): "
+                        "nothing to detect roads in")
+
+
 def output_paths(req: ExtractionRequest) -> Dict[str, Path]:
     """The main output files of ``req``: ``prob``, ``mask``, ``roads_<fmt>`` per format and
     ``summary`` (vector writers may add companion files such as ``.shx``/``.dbf``/``.qml``)."""
@@ -411,72 +436,8 @@ def _refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
             raise OutputExistsError(f"{p}: output exists (use overwrite to replace it)")
 
 
-class _Staging:
-    """A hidden directory next to the final outputs; :meth:`commit` moves its files into place.
-
-    The commit first checks every target, moves existing targets (``overwrite``) into a backup
-    folder, then renames the new files; if a rename fails the moved files are put back, so the
-    output directory holds either the complete new set or the old files.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.created_out_dir = False
-        if not out_dir.exists():
-            parent = out_dir.parent
-            if not parent.is_dir():
-                raise OutputDirError(f"{out_dir}: parent directory {parent} does not exist")
-            out_dir.mkdir()
-            self.created_out_dir = True
-        elif not out_dir.is_dir():
-            raise OutputDirError(f"{out_dir}: exists and is not a directory")
-        self.dir = out_dir / f".roadseg-staging-{uuid.uuid4().hex[:10]}"
-        self.dir.mkdir()
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def files(self) -> List[Path]:
-        return sorted(p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
-
-    def commit(self, overwrite: bool) -> List[Path]:
-        new = self.files()
-        targets = [self.out_dir / p.name for p in new]
-        _refuse_existing(targets, overwrite)
-        backup = self.dir / ".backup"
-        backup.mkdir()
-        moved_old: List[Tuple[Path, Path]] = []
-        placed: List[Path] = []
-        try:
-            for t in targets:
-                if t.exists():
-                    b = backup / t.name
-                    os.replace(t, b)
-                    moved_old.append((b, t))
-            for src, t in zip(new, targets):
-                os.replace(src, t)
-                placed.append(t)
-        except BaseException:
-            for t in placed:
-                try:
-                    t.unlink()
-                except OSError:
-                    log.warning("could not remove %s while rolling back", t)
-            for b, t in moved_old:
-                try:
-                    os.replace(b, t)
-                except OSError:
-                    log.error("could not restore %s from %s", t, b)
-            raise
-        return targets
-
-    def discard(self, failed: bool) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if failed and self.created_out_dir:
-            try:
-                self.out_dir.rmdir()  # only when empty
-            except OSError:
-                pass
+# crash-safe staging, commit journal and recovery of interrupted commits: app.service.staging
+_Staging = Staging
 
 
 # --------------------------------------------------------------------------------------------
@@ -747,8 +708,8 @@ def raster_info(path: PathLike) -> Dict[str, Any]:
         except Exception:  # noqa: BLE001 - a local/engineering CRS has no lon/lat
             lonlat = None
     res = list(info.resolution_m) if info.resolution_m is not None else None
-    area = (info.width * info.height * info.pixel_area_m2 / 1e6
-            if info.pixel_area_m2 is not None else None)
+    area_m2 = info.area_m2()  # geodesic for geographic rasters
+    area = area_m2 / 1e6 if area_m2 is not None else None
     return {
         "path": str(path),
         "width": int(info.width),
@@ -937,6 +898,7 @@ def run_extraction(
         aoi = _resolve_aoi(req, info)
         paths = output_paths(req)
         stem = req.stem or Path(req.image).stem
+        recover_outputs(Path(req.out_dir))  # finish a commit a killed run left behind
         _refuse_existing([paths["prob"], paths["mask"], paths["summary"]]
                          + _vector_targets(paths[f"roads_{req.formats[0]}"], req.formats,
                                            req.polygons), req.overwrite)
@@ -952,6 +914,7 @@ def run_extraction(
         if bad:
             raise UserError(f"{req.image}: band {bad[0]} requested but the raster has "
                             f"{info.count} band(s)")
+        _refuse_constant(info, bands, req.image)
         progress(2, 3, "read")
         check("after loading the model")
         staging = _Staging(Path(req.out_dir))
@@ -996,8 +959,10 @@ def run_extraction(
         total_w = len(req.formats) + 2
         progress(0, total_w, "write")
         done = _write_network(net, staging, stem, req.formats, target_crs, progress, 0, total_w)
-        pixel_area = info.pixel_area_m2 if info.crs is not None else None
-        area_km2 = inf.valid_pixels * pixel_area / 1e6 if pixel_area is not None else None
+        # ground area of the valid pixels (geodesic for geographic rasters, gis.io)
+        win_area = info.area_m2(inf.window) if info.crs is not None else None
+        area_km2 = (win_area * inf.valid_pixels / max(1, inf.width * inf.height) / 1e6
+                    if win_area is not None else None)
         netsum = _network_summary(net)
         summary.update({
             "status": "success",
@@ -1048,9 +1013,15 @@ def run_extraction(
                                 time.perf_counter() - t_start)
     except EXPECTED_ERRORS + (ValueError, OSError) as exc:
         log.debug("extraction failed", exc_info=True)
-        return ExtractionResult("failed", {}, summary, _one_line(exc), False,
-                                time.perf_counter() - t_start)
+        full = disk_full_error(exc, req.out_dir)
+        return ExtractionResult("failed", {}, summary, str(full) if full else _one_line(exc),
+                                False, time.perf_counter() - t_start)
     except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback in the log
+        full = disk_full_error(exc, req.out_dir)
+        if full is not None:
+            log.debug("extraction failed", exc_info=True)
+            return ExtractionResult("failed", {}, summary, str(full), False,
+                                    time.perf_counter() - t_start)
         log.exception("%s: extraction failed unexpectedly", req.image)
         return ExtractionResult("failed", {}, summary,
                                 f"unexpected error: {type(exc).__name__}: {_one_line(exc)}",
@@ -1082,6 +1053,7 @@ def _write_vectors_atomically(net: Any, out_path: Path, formats: Sequence[str],
     target_crs = _check_crs(target_crs, "target CRS")
     _check_pixel_formats(_is_pixel_crs(net.crs), formats, target_crs, str(out_path))
     stem = out_path.stem
+    recover_outputs(out_path.parent)
     _refuse_existing(_vector_targets(out_path, formats, net.polygons is not None), overwrite)
     staging = _Staging(out_path.parent)
     ok = False
@@ -1147,7 +1119,7 @@ def vectorize_mask(
         fmts = _formats_for(out, formats)
         _refuse_existing(_vector_targets(out, fmts, polygons), overwrite)
         if not out.parent.is_dir():
-            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+            raise OutputDirError(_missing_dir(out))
         open_raster(mask_path, allow_pixel_coords=allow_pixel_coords)  # readable, CRS or allowed
         if probability:
             source = RasterMaskSource(mask_path, mask_is_probability=True,
@@ -1160,7 +1132,12 @@ def vectorize_mask(
     except UserError:
         raise
     except EXPECTED_ERRORS + (ValueError, OSError) as exc:
-        raise as_user_error(exc) from exc
+        raise (disk_full_error(exc, out) or as_user_error(exc)) from exc
+    except Exception as exc:
+        full = disk_full_error(exc, out)
+        if full is None:
+            raise
+        raise full from exc
     summary = _network_summary(net)
     summary.update({"source": str(mask_path), "crs": _crs_string(net.crs),
                     "parameters": dataclasses.asdict(params)})
@@ -1236,7 +1213,7 @@ def export_network(
         net = RoadNetwork(edges=edges, nodes=nodes, graph=_graph_from_tables(edges, nodes),
                           crs=edges.crs, polygons=polygons, params=_VP())
         if not out.parent.is_dir():
-            raise OutputDirError(f"{out}: output directory {out.parent} does not exist")
+            raise OutputDirError(_missing_dir(out))
         written = _write_vectors_atomically(net, out, fmts, target_crs, overwrite)
     except UserError:
         raise
@@ -1288,7 +1265,7 @@ def make_preview(
     try:
         _refuse_existing([png], overwrite)
         if not png.parent.is_dir():
-            raise OutputDirError(f"{png}: output directory {png.parent} does not exist")
+            raise OutputDirError(_missing_dir(png))
         ov = read_overview(image_path, max_size=max_size)
         layers = {}
         for name in ("edges", "nodes"):

@@ -84,15 +84,24 @@ class _BaseDataset:
         self.epoch = int(epoch)
         self._draws = _DrawCounter()
 
-    def rng_for(self, index: int) -> np.random.Generator:
-        """The generator for the next draw of ``index`` in the current epoch."""
-        return np.random.default_rng((self.seed, self.epoch, int(index),
-                                      self._draws.next(int(index))))
+    def rng_for(self, index: int, draw: Optional[int] = None) -> np.random.Generator:
+        """The generator for draw ``draw`` of ``index`` in the current epoch (default: the
+        next draw, counted per index)."""
+        if draw is None:
+            draw = self._draws.next(int(index))
+        return np.random.default_rng((self.seed, self.epoch, int(index), int(draw)))
 
-    def _load(self, index: int):
+    def _load(self, index: int, draw: Optional[int] = None):
         raise NotImplementedError
 
     def __getitem__(self, index: int):
+        return self.get(index)
+
+    def get(self, index: int, draw: Optional[int] = None):
+        """Item ``index`` with the augmentation of its ``draw``-th draw in the current epoch
+        (``None``: the next one). Training passes ``draw`` explicitly, from the item's position
+        in the epoch, so that the result does not depend on which loader thread asks first or
+        on where a resumed run starts inside the epoch."""
         n = len(self.samples)
         index = int(index)
         if not -n <= index < n:
@@ -103,7 +112,7 @@ class _BaseDataset:
             if i in self._broken:
                 continue
             try:
-                return self._load(i)
+                return self._load(i, draw)
             except DatasetError as exc:
                 if not self.skip_broken:
                     raise
@@ -181,12 +190,12 @@ class SegmentationDataset(_BaseDataset):
                                f"{s.image.name} is {img.shape[0]}x{img.shape[1]}")
         return img, self._convert_mask(raw, s.mask)
 
-    def _load(self, index: int):
+    def _load(self, index: int, draw: Optional[int] = None):
         img, mask = self.load_pair(index)
         where = str(self.samples[index].image)
         img = self.normalization.stretch_image(img)
         fill = self.normalization.fill_value(img.shape[2], where)
-        img, mask = augment_pair(img, mask, self.augment, self.rng_for(index), fill)
+        img, mask = augment_pair(img, mask, self.augment, self.rng_for(index, draw), fill)
         return self.normalization.apply(img, where), mask.astype(np.int32)
 
 
@@ -205,14 +214,15 @@ class ClassificationDataset(_BaseDataset):
         self.train = bool(train)
         self.normalization = normalization if normalization is not None else Normalization()
 
-    def _load(self, index: int):
+    def _load(self, index: int, draw: Optional[int] = None):
         s = self.samples[index]
         img = read_image(s.image)
         if img.shape[2] == 1:
             img = np.repeat(img, 3, axis=2)
         elif img.shape[2] == 4:
             img = img[:, :, :3]
-        img = classification_transform(img, self.crop_size, self.train, self.rng_for(index))
+        img = classification_transform(img, self.crop_size, self.train,
+                                       self.rng_for(index, draw))
         return self.normalization.apply(img, str(s.image)), np.int32(s.label)
 
 

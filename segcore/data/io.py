@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DatasetError
 
-__all__ = ["IMAGE_EXTS", "TIFF_EXTS", "read_image", "read_mask", "raster_size"]
+__all__ = ["IMAGE_EXTS", "TIFF_EXTS", "read_image", "read_mask", "raster_size", "check_readable"]
 
 TIFF_EXTS = frozenset({".tif", ".tiff"})
 IMAGE_EXTS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
@@ -116,3 +116,50 @@ def raster_size(path: Path) -> Tuple[int, int]:
             return int(h), int(w)
     except Exception as exc:
         raise DatasetError(f"{path}: unreadable header ({exc})") from exc
+
+
+def check_readable(path: Path) -> None:
+    """Cheap start-up check that ``path`` is a whole, readable image, without decoding it all.
+
+    GeoTIFF: the header and the last block of the last band (a file cut short fails there);
+    PNG and others: Pillow's ``verify`` (every PNG chunk and its CRC); JPEG: also the end-of-image
+    marker. Raises :class:`~segcore.errors.DatasetError` naming the file.
+    """
+    path = Path(path)
+    _check_exists(path, "image")
+    try:
+        if _is_tiff(path):
+            import rasterio
+            from rasterio.windows import Window
+
+            size = path.stat().st_size
+            with rasterio.open(path) as src:
+                bh, bw = src.block_shapes[-1]
+                r0, c0 = max(0, src.height - bh), max(0, src.width - bw)
+                # GDAL reads blocks of a cut file as zeros (with a warning): the last block of
+                # every band must lie inside the file (offset 0 with a size: the offsets table
+                # itself was cut off; offset and size 0: a sparse block, which is fine)
+                by, bx = (src.height - 1) // bh, (src.width - 1) // bw
+                for b in range(1, src.count + 1):
+                    off = src.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=b)
+                    n = src.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=b)
+                    if off is None or n is None or (int(n) > 0 and (
+                            int(off) < 8 or int(off) + int(n) > size)):
+                        raise ValueError(f"band {b} ends beyond the end of the file "
+                                         "(truncated)")
+                src.read(src.count, window=Window(c0, r0, min(bw, src.width),
+                                                  min(bh, src.height)))
+            return
+        from PIL import Image
+
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()
+        if fmt == "JPEG":
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 64))
+                if b"\xff\xd9" not in f.read():
+                    raise ValueError("no end-of-image marker (truncated JPEG)")
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder says, it is unreadable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{path}: unreadable image ({first})") from None

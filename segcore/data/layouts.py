@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -35,7 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import DatasetError
-from .io import IMAGE_EXTS
+from .io import IMAGE_EXTS, check_readable
 
 __all__ = ["Sample", "index_deepglobe", "index_chips", "index_cityscapes", "index_voc_list",
            "index_image_folder", "CITYSCAPES_CLASSES", "cityscapes_label_to_train_id",
@@ -135,8 +136,34 @@ def index_chips(root: Path, split: Optional[str] = None, skip_broken: bool = Fal
         if mask is None:
             _problem(f"{img}: no mask named {img.stem}.* in {masks_dir}", skip_broken)
             continue
-        out.append(Sample(img, mask))
+        if _chip_readable(img, mask, skip_broken):
+            out.append(Sample(img, mask))
     return out
+
+
+def _chip_readable(img: Path, mask: Path, skip_broken: bool) -> bool:
+    """Both files of a chip pass :func:`~segcore.data.io.check_readable` (checked when the
+    dataset is indexed, not epochs later when the chip is first drawn)."""
+    for p in (img, mask):
+        try:
+            check_readable(p)
+        except DatasetError as exc:
+            _problem(str(exc), skip_broken)
+            return False
+    return True
+
+
+def _inside(root: Path, rel: object, mpath: Path, i: int) -> Path:
+    """``root / rel`` for a manifest path that stays inside ``root`` (no absolute path, no
+    ``..`` climbing out); anything else is refused."""
+    if not isinstance(rel, str) or not rel:
+        raise DatasetError(f"{mpath}: entry {i}: path {rel!r} is not a relative file name")
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.join(base, rel))
+    if os.path.isabs(rel) or os.path.commonpath([base, full]) != base:
+        raise DatasetError(f"{mpath}: entry {i}: path {rel!r} points outside the dataset folder "
+                           f"{root}")
+    return Path(full)
 
 
 def _index_manifest(root: Path, mpath: Path, split: Optional[str], skip_broken: bool,
@@ -157,7 +184,7 @@ def _index_manifest(root: Path, mpath: Path, split: Optional[str], skip_broken: 
             continue
         if wanted is not None and e.get("status") not in wanted:
             continue
-        img, mask = root / e["image"], root / e["mask"]
+        img, mask = _inside(root, e["image"], mpath, i), _inside(root, e["mask"], mpath, i)
         if not img.is_file():
             _problem(f"{img}: image listed in {mpath.name} does not exist", skip_broken)
             continue
@@ -165,7 +192,8 @@ def _index_manifest(root: Path, mpath: Path, split: Optional[str], skip_broken: 
             _problem(f"{mask}: mask listed in {mpath.name} for {img.name} does not exist",
                      skip_broken)
             continue
-        out.append(Sample(img, mask))
+        if _chip_readable(img, mask, skip_broken):
+            out.append(Sample(img, mask))
     return out
 
 

@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from ..registry import register_model
 from .backbones.resnet import resnet
 from .dlinknet import SizeCheckedNet
-from .layers import bn2d, conv2d, resize_bilinear
+from .layers import StepDropout, bn2d, conv2d, resize_bilinear
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ASPP(nn.Cell):
         self.conv1 = conv2d(out_channels * 5, out_channels, 1, padding=0)
         self.bn1 = bn2d(out_channels)
         self.relu = nn.ReLU()
-        self.drop = nn.Dropout(p=dropout)  # active only in training mode
+        self.drop = StepDropout(dropout, channelwise=False)  # active only in training mode
         self.conv2 = conv2d(out_channels, num_classes, 1, padding=0, bias=True)
 
     def construct(self, x):

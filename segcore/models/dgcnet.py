@@ -41,7 +41,7 @@ from mindspore.ops import constexpr
 
 from ..registry import register_model
 from .backbones.resnet import resnet
-from .layers import bn2d, check_input_size, conv2d, resize_bilinear
+from .layers import StepDropout, bn2d, check_input_size, conv2d, resize_bilinear
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class DSNHead(nn.Cell):
         super().__init__()
         self.conv = conv2d(in_ch, inter_ch, 3, bias=True)
         self.bn = bn2d(inter_ch)
-        self.dropout = nn.Dropout2d(p=0.1)
+        self.dropout = StepDropout(0.1)
         self.cls = conv2d(inter_ch, num_classes, 1, bias=True)
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:

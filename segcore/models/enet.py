@@ -36,7 +36,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..registry import register_model
-from .layers import bn2d, check_input_size, conv2d
+from .layers import PReLU, StepDropout, bn2d, check_input_size, conv2d
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _activation(kind: str, channels: int) -> nn.Cell:
     """``"relu"``: ReLU; ``"scalar"``: PReLU with one slope; ``"channel"``: one per channel."""
     if kind == "relu":
         return nn.ReLU()
-    return nn.PReLU(channel=1 if kind == "scalar" else channels, w=0.25)
+    return PReLU(channel=1 if kind == "scalar" else channels, w=0.25)
 
 
 class InitialBlock(nn.Cell):
@@ -101,7 +101,7 @@ class RegularBottleneck(nn.Cell):
                                                 bn2d(mid), _activation(act, mid)])
         self.ext_conv3 = nn.SequentialCell([conv2d(mid, channels, 1, 1, 0), bn2d(channels),
                                             _activation(act, channels)])
-        self.ext_regul = nn.Dropout2d(p=dropout)
+        self.ext_regul = StepDropout(dropout)
         self.out_activation = _activation(act, channels)
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
@@ -135,7 +135,7 @@ class DownsamplingBottleneck(nn.Cell):
                                             _activation(act, mid)])
         self.ext_conv3 = nn.SequentialCell([conv2d(mid, out_channels, 1, 1, 0),
                                             bn2d(out_channels), _activation(act, out_channels)])
-        self.ext_regul = nn.Dropout2d(p=dropout)
+        self.ext_regul = StepDropout(dropout)
         self.out_activation = _activation(act, out_channels)
 
     def construct(self, x: ms.Tensor) -> Tuple[ms.Tensor, ms.Tensor]:
@@ -171,7 +171,7 @@ class UpsamplingBottleneck(nn.Cell):
         self.ext_tconv1_activation = _activation(act, mid)
         self.ext_conv2 = nn.SequentialCell([conv2d(mid, out_channels, 1, 1, 0),
                                             bn2d(out_channels)])
-        self.ext_regul = nn.Dropout2d(p=dropout)
+        self.ext_regul = StepDropout(dropout)
         self.out_activation = _activation(act, out_channels)
 
     def construct(self, x: ms.Tensor, indices: ms.Tensor) -> ms.Tensor:

@@ -82,3 +82,76 @@ def check_input_size(h: int, w: int, stride: int, name: str) -> None:
 def count_trainable_params(net: nn.Cell) -> int:
     """Number of trainable scalars (weights, biases, BN gamma/beta, PReLU; no running stats)."""
     return int(sum(p.size for p in net.trainable_params()))
+
+
+class StepDropout(nn.Cell):
+    """Dropout (``channelwise``: whole channels, as ``nn.Dropout2d``) whose masks can be a
+    function of ``(seed, rank, step, layer)``, so that a resumed training run draws the same
+    masks as an uninterrupted one.
+
+    MindSpore's own dropout kernels keep a hidden per-operator random state that a new process
+    restarts from the beginning (a run resumed at step 2000 would repeat the masks of step 0).
+    The trainer calls :func:`set_dropout_step` before every PyNative step; the masks are then
+    drawn with numpy from that key. Without it (graph/jit training, other callers) the layer
+    falls back to MindSpore's operator. Inference (``training`` False) is the identity.
+    """
+
+    def __init__(self, p: float = 0.5, channelwise: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.channelwise = bool(channelwise)
+        self.seeded = False
+        self.key: Tuple[int, ...] = (0,)
+        self.fallback = ops.Dropout2D(1.0 - self.p) if channelwise else ops.Dropout(1.0 - self.p)
+
+    def _mask(self, shape) -> ms.Tensor:
+        import numpy as np
+
+        rng = np.random.default_rng(self.key)
+        mshape = tuple(shape[:2]) if self.channelwise else tuple(shape)
+        keep = (rng.random(mshape) >= self.p).astype(np.float32) / np.float32(1.0 - self.p)
+        if self.channelwise:
+            keep = keep.reshape(tuple(shape[:2]) + (1,) * (len(shape) - 2))
+        return ms.Tensor(keep)
+
+    def construct(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if self.seeded:
+            return x * self._mask(x.shape)
+        out, _ = self.fallback(x)
+        return out
+
+    def extend_repr(self) -> str:
+        return f"p={self.p}, channelwise={self.channelwise}"
+
+
+def set_dropout_step(net: nn.Cell, seed: int, step: int, rank: int = 0) -> int:
+    """Key the masks of every :class:`StepDropout` in ``net`` to ``(seed, rank, step, layer)``
+    (PyNative training). Returns the number of dropout layers."""
+    n = 0
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, StepDropout):
+            cell.seeded = True
+            cell.key = (int(seed) & 0xFFFFFFFF, int(rank), int(step), n)
+            n += 1
+    return n
+
+
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter ``w``, same outputs) that trains reproducibly on CPU.
+
+    MindSpore's CPU ``PReLU`` gradient sums the slope gradient over threads in a varying order,
+    so two identical training runs drift apart in the last bits. In training mode this layer
+    computes ``max(x, 0) + w * min(x, 0)`` from elementwise operators instead, whose gradient
+    is reduced in a fixed order; inference uses the fused operator (identical values).
+    """
+
+    def construct(self, x):
+        w = ops.cast(self.w, x.dtype)
+        if self.training:
+            return ops.maximum(x, 0.0) + w.reshape((1, -1) + (1,) * (x.ndim - 2)) * \
+                ops.minimum(x, 0.0)
+        return self.prelu(x, w)
