@@ -713,6 +713,7 @@ def _export_onnx(net, tmpdir: Path, x: np.ndarray, dynamic_batch: bool, info: Di
     info["output_name"] = model.graph.output[0].name
     info["opset"] = int(model.opset_import[0].version) if model.opset_import else None
     info["rewrites"] = list(notes)
+    model.graph.name = str(name)  # MindSpore numbers graphs per process: same file every time
     # MindSpore writes its file owner-read-only: save the patched graph under a new name and
     # rename it over (writing into that file fails for every user but root)
     fixed = tmpdir / "model_fixed.onnx"
