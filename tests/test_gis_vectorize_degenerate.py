@@ -85,3 +85,18 @@ def test_dense_street_grid_is_not_degenerate_at_any_resolution(res):
     t = Affine(res, 0, 500000.0, 0, -res, 4000000.0)
     net = vectorize_mask(m, t, UTM)
     assert net.degenerate is None and len(net.edges) > 10
+
+
+def test_cli_vectorize_reports_a_noise_mask_in_one_line(tmp_path, capsys):
+    from app.cli import main
+
+    mask = tmp_path / "noise_mask.tif"
+    data = (np.random.default_rng(2).random((600, 600)) < 0.72).astype(np.uint8) * 255
+    with rasterio.open(mask, "w", driver="GTiff", width=600, height=600, count=1,
+                       dtype="uint8", crs=UTM, transform=T_03) as dst:
+        dst.write(data, 1)
+    assert main(["vectorize", str(mask), "-o", str(tmp_path / "roads.gpkg")]) == 0
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1 and "100 % of the mask is noise or solid road" in lines[0]
+    assert "roads: 0.000 km in 0 edges" in out
