@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install sysdeps demo test test-fast gui bench quality lint clean
+.PHONY: install sysdeps demo test test-fast test-unprivileged gui bench quality lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ sysdeps:
 test: install sysdeps
 	$(VENV)/bin/lint-imports --config setup.cfg
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-unprivileged
+
+# The CLI tests once more as an unprivileged user: root ignores file permissions, so a run as
+# root alone misses every "Permission denied" (as root: setpriv to nobody; the interpreter's
+# parent folders get o+x where nobody could not reach it; see the script)
+UNPRIVILEGED_TESTS := tests/test_cli_extract.py tests/test_lean_inference.py
+test-unprivileged: install
+	$(PY) scripts/run_unprivileged.py $(UNPRIVILEGED_TESTS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests

@@ -13,6 +13,9 @@
 4. Vectorization seconds per km of centre line.
 5. Peak memory of extractions of 5000x5000 and 20000x20000 synthetic GeoTIFFs (child process).
 6. Seconds per training step per network on the CPU.
+7. ``bench_lean.py``: the demo scene's whole ``roadseg extract`` (wall, time to first tile, peak
+   RSS, MindSpore imported or not), the whole-scene stretch, int8 against fp32 per tile and
+   (full run) int8 accuracy of the bundled model.
 
 Progress goes to stderr; the report (markdown) to stdout and, with ``--out``, into that file
 below its hand-written head.
@@ -528,6 +531,11 @@ def main() -> int:
                 "traces the whole grid (its network grows with the km of road).", "",
                 table(["stage", "raster", "MB of pixels", "RSS after imports MB", "peak RSS MB",
                        "peak - imports MB", "time s", "status"], mem), ""]
+        log("lean CPU inference: demo whole run, stretch, int8")
+        from bench_lean import lean_sections
+
+        out += lean_sections(wd, runs=2 if args.quick else 3, int8=True,
+                             accuracy=not args.quick, log=log)
         log("training steps")
         tr = training_rows(nets, 256, 2, 2 if args.quick else 3, log)
         out += ["### Training step on the CPU (PyNative, Adam, BCE + Dice, random crops)", "",

@@ -30,13 +30,15 @@ import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Union
 
-import geopandas as gpd
 import numpy as np
 
 from gis import styles
 from gis.errors import CRSError, OutputDirError, OutputExistsError, VectorWriteError
+
+if TYPE_CHECKING:  # imported where used: layer_paths runs before the first tile, and
+    import geopandas as gpd  # geopandas costs ~0.3-1 s to import
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ _GEOM_TYPES = {"edges": "LineString", "nodes": "Point", "polygons": "Polygon"}
 
 
 def _layers(obj: object, path: Path) -> Dict[str, gpd.GeoDataFrame]:
+    import geopandas as gpd
+
     if isinstance(obj, gpd.GeoDataFrame):
         return {path.stem: obj}
     if isinstance(obj, Mapping):
@@ -194,6 +198,8 @@ def write_vectors(
 
     path = Path(path)
     driver = _driver(path)
+    import geopandas as gpd
+
     single = isinstance(network_or_gdfs, gpd.GeoDataFrame)
     layers = _layers(network_or_gdfs, path)
     if not layers:

@@ -48,6 +48,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from gis.errors import CRSError, VectorizeError
+from gis.vectorize_params import VectorizeParams
 from gis.graph import (
     attach_metric,
     bridge_gaps,
@@ -86,43 +87,6 @@ __all__ = [
     "vectorize_mask_file",
     "mask_to_polygons",
 ]
-
-
-@dataclass(frozen=True)
-class VectorizeParams:
-    """Thresholds of :func:`vectorize_mask`, all in metres / square metres.
-
-    Defaults suit 0.3-1 m imagery. ``simplify_tolerance_m=None`` means one pixel (the larger of the
-    two pixel dimensions in metres); 0 disables simplification. ``threshold`` is used only where a
-    probability raster is thresholded into a mask (:func:`vectorize_mask_file` without a mask).
-    """
-
-    min_object_area_m2: float = 20.0
-    max_hole_area_m2: float = 20.0
-    spur_length_m: float = 10.0
-    junction_merge_m: float = 3.0
-    gap_m: float = 6.0
-    collinear_gap_m: float = 30.0
-    collinear_angle_deg: float = 25.0
-    direction_probe_m: float = 10.0
-    min_component_length_m: float = 20.0
-    simplify_tolerance_m: Optional[float] = None
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("min_object_area_m2", "max_hole_area_m2", "spur_length_m",
-                     "junction_merge_m", "gap_m",
-                     "collinear_gap_m", "direction_probe_m", "min_component_length_m"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"VectorizeParams.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.collinear_angle_deg <= 90:
-            raise ValueError(
-                f"collinear_angle_deg must be in 0..90, got {self.collinear_angle_deg}"
-            )
-        if self.simplify_tolerance_m is not None and self.simplify_tolerance_m < 0:
-            raise ValueError(f"simplify_tolerance_m must be >= 0, got {self.simplify_tolerance_m}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in 0..1, got {self.threshold}")
 
 
 def _utm_for_lonlat(lon: float, lat: float) -> ProjCRS:
@@ -228,6 +192,10 @@ class RoadNetwork:
     crs: object
     polygons: Optional[gpd.GeoDataFrame] = None
     params: VectorizeParams = field(default_factory=VectorizeParams)
+    #: ``None``, or why parts of the mask were not traced (noise / solid road; see
+    #: :data:`DEGENERATE_KM_PER_KM2`): ``reason``, ``fraction_of_rows``, ``max_km_per_km2``
+    #: and the ``strips`` (row ranges) left out
+    degenerate: Optional[Dict[str, object]] = None
 
     def summary(self) -> Dict[str, float]:
         """``{"total_km", "edges", "nodes", "components"}``."""
@@ -242,6 +210,19 @@ class RoadNetwork:
 
 #: pixels of border replication before skeletonizing (more than half the widest road expected)
 _BORDER_PAD_PX = 64
+#: a strip whose centre lines would be denser than this (km of line per km² of strip) holds
+#: noise or solid "road", not a road network: the densest real street grids have about
+#: 20-40 km/km², a noise mask at 0.3 m about 1,000 and an all-road strip about 3,000
+DEGENERATE_KM_PER_KM2 = 200.0
+#: ... or, where more than this fraction of a strip is road, a quarter of that density (a mask
+#: that is mostly road riddled with holes; a real strip is rarely half road, and then its
+#: centre lines are sparse)
+DEGENERATE_ROAD_FRACTION = 0.5
+#: a strip (of more than 10 x DEGENERATE_MIN_PIXELS pixels) that is more than this fraction
+#: road after the clean-up is solid road: not thinned at all
+DEGENERATE_SOLID_FRACTION = 0.9
+#: strips with fewer skeleton pixels than this are never called degenerate (they cost little)
+DEGENERATE_MIN_PIXELS = 10_000
 
 
 def _pixels(rc: np.ndarray, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -310,30 +291,77 @@ def _strips_of(source: MaskSource, strip_rows: Optional[int]) -> list:
 
 
 def _skeleton_pixels(store: PackedRows, strips: list, margin: int,
-                     check: Callable[[], None]) -> Tuple[np.ndarray, np.ndarray]:
+                     check: Callable[[], None], pixel_m: Optional[Tuple[float, float]] = None,
+                     degenerate: Optional[list] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Skeleton pixels (rows, cols) of the cleaned mask in ``store``, thinned window by window.
 
     The border is replicated before thinning so that roads leaving the raster keep their full
     length (thinning treats the outside as background and would retract them by half their width);
     inside the raster a window reaches ``margin`` rows past its strip, so the strip's skeleton is
     that of the whole mask.
+
+    With ``pixel_m`` (pixel width, height in metres) and a ``degenerate`` list, a strip whose
+    skeleton is denser than :data:`DEGENERATE_KM_PER_KM2` (and has more than
+    :data:`DEGENERATE_MIN_PIXELS` pixels) is left out and described in ``degenerate``: tracing
+    noise costs minutes and gigabytes for a "network" that means nothing. Real road masks are
+    far below that density, so their network does not change.
     """
     from skimage.morphology import skeletonize
 
     pad = _BORDER_PAD_PX
     rows, cols = [], []
+    line_m = float(np.mean(pixel_m)) if pixel_m else 0.0
+    area_m2 = float(pixel_m[0] * pixel_m[1]) if pixel_m else 0.0
     for r0, r1, a, b in iter_windows(strips, store.height, margin):
         win = store.read(a, b)
-        if win[r0 - a:r1 - a].any():  # the skeleton lies inside the mask
+        inner = win[r0 - a:r1 - a]
+        if (degenerate is not None and inner.size > 10 * DEGENERATE_MIN_PIXELS
+                and inner.mean() > DEGENERATE_SOLID_FRACTION):
+            # thinning a nearly solid strip takes long (seconds per million pixels) and gives a
+            # mesh around every pinhole: judged before thinning
+            degenerate.append({"rows": [int(r0), int(r1)], "km_per_km2": None,
+                               "road_fraction": round(float(inner.mean()), 4)})
+            check()
+            continue
+        if inner.any():  # the skeleton lies inside the mask
             sk = skeletonize(np.pad(win, pad, mode="edge"))[pad:-pad, pad:-pad]
             rr, cc = np.nonzero(sk[r0 - a:r1 - a])
+            del sk
+            if degenerate is not None and area_m2 > 0 and len(rr) > DEGENERATE_MIN_PIXELS:
+                density = len(rr) * line_m / ((r1 - r0) * store.width * area_m2) * 1000.0
+                fraction = float(inner.mean())
+                if density > DEGENERATE_KM_PER_KM2 or (
+                        fraction > DEGENERATE_ROAD_FRACTION
+                        and density > DEGENERATE_KM_PER_KM2 / 4):
+                    degenerate.append({"rows": [int(r0), int(r1)],
+                                       "km_per_km2": round(density, 1),
+                                       "road_fraction": round(fraction, 4)})
+                    check()
+                    continue
             rows.append(rr.astype(np.int32) + np.int32(r0))
             cols.append(cc.astype(np.int32))
-            del sk
         check()
     if not rows:
         return np.zeros(0, np.int32), np.zeros(0, np.int32)
     return np.concatenate(rows), np.concatenate(cols)
+
+
+def _degenerate_report(strips: list, height: int) -> Optional[Dict[str, object]]:
+    """What :attr:`RoadNetwork.degenerate` says about the strips left out (``None``: none)."""
+    if not strips:
+        return None
+    rows = sum(s["rows"][1] - s["rows"][0] for s in strips)
+    return {
+        "reason": ("noise or solid road, not a road network: over "
+                   f"{DEGENERATE_SOLID_FRACTION:.0%} road, or centre lines denser than "
+                   f"{DEGENERATE_KM_PER_KM2:g} km/km² (or {DEGENERATE_KM_PER_KM2 / 4:g} where "
+                   f"over {DEGENERATE_ROAD_FRACTION:.0%} is road); not traced"),
+        "fraction_of_rows": round(rows / max(height, 1), 4),
+        "max_km_per_km2": max((s["km_per_km2"] for s in strips if s["km_per_km2"]),
+                              default=None),
+        "max_road_fraction": max(s["road_fraction"] for s in strips),
+        "strips": strips,
+    }
 
 
 def _sample_along_edges(edges: list, source: MaskSource, store: PackedRows, strips: list,
@@ -425,7 +453,15 @@ def vectorize_source(
     with PackedRows(shape[0], shape[1], in_memory=len(strips) == 1) as store:
         clean_mask_strips(source.read_mask, strips, small_obj, max_hole, store.write, check)
         step(0)
-        rows, cols = _skeleton_pixels(store, strips, margin_px, check)
+        skipped: list = []
+        rows, cols = _skeleton_pixels(store, strips, margin_px, check, frame.pixel_size_m,
+                                      skipped)
+        degenerate = _degenerate_report(skipped, shape[0])
+        if degenerate is not None:
+            log.warning("vectorize: %.0f %% of the mask (%d strip(s)) is noise or solid road "
+                        "(up to %.0f %% road); those strips are not traced",
+                        100 * degenerate["fraction_of_rows"], len(skipped),
+                        100 * degenerate["max_road_fraction"])
         jac = frame.jacobian()
         step(1)
         g = skeleton_to_graph_from_pixels(rows, cols, shape)
@@ -511,7 +547,8 @@ def vectorize_source(
         )
     else:
         nodes = nodes.set_crs(crs_out, allow_override=True)
-    net = RoadNetwork(edges=edges, nodes=nodes, graph=out, crs=crs_out, params=params)
+    net = RoadNetwork(edges=edges, nodes=nodes, graph=out, crs=crs_out, params=params,
+                      degenerate=degenerate)
     if polygons:
         net.polygons = _polygons_of(source, frame, params.simplify_tolerance_m, strips, check)
         if on_progress is not None:

@@ -608,7 +608,10 @@ def export_model(model: Any, out_path: PathLike, format: str = "MINDIR",
         if ck_path is not None:
             doc["source_checkpoint"] = ck_path.name
             info["source_sha256"] = file_sha256(ck_path)
+        info.setdefault("stride", _network_stride(meta))
+        info.setdefault("precision", "fp32")
         doc["export"] = info
+        _make_readable(written)
         os.replace(written, out)
         _atomic_write_json(metadata_path(out), doc)
     finally:
@@ -616,6 +619,34 @@ def export_model(model: Any, out_path: PathLike, format: str = "MINDIR",
     logger.info("exported %s to %s (%s, input %s, dynamic batch %s)", name, out, fmt,
                 info["input_shape"], info["dynamic_batch"])
     return out
+
+
+def _network_stride(meta: Any) -> Optional[int]:
+    """The input-size multiple of the exported network (registry, else metadata), recorded so
+    that ONNX inference needs neither the registry nor MindSpore."""
+    name = getattr(meta, "model", None) if not isinstance(meta, dict) else meta.get("model")
+    try:
+        from .registry import model_info
+
+        return int(model_info(str(name)).stride)
+    except Exception:  # noqa: BLE001  a bare network without metadata / unregistered name
+        stride = getattr(meta, "stride", None) if not isinstance(meta, dict) else meta.get(
+            "stride")
+        return int(stride) if stride else None
+
+
+def _make_readable(path: Path) -> None:
+    """Give an exported file the usual mode (0666 less the umask): MindSpore leaves its files
+    owner-read-only, which locks other users out of a shared cache."""
+    mask = 0o022
+    try:  # read without os.umask(), which would change it for every thread for a moment
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    mask = int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _export_mindir(net, tmpdir: Path, x: np.ndarray, dynamic_batch: bool,
@@ -682,7 +713,12 @@ def _export_onnx(net, tmpdir: Path, x: np.ndarray, dynamic_batch: bool, info: Di
     info["output_name"] = model.graph.output[0].name
     info["opset"] = int(model.opset_import[0].version) if model.opset_import else None
     info["rewrites"] = list(notes)
-    onnx.save(model, str(path))
+    model.graph.name = str(name)  # MindSpore numbers graphs per process: same file every time
+    # MindSpore writes its file owner-read-only: save the patched graph under a new name and
+    # rename it over (writing into that file fails for every user but root)
+    fixed = tmpdir / "model_fixed.onnx"
+    onnx.save(model, str(fixed))
+    os.replace(fixed, path)
     if dynamic_batch:
         dyn = _make_batch_dynamic(model)
         dyn_path = tmpdir / "model_dynamic.onnx"

@@ -17,22 +17,29 @@ Backends:
   ``H x W`` (smaller inputs are padded up to it) and usually a dynamic batch.
 
 :func:`load_predictor` picks one: on the CPU ``auto`` runs ONNX Runtime (about 3x faster than
-MindSpore's CPU kernels here), exporting the checkpoint once into a cache folder next to it, keyed
-by the checkpoint's SHA-256; on GPU/Ascend it runs MindSpore.
+MindSpore's CPU kernels here), exporting the checkpoint once into a cache folder keyed by the
+checkpoint's SHA-256 (next to it, or per user where that folder is read-only; see
+:mod:`segcore.onnx_infer`); on GPU/Ascend it runs MindSpore. Once the export is cached, CPU
+inference never imports MindSpore.
 
 :func:`normalization_from_meta` needs numpy only (the gis pipeline calls it).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError, InputSizeError, SegcoreError
+from .errors import CheckpointError, ConfigError, SegcoreError
+from .meta import meta_from_dict as _meta_from_dict
+from .onnx_infer import OnnxPredictor as _LeanOnnxPredictor
+from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch,  # noqa: F401
+                         checkpoint_key, cpu_has_int8_dot,
+                         logits_to_probabilities, onnx_cache_path, pad_to_multiple,
+                         remove_cached, writable_cache_folder)
 from .preprocess import preprocessor_from_meta
 
 try:  # Python >= 3.8
@@ -44,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 BACKENDS = ("auto", "mindspore", "onnx")
-#: name of the ONNX cache folder created next to a checkpoint
-CACHE_DIRNAME = ".roadseg-cache"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,49 +75,6 @@ def normalization_from_meta(meta: Any, stretch: Optional[Tuple[Sequence[float], 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def logits_to_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Sigmoid for one channel (axis 1), softmax over axis 1 otherwise; float32, same shape."""
-    z = np.asarray(logits, np.float32)
-    if z.shape[1] == 1:
-        out = np.empty_like(z)
-        pos = z >= 0
-        out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-        e = np.exp(z[~pos])
-        out[~pos] = e / (1.0 + e)
-        return out
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
-
-
-def pad_to_multiple(batch: np.ndarray, stride: int, min_hw: Optional[Tuple[int, int]] = None
-                    ) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """Pad ``(N, C, H, W)`` on the bottom/right to multiples of ``stride`` (and at least
-    ``min_hw``). Reflection where the pad is smaller than the side, zeros otherwise.
-
-    Returns ``(padded, (H, W))`` with the original size for :func:`crop`.
-    """
-    n, c, h, w = batch.shape
-    stride = max(int(stride), 1)
-    th, tw = -(-h // stride) * stride, -(-w // stride) * stride
-    if min_hw is not None:
-        th, tw = max(th, int(min_hw[0])), max(tw, int(min_hw[1]))
-    if (th, tw) == (h, w):
-        return batch, (h, w)
-    ph, pw = th - h, tw - w
-    mode = "reflect" if ph < h and pw < w else "constant"
-    return np.pad(batch, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode), (h, w)
-
-
-def _check_batch(batch: np.ndarray, channels: Optional[int], where: str) -> np.ndarray:
-    x = np.asarray(batch)
-    if x.ndim != 4:
-        raise InputSizeError(f"{where}: expected a (N, C, H, W) batch, got shape {x.shape}")
-    if channels is not None and x.shape[1] != channels:
-        raise InputSizeError(f"{where}: batch has {x.shape[1]} bands, the network expects "
-                             f"{channels}")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 @runtime_checkable
 class Predictor(Protocol):
     """What every backend provides (see the module docstring)."""
@@ -221,93 +183,9 @@ class MindSporePredictor(_Base):
         return np.ascontiguousarray(y[:, :, :h, :w], dtype=np.float32)
 
 
-class OnnxPredictor(_Base):
-    """onnxruntime (CPU execution provider) inference of an exported ``.onnx``.
-
-    Args:
-        onnx_path: the file written by :func:`segcore.export.export_model`.
-        meta: checkpoint metadata; default: read from ``<onnx_path>.json``.
-        threads: intra-op threads (default: all cores). Fewer threads per call leave room for
-            concurrent calls (``parallel_calls``): on 2 cores, two single-threaded calls on
-            consecutive batches ran ~8 % faster than one two-threaded call, and lose less to the
-            pipeline's reader and writer threads.
-        spin: let idle intra-op threads spin-wait for work (ONNX Runtime's default). Off by
-            default here: spinning threads burn the cores that the tiling pipeline's reader and
-            writer threads need (``ROADSEG_ORT_SPIN=1`` turns it back on).
-    """
-
-    def __init__(self, onnx_path: PathLike, meta: Any = None,
-                 threads: Optional[int] = None, spin: Optional[bool] = None) -> None:
-        import onnxruntime as ort
-
-        path = Path(onnx_path)
-        if not path.exists():
-            raise CheckpointError(f"{path}: ONNX file not found")
-        export_info: Dict[str, Any] = {}
-        if meta is None:
-            from .export import read_export_metadata
-
-            doc = read_export_metadata(path)
-            export_info = dict(doc.get("export", {}))
-            meta = _meta_from_dict(doc)
-        self.meta = meta
-        self.source = str(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
-        #: calls that can usefully run at once (each on its own cores); the session is
-        #: thread-safe, so the tiling pipeline runs this many batches concurrently
-        self.parallel_calls = max(1, (os.cpu_count() or 1) // opts.intra_op_num_threads)
-        if spin is None:
-            spin = os.environ.get("ROADSEG_ORT_SPIN", "0") == "1"
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001  onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({first})") from exc
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        shape = list(inp.shape)
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.in_channels = shape[1] if isinstance(shape[1], int) else _meta_get(meta,
-                                                                                 "in_channels")
-        self.fixed_hw = (tuple(shape[2:4]) if len(shape) == 4 and all(
-            isinstance(v, int) for v in shape[2:4]) else None)
-        self.task = str(_meta_get(meta, "task", "segmentation"))
-        self.stride = _stride_of(meta, _meta_get(meta, "model", None))
-        self.num_classes = int(_meta_get(meta, "num_classes", 0) or 0)
-        self.export_info = export_info
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
-            return self.session.run(None, {self.input_name: x})[0]
-        outs = []
-        b = self.fixed_batch
-        for i in range(0, x.shape[0], b):
-            chunk = x[i:i + b]
-            k = chunk.shape[0]
-            if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
-            outs.append(self.session.run(None, {self.input_name: chunk})[0][:k])
-        return np.concatenate(outs, 0)
-
-    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw model output: ``(N, K, H, W)`` logits at the input size."""
-        x = _check_batch(batch, self.in_channels, self.source)
-        if self.task == "classification":
-            return np.asarray(self._run(x), np.float32)
-        xp, (h, w) = pad_to_multiple(x, self.stride, self.fixed_hw)
-        if self.fixed_hw is not None and xp.shape[2:] != self.fixed_hw:
-            raise InputSizeError(
-                f"{self.source}: exported for {self.fixed_hw[0]}x{self.fixed_hw[1]} inputs, got "
-                f"{h}x{w}; use tiles of at most that size (e.g. eval --mode sliding) or "
-                f"re-export with --input-size")
-        y = self._run(np.ascontiguousarray(xp))
-        if not self.num_classes:
-            self.num_classes = int(y.shape[1])
-        return np.ascontiguousarray(y[:, :, :h, :w], dtype=np.float32)
+class OnnxPredictor(_LeanOnnxPredictor, _Base):
+    """:class:`segcore.onnx_infer.OnnxPredictor` (ONNX Runtime on the CPU, no MindSpore) with the
+    :attr:`normalize` helper of the other backends."""
 
 
 class MindIRPredictor(OnnxPredictor):
@@ -365,65 +243,71 @@ class MindIRPredictor(OnnxPredictor):
         return np.concatenate(outs, 0)
 
 
-def _meta_from_dict(doc: Mapping[str, Any]) -> Any:
-    """A :class:`CheckpointMeta` from a metadata dict, or the dict itself when incomplete."""
-    try:
-        from .checkpoint import CheckpointMeta
-
-        return CheckpointMeta.from_dict(dict(doc))
-    except Exception:  # noqa: BLE001  (missing required keys: keep the dict)
-        return dict(doc)
-
-
 # ---------------------------------------------------------------------------------------------
 # load_predictor
 # ---------------------------------------------------------------------------------------------
-def checkpoint_key(checkpoint: PathLike) -> str:
-    """First 16 hex digits of SHA-256 over the checkpoint's bytes and its sidecar's bytes."""
-    from .checkpoint import sidecar_path
-
-    h = hashlib.sha256()
-    for p in (Path(checkpoint), sidecar_path(checkpoint)):
-        if p.exists():
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()[:16]
-
-
-def onnx_cache_path(checkpoint: PathLike, input_hw: Tuple[int, int],
-                    cache_dir: Optional[PathLike] = None) -> Path:
-    """Where :func:`load_predictor` keeps the ONNX export of ``checkpoint``:
-    ``<checkpoint dir>/.roadseg-cache/<stem>-<sha16>-<H>x<W>.onnx`` (or under ``cache_dir``)."""
-    ck = Path(checkpoint)
-    folder = Path(cache_dir) if cache_dir is not None else ck.parent / CACHE_DIRNAME
-    return folder / f"{ck.stem}-{checkpoint_key(ck)}-{int(input_hw[0])}x{int(input_hw[1])}.onnx"
-
-
-def _writable_cache(checkpoint: Path, cache_dir: Optional[PathLike]) -> Optional[Path]:
-    candidates = [Path(cache_dir)] if cache_dir is not None else [
-        checkpoint.parent / CACHE_DIRNAME,
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "roadseg" / "onnx"]
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    return None
-
-
 def concurrent_call_threads() -> int:
     """ONNX Runtime intra-op threads per call for a caller that runs calls concurrently (the
     tiling pipeline): half the cores, at least one, so two calls share the CPU."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
+def _cached_onnx_predictor(path: Path, input_hw: Tuple[int, int], cache_dir: Optional[PathLike],
+                           precision: str, key: str, meta: Any, threads: Optional[int]
+                           ) -> Optional["OnnxPredictor"]:
+    """An :class:`OnnxPredictor` of a valid cached export, or ``None``. A cached file that does
+    not load is removed where this user may (so it is rebuilt), else skipped with a warning
+    naming the file to delete."""
+    from .onnx_infer import cache_folders, cache_name, read_export_sidecar
+
+    name = cache_name(path, input_hw, precision, key)
+    for folder in cache_folders(path, cache_dir):
+        cand = folder / name
+        if not cand.exists():
+            continue
+        try:
+            read_export_sidecar(cand)  # a file without its metadata is as broken as a bad one
+            return OnnxPredictor(cand, meta=meta, threads=threads)
+        except CheckpointError as exc:
+            if remove_cached(cand):
+                logger.warning("%s; removed the broken cache file, it is rebuilt", exc)
+            else:
+                logger.warning("%s; delete %s and %s.json to rebuild it", exc, cand, cand.name)
+    return None
+
+
+def _export_to_cache(path: Path, meta: Any, input_hw: Tuple[int, int], folder: Path,
+                     key: str) -> Path:
+    from .export import export_model
+
+    out = folder / _cache_name(path, input_hw, "fp32", key)
+    logger.info("exporting %s to ONNX for CPU inference: %s", path, out)
+    return export_model(path, out, format="ONNX",
+                        input_size=(1, int(meta.in_channels)) + tuple(input_hw))
+
+
+def _cache_name(path: Path, input_hw: Tuple[int, int], precision: str, key: str) -> str:
+    from .onnx_infer import cache_name
+
+    return cache_name(path, input_hw, precision, key)
+
+
+def resolve_precision(precision: str, int8_available: bool) -> str:
+    """``fp32``/``int8`` as asked; ``auto``: int8 where an int8 network exists and this CPU has
+    int8 dot-product instructions (VNNI/AMX), else fp32."""
+    p = str(precision or "fp32").lower()
+    if p not in PRECISIONS + ("auto",):
+        raise ConfigError(f"unknown precision {precision!r}; valid: auto, fp32, int8")
+    if p == "auto":
+        return "int8" if int8_available and cpu_has_int8_dot() else "fp32"
+    return p
+
+
 def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
                    input_hw: Optional[Tuple[int, int]] = None,
                    cache_dir: Optional[PathLike] = None, jit: bool = False,
-                   threads: Optional[int] = None) -> _Base:
+                   threads: Optional[int] = None, precision: str = "fp32",
+                   calibration: Optional[Callable[..., Any]] = None) -> _Base:
     """A predictor for a checkpoint (``.ckpt`` + sidecar) or an exported ``.onnx``/``.mindir``.
 
     Args:
@@ -432,14 +316,21 @@ def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
             ``onnx``.
         device: ``cpu``, ``gpu`` or ``ascend``.
         input_hw: tile size the ONNX export is made for (default: the checkpoint's
-            ``tile_size_px`` rounded up to the stride).
+            ``tile_size_px`` rounded up to the metadata's stride).
         cache_dir: where ONNX exports of checkpoints are cached (default: a ``.roadseg-cache``
-            folder next to the checkpoint, else ``~/.cache/roadseg/onnx``).
+            folder next to the checkpoint, then ``$XDG_CACHE_HOME/roadseg/onnx``; see
+            :mod:`segcore.onnx_infer`).
         jit: MindSpore backend: compile with ``ms.jit``.
         threads: ONNX Runtime intra-op threads per call (default: all cores).
+        precision: ONNX on the CPU: ``fp32``, ``int8`` or ``auto`` (:func:`resolve_precision`).
+        calibration: for ``int8`` without a cached int8 network: ``calibration(meta, (H, W))``
+            returns float32 ``(N, C, H, W)`` batches of normalised real tiles for
+            :func:`segcore.quantize.quantize_onnx`; without it a missing int8 network is an
+            error naming ``roadseg export --precision int8``.
 
-    With ``backend="auto"`` a checkpoint whose network cannot be exported to ONNX (e.g. ENet)
-    falls back to MindSpore with a warning; ``backend="onnx"`` raises the export error instead.
+    With a valid cached export, CPU inference never imports MindSpore. With ``backend="auto"``
+    a checkpoint whose network cannot be exported to ONNX (e.g. ENet) falls back to MindSpore
+    with a warning; ``backend="onnx"`` raises the export error instead.
     """
     backend = backend.lower()
     if backend not in BACKENDS:
@@ -461,35 +352,70 @@ def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",
     if not use_onnx:
         return MindSporePredictor(path, device=device, jit=jit)
 
-    from .checkpoint import read_metadata
-    from .export import ExportError, export_model
+    from .meta import read_metadata
 
     meta = read_metadata(path)
-    if input_hw is None:
-        stride = _stride_of(meta, meta.model)
+    if input_hw is None:  # the metadata's stride: the registry would import MindSpore
+        stride = max(int(meta.stride or 1), 1)
         side = -(-int(meta.tile_size_px) // stride) * stride
         input_hw = (side, side)
-    folder = _writable_cache(path, cache_dir)
+    input_hw = (int(input_hw[0]), int(input_hw[1]))
+    key = checkpoint_key(path)
+    want = str(precision or "fp32").lower()
+    if want in ("auto", "int8"):
+        int8 = _cached_onnx_predictor(path, input_hw, cache_dir, "int8", key, meta, threads)
+        if resolve_precision(want, int8 is not None) == "int8":
+            if int8 is not None:
+                return int8
+            return _build_int8(path, meta, input_hw, cache_dir, key, threads, calibration,
+                               backend)
+    else:
+        resolve_precision(want, False)  # validates the name
+    cached = _cached_onnx_predictor(path, input_hw, cache_dir, "fp32", key, meta, threads)
+    if cached is not None:
+        return cached
+    folder = writable_cache_folder(path, cache_dir)
     if folder is None:
         if backend == "onnx":
-            raise CheckpointError(f"{path}: no writable folder for the ONNX cache")
+            raise CheckpointError(f"{path}: no writable folder for the ONNX cache (tried "
+                                  f"{path.parent / CACHE_DIRNAME} and $XDG_CACHE_HOME)")
         logger.warning("%s: no writable ONNX cache folder; using MindSpore", path)
         return MindSporePredictor(path, device=device, jit=jit)
-    cached = onnx_cache_path(path, input_hw, folder)
-    if not cached.exists():
-        logger.info("exporting %s to ONNX for CPU inference: %s", path, cached)
-        try:
-            export_model(path, cached, format="ONNX",
-                         input_size=(1, int(meta.in_channels)) + tuple(input_hw))
-        except ExportError as exc:
-            if backend == "onnx":
-                raise
-            logger.warning("%s; using MindSpore on the CPU", exc)
-            return MindSporePredictor(path, device=device, jit=jit)
-    return OnnxPredictor(cached, meta=meta, threads=threads)
+    from .export import ExportError
+
+    try:
+        out = _export_to_cache(path, meta, input_hw, folder, key)
+    except ExportError as exc:
+        if backend == "onnx":
+            raise
+        logger.warning("%s; using MindSpore on the CPU", exc)
+        return MindSporePredictor(path, device=device, jit=jit)
+    return OnnxPredictor(out, meta=meta, threads=threads)
+
+
+def _build_int8(path: Path, meta: Any, input_hw: Tuple[int, int], cache_dir: Optional[PathLike],
+                key: str, threads: Optional[int], calibration: Optional[Callable[..., Any]],
+                backend: str) -> "OnnxPredictor":
+    """Quantise the (cached or new) fp32 export into the cache and load it."""
+    from .quantize import quantize_onnx
+
+    if calibration is None:
+        raise CheckpointError(f"{path}: no int8 network cached; make one with `roadseg export "
+                              f"--checkpoint {path} --precision int8 --out FILE` or use "
+                              "--precision fp32")
+    fp32 = load_predictor(path, backend="onnx", input_hw=input_hw, cache_dir=cache_dir,
+                          threads=threads, precision="fp32")
+    folder = writable_cache_folder(path, cache_dir)
+    if folder is None:
+        raise CheckpointError(f"{path}: no writable folder for the int8 ONNX cache")
+    out = folder / _cache_name(path, input_hw, "int8", key)
+    logger.info("quantising %s to int8 for CPU inference: %s", fp32.source, out)
+    note = getattr(calibration, "note", "") or ""
+    quantize_onnx(fp32.source, out, calibration(meta, input_hw), calibration_note=note)
+    return OnnxPredictor(out, meta=meta, threads=threads)
 
 
 __all__ = ["Predictor", "MindSporePredictor", "OnnxPredictor", "MindIRPredictor", "load_predictor",
-           "concurrent_call_threads",
+           "concurrent_call_threads", "resolve_precision",
            "normalization_from_meta", "logits_to_probabilities", "pad_to_multiple",
-           "onnx_cache_path", "checkpoint_key", "BACKENDS"]
+           "onnx_cache_path", "checkpoint_key", "BACKENDS", "PRECISIONS"]

@@ -18,6 +18,7 @@ from app.service.extraction import (
     BACKENDS,
     DEVICES,
     FORMATS,
+    PRECISIONS,
     TTA_MODES,
     ExtractionRequest,
     VectorizeParams,
@@ -62,6 +63,14 @@ def _vectorize_params(kw: Dict[str, Any], threshold: Optional[float] = None) -> 
         return VectorizeParams(**values)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _echo_degenerate(s: Dict[str, Any]) -> None:
+    """One line when part of the mask was noise or solid road and was not traced."""
+    d = s.get("degenerate_mask")
+    if d:
+        click.echo(f"warning:    {100 * d['fraction_of_rows']:.0f} % of the mask is "
+                   f"{d['reason']}", err=True)
 
 
 class _Progress:
@@ -118,6 +127,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
               help="Checkpoint (.ckpt with its .json metadata, or exported .onnx/.mindir).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              default=ExtractionRequest.__dataclass_fields__["precision"].default,
+              show_default=True, help="ONNX on the CPU: int8 is made at first use (calibrated on "
+              "the bundled sample scene); auto takes int8 where one exists and the CPU has VNNI.")
 @click.option("--aoi", default=None, type=click.Path(dir_okay=False),
               help="Polygon file (GeoJSON/GPKG/SHP, any CRS) limiting the processed area.")
 @click.option("--bbox", nargs=4, type=float, default=None,
@@ -147,7 +160,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_vectorize_options
 def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional[str],
-            backend: str, device: str, aoi: Optional[str],
+            backend: str, device: str, precision: str, aoi: Optional[str],
             bbox: Optional[Tuple[float, float, float, float]], bbox_crs: str,
             bands: Optional[str], tile_size: Optional[int], overlap: Optional[int],
             batch_size: int, tta: str, threshold: float, formats: Tuple[str, ...],
@@ -167,7 +180,7 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
             raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
     req = ExtractionRequest(
         image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
-        bands=band_list, device=device, aoi=aoi, bbox=tuple(bbox) if bbox else None,
+        bands=band_list, device=device, precision=precision, aoi=aoi, bbox=tuple(bbox) if bbox else None,
         bbox_crs=bbox_crs,
         tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, tta=tta,
         threshold=threshold, vectorize=_vectorize_params(vec), formats=formats or ("gpkg",),
@@ -196,10 +209,13 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
     length = f"{_fmt(s['road_km'])} km" if units == "m" else f"{s['road_km'] * 1000:.0f} px"
     click.echo(f"roads:      {length} in {s['edges']} edges, {s['nodes']} nodes, "
                f"{s['components']} connected networks")
+    _echo_degenerate(s)
     if s.get("area_km2") is not None:
         click.echo(f"area:       {_fmt(s['area_km2'], 4)} km²  "
                    f"(density {_fmt(s.get('road_density_km_per_km2'), 1)} km/km²)")
-    click.echo(f"model:      {s['model'].get('name')} ({s['model'].get('backend')}), "
+    prec = s["model"].get("precision")
+    click.echo(f"model:      {s['model'].get('name')} ({s['model'].get('backend')}"
+               f"{' ' + prec if prec and prec != 'fp32' else ''}), "
                f"{s['tiles']} tiles of {s['tile_size_px']} px, tta {s['tta']}")
     t = s.get("timings_s", {})
     click.echo("time:       " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
@@ -243,6 +259,7 @@ def vectorize(mask: str, output: str, threshold: Optional[float], prob_path: Opt
     s = res.summary
     click.echo(f"roads: {_fmt(s['road_km'])} km in {s['edges']} edges, {s['nodes']} nodes, "
                f"{s['components']} connected networks")
+    _echo_degenerate(s)
     click.echo("files:")
     for path in sorted(res.outputs.values()):
         click.echo(f"  {path}")

@@ -58,13 +58,20 @@ def models_cmd(no_params: bool, as_json: bool) -> None:
               help="Batch size of the example input.")
 @click.option("--static-batch", is_flag=True, help="Keep the batch axis fixed.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--precision", type=click.Choice(("fp32", "int8")), default="fp32",
+              show_default=True, help="int8: ONNX Runtime static (QDQ) quantisation, "
+              "calibrated on real tiles (ONNX only).")
+@click.option("--calibration", multiple=True, metavar="SCENE",
+              help="Raster(s) whose tiles calibrate int8 (default: the bundled sample scene).")
 def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[int, int]],
-               batch: int, static_batch: bool, overwrite: bool) -> None:
+               batch: int, static_batch: bool, overwrite: bool, precision: str,
+               calibration: Tuple[str, ...]) -> None:
     """Export a checkpoint to ONNX or MindIR (metadata JSON written beside it)."""
     res = export_checkpoint(ExportRequest(
         checkpoint=checkpoint, out=out, format=fmt, input_hw=tuple(input_size) if input_size
-        else None, batch=batch, dynamic_batch=not static_batch, overwrite=overwrite))
-    click.echo(f"{res.path}: {res.model} as {res.format.upper()}, input "
+        else None, batch=batch, dynamic_batch=not static_batch, overwrite=overwrite,
+        precision=precision, calibration=tuple(calibration)))
+    click.echo(f"{res.path}: {res.model} as {res.format.upper()} {res.precision}, input "
                f"{'x'.join(str(v) for v in res.input_shape)}, "
                f"{'dynamic' if res.dynamic_batch else 'fixed'} batch ({res.seconds:.1f} s); "
                f"metadata {res.metadata_path}")

@@ -60,6 +60,15 @@ def _scrolled(widget: QWidget) -> QScrollArea:
     return area
 
 
+def _degenerate_note(d: Any, html: bool = True) -> str:
+    """The summary's ``degenerate_mask`` (parts of the mask that are noise or solid road and were
+    not traced) as one warning line; empty without one."""
+    if not d:
+        return ""
+    text = f"{100 * d.get('fraction_of_rows', 0):.0f} % of the mask is {d.get('reason', '')}"
+    return f"<br><span style='color:#b35900'>Warning: {text}</span>" if html else text
+
+
 class MainWindow(QMainWindow):
     """RoadSeg Studio's main window."""
 
@@ -637,8 +646,11 @@ class MainWindow(QMainWindow):
             self.extraction_panel.summary.setText(
                 f"<b>{s.get('road_km', 0):.2f} km</b> of road · {s.get('edges', 0)} edges · "
                 f"{s.get('nodes', 0)} nodes · {s.get('components', 0)} components · "
-                f"{t:.1f} s<br>{Path(result.roads_path or '').parent}")
+                f"{t:.1f} s<br>{Path(result.roads_path or '').parent}"
+                + _degenerate_note(s.get("degenerate_mask")))
             log.info(text)
+            if s.get("degenerate_mask"):
+                log.warning("%s", _degenerate_note(s["degenerate_mask"], html=False))
             self._guard("Cannot load the results", self.load_results, result)
         elif result.status == "cancelled":
             self.progress_panel.finish("cancelled", "Cancelled")

@@ -42,7 +42,7 @@ from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error, disk_f
 from app.service.staging import Staging
 from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
-from gis.vectorize import VectorizeParams
+from gis.vectorize_params import VectorizeParams  # not gis.vectorize: ~1.4 s of imports
 
 __all__ = [
     "STAGES",
@@ -82,6 +82,7 @@ FORMATS: Tuple[str, ...] = ("gpkg", "shp", "geojson")
 TTA_MODES: Tuple[str, ...] = ("none", "flips", "d4")
 BACKENDS: Tuple[str, ...] = ("auto", "mindspore", "onnx")
 DEVICES: Tuple[str, ...] = ("cpu", "gpu", "ascend")
+PRECISIONS: Tuple[str, ...] = ("auto", "fp32", "int8")
 #: checkpoint file suffixes :func:`list_checkpoints` looks for
 CHECKPOINT_SUFFIXES: Tuple[str, ...] = (".ckpt", ".onnx", ".mindir")
 #: CRS used internally to vectorize rasters without CRS (1 pixel = 1 unit); never written out
@@ -114,6 +115,8 @@ class ExtractionRequest:
             ``.mindir`` file. Neither
             ``model`` nor ``checkpoint``: the bundled ``resources/models/road_demo.ckpt``.
         backend: ``auto``, ``mindspore`` or ``onnx`` (see ``segcore.predict.load_predictor``).
+        precision: ONNX on the CPU: ``fp32``, ``int8`` (made at first use, calibrated on the
+            bundled sample scene) or ``auto`` (int8 where one is cached and the CPU has VNNI).
         device: ``cpu``, ``gpu`` or ``ascend``.
         aoi: vector file (GeoJSON/GPKG/SHP, any CRS) whose polygons bound the processed area.
         bbox: ``(minx, miny, maxx, maxy)`` in ``bbox_crs``; alternative to ``aoi``.
@@ -146,6 +149,7 @@ class ExtractionRequest:
     checkpoint: Optional[str] = None
     backend: str = "auto"
     device: str = "cpu"
+    precision: str = "fp32"
     aoi: Optional[str] = None
     bbox: Optional[Tuple[float, float, float, float]] = None
     bbox_crs: str = "EPSG:4326"
@@ -193,6 +197,9 @@ class ExtractionRequest:
             raise UserError(f"unknown TTA mode {self.tta!r} (choose from {', '.join(TTA_MODES)})")
         if self.backend not in BACKENDS:
             raise UserError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r} (choose from "
+                            f"{', '.join(PRECISIONS)})")
         if self.device not in DEVICES:
             raise UserError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
         if not 0.0 <= float(self.threshold) <= 1.0:
@@ -625,6 +632,11 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
     # ONNX Runtime on the CPU: threads for the pipeline's concurrent inference workers (see
     # gis.inference.run_tiled_inference; MindSpore predictors ignore it)
     load_kw["threads"] = concurrent_call_threads()
+    load_kw["precision"] = req.precision
+    if req.precision == "int8":
+        from app.service.calibration import calibration_provider
+
+        load_kw["calibration"] = calibration_provider()
     predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device, **load_kw)
     meta = predictor.meta
     task = str(_mget(meta, "task", "segmentation"))
@@ -652,6 +664,7 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
         info={"name": name, "checkpoint": str(ckpt),
               "backend": type(predictor).__name__.replace("Predictor", "").lower() or req.backend,
               "device": req.device, "num_classes": int(_mget(meta, "num_classes", 0) or 0),
+              "precision": str(getattr(predictor, "precision", "fp32")),
               "bands": list(bands), "normalization": norm,
               "epoch": int(_mget(meta, "epoch", 0) or 0),
               "metrics": dict(_mget(meta, "metrics", None) or {})},
@@ -828,7 +841,9 @@ def _network_summary(net: Any) -> Dict[str, Any]:
     s = net.summary()
     return {"road_km": float(s.get("total_km", 0.0)), "edges": int(s.get("edges", 0)),
             "nodes": int(s.get("nodes", 0)), "components": int(s.get("components", 0)),
-            "polygons": None if net.polygons is None else int(len(net.polygons))}
+            "polygons": None if net.polygons is None else int(len(net.polygons)),
+            # parts of the mask that are noise or solid road, not traced (gis.vectorize)
+            "degenerate_mask": getattr(net, "degenerate", None)}
 
 
 def _outputs_by_role(paths: Iterable[Path], stem: str) -> Dict[str, str]:

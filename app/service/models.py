@@ -118,6 +118,10 @@ class ExportRequest:
     batch: int = 1
     dynamic_batch: bool = True
     overwrite: bool = False
+    #: ``fp32``, or ``int8`` (ONNX only): ONNX Runtime static QDQ quantisation calibrated on
+    #: real tiles of ``calibration`` (default: the bundled sample scene)
+    precision: str = "fp32"
+    calibration: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,41 @@ class ExportResult:
     dynamic_batch: bool
     model: Optional[str]
     seconds: float
+    precision: str = "fp32"
+
+
+def _export_int8(ckpt: Path, meta: Any, out: Path, size: Optional[Tuple[int, ...]],
+                 req: ExportRequest) -> Path:
+    """fp32 ONNX export into a staging folder beside ``out``, then int8 quantisation into
+    ``out`` (the fp32 file is removed)."""
+    import shutil
+    import tempfile
+
+    from app.service.calibration import calibration_provider
+    from segcore.export import export_model
+    from segcore.quantize import quantize_onnx
+
+    calibration = calibration_provider(req.calibration or None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.stem}.int8-", dir=str(out.parent)))
+    try:
+        fp32 = export_model(str(ckpt), stage / "fp32.onnx", format="ONNX", input_size=size,
+                            dynamic_batch=req.dynamic_batch)
+        shape = read_export_shape(fp32)
+        return quantize_onnx(fp32, out, calibration(meta, shape),
+                             calibration_note=calibration.note)  # type: ignore[attr-defined]
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_export_shape(exported: Path) -> Tuple[int, int]:
+    """``(H, W)`` of an exported network's input."""
+    from segcore.export import read_export_metadata
+
+    shape = read_export_metadata(exported)["export"]["input_shape"]
+    return int(shape[2]), int(shape[3])
 
 
 def export_checkpoint(req: ExportRequest) -> ExportResult:
@@ -162,16 +201,27 @@ def export_checkpoint(req: ExportRequest) -> ExportResult:
             stride = int(meta.stride or 1)
             side = -(-int(meta.tile_size_px) // stride) * stride
             size = (int(req.batch), int(meta.in_channels), side, side)
+    precision = str(req.precision or "fp32").lower()
+    if precision not in ("fp32", "int8"):
+        raise UserError(f"unknown precision {req.precision!r}; valid: fp32, int8")
+    if precision == "int8" and fmt != "onnx":
+        raise UserError("--precision int8 needs --format onnx")
+    if req.calibration and precision != "int8":
+        raise UserError("--calibration only applies to --precision int8")
     t0 = time.perf_counter()
-    try:
-        path = export_model(str(ckpt), out, format=fmt.upper(), input_size=size,
-                            dynamic_batch=req.dynamic_batch, overwrite=req.overwrite)
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc
+    if precision == "int8":
+        path = _export_int8(ckpt, meta, out, size, req)
+    else:
+        try:
+            path = export_model(str(ckpt), out, format=fmt.upper(), input_size=size,
+                                dynamic_batch=req.dynamic_batch, overwrite=req.overwrite)
+        except EXPECTED_ERRORS as exc:
+            raise as_user_error(exc) from exc
     info = read_export_metadata(path)["export"]
     return ExportResult(path=str(path), metadata_path=str(metadata_path(path)), format=fmt,
                         input_shape=tuple(info["input_shape"]),
                         dynamic_batch=bool(info["dynamic_batch"]), model=meta.model,
+                        precision=str(info.get("precision", "fp32")),
                         seconds=time.perf_counter() - t0)
 
 
