@@ -340,10 +340,10 @@ class OnnxPredictor(_Base):
         self.meta = meta
         self.source = str(path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = int(threads or available_cores())
         #: calls that can usefully run at once (each on its own cores); the session is
         #: thread-safe, so the tiling pipeline runs this many batches concurrently
-        self.parallel_calls = max(1, (os.cpu_count() or 1) // opts.intra_op_num_threads)
+        self.parallel_calls = max(1, available_cores() // opts.intra_op_num_threads)
         if spin is None:
             spin = os.environ.get("ROADSEG_ORT_SPIN", "0") == "1"
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -501,10 +501,21 @@ def _writable_cache(checkpoint: Path, cache_dir: Optional[PathLike]) -> Optional
     return None
 
 
+def available_cores() -> int:
+    """Cores this process may use: ``$ROADSEG_CORES`` when set (a batch worker process sets its
+    thread count, so that one process per core does not start one thread per core each), else
+    ``os.cpu_count()``."""
+    try:
+        n = int(os.environ.get("ROADSEG_CORES", "0") or 0)
+    except ValueError:
+        n = 0
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
 def concurrent_call_threads() -> int:
     """ONNX Runtime intra-op threads per call for a caller that runs calls concurrently (the
     tiling pipeline): half the cores, at least one, so two calls share the CPU."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, available_cores() // 2)
 
 
 def load_predictor(source: PathLike, backend: str = "auto", device: str = "cpu",

@@ -13,7 +13,7 @@ import click
 
 from app.service.errors import UserError
 
-_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd")
+_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd", "batch")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
