@@ -154,11 +154,13 @@ def ownership_cores(footprints: Sequence[Polygon],
         np.array(f.centroid.coords[0]) for f in fps]
     union_b = unary_union(fps).bounds if fps else (0, 0, 1, 1)
     size = 4.0 * max(union_b[2] - union_b[0], union_b[3] - union_b[1], 1.0)
+    tree = shapely.STRtree(fps)
     cores: List[object] = []
     for i, fi in enumerate(fps):
         core = fi
-        for j, fj in enumerate(fps):
-            if i == j or not fi.intersects(fj):
+        for j in sorted(int(k) for k in tree.query(fi, predicate="intersects")):
+            fj = fps[j]
+            if i == j:
                 continue
             if np.hypot(*(cs[j] - cs[i])) < 1e-9:  # same centre: the earlier part owns it all
                 if j < i:

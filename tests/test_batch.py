@@ -194,6 +194,26 @@ def test_blocks_cover_the_raster_with_overlap_and_map_back_to_their_windows(tmp_
     assert (cover[:, 200 - 32:200 + 32] >= 2).all() and (cover[:100, 100] == 1).all()
 
 
+def test_gdal_virtual_paths_are_planned_like_files(tmp_path):
+    """/vsi... inputs (e.g. /vsis3/ on a cluster) are opened by GDAL, not checked on disk."""
+    from rasterio.io import MemoryFile
+
+    from app.service.batch import BatchRequest, expand_inputs, plan_items
+    from app.service.extraction import ExtractionRequest
+
+    with MemoryFile() as mf:
+        with mf.open(driver="GTiff", width=32, height=16, count=1, dtype="uint8",
+                     crs="EPSG:32611", transform=utm_transform(0.5)) as ds:
+            ds.write(np.zeros((1, 16, 32), np.uint8))
+        assert expand_inputs([mf.name]) == [mf.name]
+        req = BatchRequest(inputs=(mf.name,), out_dir=str(tmp_path),
+                           extraction=ExtractionRequest(image="", out_dir=""))
+        scenes, items = plan_items([mf.name, "/vsimem/missing.tif"], req)
+    assert scenes[0].error is None and (scenes[0].width, scenes[0].height) == (32, 16)
+    assert items[0].image == mf.name and items[0].stem == scenes[0].stem
+    assert scenes[1].error.startswith("/vsimem/missing.tif: cannot open raster")
+
+
 def test_manifest_with_other_options_is_refused(tmp_path):
     from app.service.batch import MANIFEST_NAME, BatchRequest, run_batch
     from app.service.errors import UserError

@@ -5,6 +5,7 @@ two stay in step) plus the batch and cluster options.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -82,6 +83,17 @@ class _Bar:
             sys.stderr.flush()
 
 
+def _quiet_dask() -> None:
+    """Dask configures its own loggers (INFO, not propagated): errors only, unless -v."""
+    try:
+        import distributed  # noqa: F401  (creates its loggers)
+    except ImportError:
+        return
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _extraction_request(out_dir: str, kw: Dict[str, Any]) -> ExtractionRequest:
     bands = kw.pop("bands", None)
     band_list = None
@@ -115,6 +127,8 @@ def _batch(inputs: Tuple[str, ...], out_dir: str, scheduler: Optional[str],
     """
     if not inputs:
         raise UserError("no inputs given (GeoTIFFs, folders, list files or VRTs)")
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # no -v: no Dask chatter
+        _quiet_dask()
     ereq = _extraction_request(out_dir, kw)
     req = BatchRequest(inputs=tuple(inputs), out_dir=out_dir, extraction=ereq,
                        scheduler=scheduler, workers=workers, block_size_px=block_size,
