@@ -337,11 +337,17 @@ def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, clus
     kw = dict(predict_fn=BrightnessModel(), tile_size_px=256)
     we, wn, _ = _whole(scene, tmp_path / "whole", **kw)
     seams, overlaps = _seams_and_overlaps(quads)
+    broken = tmp_path / "broken.tif"  # a truncated scene: fails alone, with one line
+    broken.write_bytes(quads[0].read_bytes()[:3000])
     events = []
-    res = run_batch(BatchRequest(inputs=(str(tmp_path / "quads"),), out_dir=str(tmp_path / "b"),
+    res = run_batch(BatchRequest(inputs=(str(tmp_path / "quads"), str(broken)),
+                                 out_dir=str(tmp_path / "b"),
                                  extraction=_template(**kw), scheduler=cluster.address),
                     on_event=events.append)
     assert res.status == "completed" and res.summary["totals"]["done"] == 4, res.summary
+    (bad,) = res.failed
+    assert bad["scene"] == "broken" and bad["error"].startswith(str(broken))
+    assert "\n" not in bad["error"]
     assert {e.kind for e in events} >= {"plan", "cluster", "item_done", "merge", "finished"}
     assert any(e.kind == "item_progress" and e.stage == "infer" for e in events)
     me, mn = _merged(tmp_path / "b")
@@ -389,10 +395,15 @@ def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, c
     we, wn, ws = _whole(DEMO, tmp_path / "whole", normalization=norm)
     assert ws["road_km"] > 0.3
     seams, overlaps = _seams_and_overlaps(quads)
-    req = BatchRequest(inputs=tuple(str(q) for q in quads), out_dir=str(tmp_path / "b"),
+    gray = write_geotiff(tmp_path / "gray.tif", np.zeros((64, 64), np.uint8), crs="EPSG:32611")
+    req = BatchRequest(inputs=tuple(str(q) for q in quads) + (str(gray),),
+                       out_dir=str(tmp_path / "b"),
                        extraction=_template(normalization=norm), scheduler=cluster.address)
     res = run_batch(req)
     assert res.summary["totals"]["done"] == 4, res.summary
+    (bad,) = res.failed  # found out on the worker, by run_extraction: the others went on
+    assert bad["scene"] == "gray" and "band 2" in bad["error"] and "\n" not in bad["error"]
+    assert not list((tmp_path / "b").glob("gray_*"))
     me, mn = _merged(tmp_path / "b")
     _check_seamless(me, mn, we, wn, seams, overlaps, _utm(DEMO), rel=0.02)
 
@@ -407,12 +418,13 @@ def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, c
     res2 = run_batch(req, on_event=events.append)
     assert res2.summary["totals"]["skipped"] == 4 and res2.summary["totals"]["done"] == 0
     assert [e.kind for e in events].count("item_skipped") == 4
-    assert not any(e.kind == "item_started" for e in events)
+    # only the failed scene ran again
+    assert {e.item for e in events if e.kind in ("item_started", "item_failed")} == {"gray"}
     assert stamps_now() == stamps
     me2, _ = _merged(tmp_path / "b")
     assert me2.length.sum() == pytest.approx(me.length.sum())
     doc = json.loads((tmp_path / "b" / "batch_summary.json").read_text())
-    assert [s["state"] for s in doc["scenes"]] == ["skipped"] * 4
+    assert [s["state"] for s in doc["scenes"]] == ["skipped"] * 4 + ["failed"]
 
 
 @pytest.mark.slow

@@ -840,7 +840,8 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
                     _finish_item(fut, it, counts, emit)
                     save_manifest()
                     sc = scene_of[it.scene]
-                    if sc.blocks and all(items[k].state == "done" for k in sc.items):
+                    if sc.blocks and all(items[k].state in ("done", "skipped")
+                                         for k in sc.items):
                         try:
                             _join_blocks(sc, items, out, snap_m)
                             emit("scene_done", item=sc.stem)
