@@ -8,7 +8,10 @@
    imports; ``steady`` is scenes per hour of worker time (workers x 3600 / mean seconds per
    scene), what a long batch approaches.
 2. Joining: :func:`gis.merge.merge_networks` on a synthetic road grid (100 m spacing plus
-   diagonals) cut into 2 x 2 .. 6 x 6 overlapping scenes: seconds per km of road.
+   diagonals) cut into 2 x 2 .. 6 x 6 overlapping scenes: seconds per km of road and the
+   growth of the process's peak memory.
+3. Seams: the sample scene cut into four overlapping GeoTIFFs on the model's tile grid, run as
+   a batch (the whole scene's stretch for every run) against the whole scene: km of road.
 
 Prints markdown tables (docs/benchmarks.md, section "Batch on Dask").
 """
@@ -95,6 +98,32 @@ def _grid_parts(k: int, scene_m: float = 1000.0, overlap_m: float = 100.0, spaci
     return parts, float(roads.length.sum() / 1000.0)
 
 
+def _peak_rss_during(fn):
+    """``(result, peak RSS growth in MB)`` of ``fn()``: RSS sampled every 10 ms meanwhile."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        result = fn()
+    finally:
+        stop.set()
+        t.join()
+    return result, (max(peak[0], proc.memory_info().rss) - base) / 2**20
+
+
 def bench_merge(ks=(2, 4, 6)) -> list:
     from gis.merge import merge_networks
 
@@ -103,10 +132,10 @@ def bench_merge(ks=(2, 4, 6)) -> list:
         parts, km = _grid_parts(k)
         edges = sum(len(p.edges) for p in parts)
         t0 = time.perf_counter()
-        m = merge_networks(parts, snap_m=6.0)
+        m, grew = _peak_rss_during(lambda: merge_networks(parts, snap_m=6.0))
         dt = time.perf_counter() - t0
         rows.append([f"{k}x{k}", f"{km:.0f}", edges, len(m.edges), m.stats["joined_pairs"],
-                     f"{dt:.2f}", f"{dt / km:.4f}"])
+                     f"{dt:.2f}", f"{dt / km:.4f}", f"{grew:.0f}"])
         print(f"  merge {k}x{k}: {dt:.2f} s", file=sys.stderr)
     return rows
 
@@ -127,8 +156,55 @@ def main() -> int:
         print()
     rows = bench_merge()
     print(table(["scenes", "road km", "edges in", "edges out", "seam joins", "s",
-                 "s per km"], rows))
+                 "s per km", "peak RSS growth MB"], rows))
+    if not args.skip_batch:
+        print()
+        print(table(["run", "road km", "edges", "networks", "seam joins", "dangling seam ends"],
+                    bench_seams()))
     return 0
+
+
+def bench_seams() -> list:
+    import geopandas as gpd
+    import rasterio
+    from rasterio.windows import Window
+
+    from app.service.batch import BatchRequest, run_batch
+    from app.service.extraction import ExtractionRequest, run_extraction
+    from gis.io import compute_stretch
+    from segcore.checkpoint import read_metadata
+    from segcore.predict import normalization_from_meta
+
+    meta = read_metadata(ROOT / "resources" / "models" / "road_demo.ckpt")
+    norm = normalization_from_meta(meta, stretch=compute_stretch(str(DEMO), tuple(meta.bands)))
+    spans = ((0, 960), (448, 1300))  # on the grid of 512 px tiles with 64 px overlap
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ins = Path(tmp) / "quads"
+        ins.mkdir()
+        with rasterio.open(DEMO) as ds:
+            for r, (y0, y1) in enumerate(spans):
+                for c, (x0, x1) in enumerate(spans):
+                    win = Window(x0, y0, x1 - x0, y1 - y0)
+                    prof = ds.profile.copy()
+                    prof.update(width=win.width, height=win.height,
+                                transform=ds.window_transform(win))
+                    with rasterio.open(ins / f"q{r}{c}.tif", "w", **prof) as o:
+                        o.write(ds.read(window=win))
+        whole = run_extraction(ExtractionRequest(image=str(DEMO), out_dir=f"{tmp}/whole",
+                                                 normalization=norm))
+        s = whole.summary
+        rows.append(["whole scene", f"{s['road_km']:.3f}", s["edges"], s["components"], "", ""])
+        res = run_batch(BatchRequest(inputs=(str(ins),), out_dir=f"{tmp}/batch", workers=2,
+                                     extraction=ExtractionRequest(image="", out_dir="",
+                                                                  normalization=norm)))
+        m = res.summary["merged"]
+        e = gpd.read_file(m["path"], layer="edges")
+        rows.append(["4 cuts, joined", f"{m['road_km']:.3f}", len(e), m["components"],
+                     m["join"]["joined_pairs"], m["join"]["dangling_seam_ends"]])
+        rows.append(["4 cuts, sum of scenes", f"{res.summary['totals']['road_km']:.3f}", "", "",
+                     "", ""])
+    return rows
 
 
 if __name__ == "__main__":

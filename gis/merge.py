@@ -34,8 +34,8 @@ import shapely
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon
-from shapely.prepared import prep
 from shapely.ops import unary_union
+from shapely.prepared import prep
 
 from gis.errors import CRSError
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-from shapely.geometry import LineString, box
+from shapely.geometry import box
 from shapely.ops import unary_union
 
 from gis_fixtures import utm_transform, write_geotiff
@@ -425,6 +425,29 @@ def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, c
     assert me2.length.sum() == pytest.approx(me.length.sum())
     doc = json.loads((tmp_path / "b" / "batch_summary.json").read_text())
     assert [s["state"] for s in doc["scenes"]] == ["skipped"] * 4 + ["failed"]
+
+
+@pytest.mark.slow
+def test_cli_on_a_local_cluster(tmp_path):
+    """`roadseg batch` without --scheduler starts its own cluster (one worker here), prints the
+    dashboard link and the progress bar, and writes every output."""
+    spans = ((0, 520), (460, 980))
+    quads = _cut_quadrants(DEMO, tmp_path / "quads", cols=spans, rows=((0, 520), (0, 520)))[:2]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = tmp_path / "out"
+    r = subprocess.run([PY, "-m", "app.cli", "batch", *map(str, quads), "-o", str(out),
+                        "--workers", "1", "--progress"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=400)
+    assert r.returncode == 0, r.stderr
+    assert "dask dashboard: http://" in r.stderr and "scenes [" in r.stderr
+    assert "Traceback" not in r.stderr and "INFO" not in r.stderr
+    assert "2 done, 0 already done, 0 failed (of 2)" in r.stdout
+    doc = json.loads((out / "batch_summary.json").read_text())
+    assert doc["cluster"]["local"] and doc["cluster"]["workers"] == 1
+    assert [s["state"] for s in doc["scenes"]] == ["done", "done"]
+    assert doc["merged"]["path"] == str(out / "batch_roads.gpkg")
+    edges = gpd.read_file(out / "batch_roads.gpkg", layer="edges")
+    assert len(edges) == doc["merged"]["edges"] and edges.crs.to_epsg() == 4326
 
 
 @pytest.mark.slow

@@ -15,14 +15,16 @@ CRS = "EPSG:32611"
 X0, Y0 = 600000.0, 4000000.0
 
 # a road network on a 400 m x 400 m area cut into four quadrants: a horizontal and a vertical
-# road crossing near the middle (4 edges from the junction), a diagonal road and a curved one crossing the cuts obliquely
+# road crossing near the middle (4 edges from the junction), a diagonal road and a curved one
+# crossing the cuts obliquely
 ROADS = [
     LineString([(X0 + 10, Y0 + 150), (X0 + 250, Y0 + 150)]),
     LineString([(X0 + 250, Y0 + 150), (X0 + 390, Y0 + 150)]),
     LineString([(X0 + 250, Y0 + 10), (X0 + 250, Y0 + 150)]),
     LineString([(X0 + 250, Y0 + 150), (X0 + 250, Y0 + 390)]),
     LineString([(X0 + 20, Y0 + 30), (X0 + 370, Y0 + 350)]),
-    LineString([(X0 + 30 + 3 * t, Y0 + 380 - 0.02 * (3 * t - 170) ** 2 / 4) for t in range(110)]),
+    LineString([(X0 + 30 + 3 * t, Y0 + 380 - 0.02 * (3 * t - 170) ** 2 / 4)
+                for t in range(110)]),
 ]
 
 

@@ -46,6 +46,7 @@ import queue
 import shutil
 import time
 import uuid
+import xml.sax.saxutils as su
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -582,13 +583,13 @@ def _join_blocks(sc: _Scene, items: Dict[str, Item], out: Path, snap_m: float) -
         vrts[f"{kind}.vrt"] = str(dest)
     s = merged.summary()
     area = sum((items[k].area_km2 or 0.0) for k in sc.items)
-    overlap_free = _footprint(sc, None)
+    footprint = _footprint(sc, None)
     summary = {
         "status": "success", "image": sc.image, "crs": sc.crs, "blocks": sc.blocks,
         "road_km": s["total_km"], "edges": s["edges"], "nodes": s["nodes"],
         "components": s["components"], "merge": merged.stats,
         "area_km2_blocks": area, "window": [0, 0, sc.width, sc.height],
-        "footprint_wkt": overlap_free.wkt,
+        "footprint_wkt": footprint.wkt,
         "outputs": {"roads.gpkg": str(out / f"{sc.stem}_roads.gpkg"), **vrts},
         "block_outputs": {k: items[k].summary_path for k in sc.items},
         "timings_s": {"join": round(time.perf_counter() - t0, 3)},
@@ -603,10 +604,9 @@ def _write_block_vrt(sc: _Scene, items: List[Item], kind: str, dest: Path) -> No
     """A VRT mosaic of the blocks' ``<key>_<kind>.tif``: each block contributes the pixels
     it owns (its window less half of each overlap), so the mosaic has no seams of doubled data."""
     import rasterio
+    from shapely.geometry import box
 
     from gis.merge import ownership_cores
-
-    from shapely.geometry import box
 
     boxes = [box(it.block[0], it.block[1], it.block[0] + it.block[2], it.block[1] + it.block[3])
              for it in items]
@@ -617,8 +617,6 @@ def _write_block_vrt(sc: _Scene, items: List[Item], kind: str, dest: Path) -> No
         nodata = ds.nodata
     gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"
                  }.get(dtype, "Float32")
-    import xml.sax.saxutils as su
-
     t = sc.transform
     lines = [f'<VRTDataset rasterXSize="{sc.width}" rasterYSize="{sc.height}">']
     if sc.crs:
