@@ -81,6 +81,24 @@ def _cut_quadrants(src: Path, dst: Path, overlap: int = 0, cols=None, rows=None)
     return out
 
 
+def _vrt_of(tif: Path, dest: Path) -> Path:
+    """A GDAL VRT showing the whole of ``tif`` (band 1)."""
+    with rasterio.open(tif) as ds:
+        w, h, t, crs, dt = ds.width, ds.height, ds.transform, ds.crs.to_wkt(), ds.dtypes[0]
+    gdal_type = {"uint8": "Byte"}[dt]
+    dest.write_text(
+        f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">\n'
+        f"  <SRS>{crs.replace('&', '&amp;').replace('<', '&lt;')}</SRS>\n"
+        f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>\n"
+        f'  <VRTRasterBand dataType="{gdal_type}" band="1"><SimpleSource>\n'
+        f"    <SourceFilename relativeToVRT=\"0\">{tif}</SourceFilename>\n"
+        f"    <SourceBand>1</SourceBand>\n"
+        f'    <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
+        f'    <DstRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
+        "  </SimpleSource></VRTRasterBand>\n</VRTDataset>\n")
+    return dest
+
+
 def _seams_and_overlaps(paths):
     """The seam lines between the files' ownership cores (where the batch cuts the networks)
     and the areas where the files overlap, in the files' CRS."""
@@ -358,16 +376,18 @@ def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, clus
         for suffix in ("_prob.tif", "_mask.tif", "_roads.gpkg", "_summary.json"):
             assert (tmp_path / "b" / f"{q.stem}{suffix}").exists()
 
-    # one raster split into 2 x 2 blocks: the scene's network joined the same way
-    res = run_batch(BatchRequest(inputs=(str(scene),), out_dir=str(tmp_path / "blk"),
+    # one raster (a GDAL VRT over the scene) split into 2 x 2 blocks: joined the same way
+    vrt = _vrt_of(scene, tmp_path / "mosaic.vrt")
+    res = run_batch(BatchRequest(inputs=(str(vrt),), out_dir=str(tmp_path / "blk"),
                                  extraction=_template(**kw), scheduler=cluster.address,
                                  block_size_px=450, block_overlap_px=120))
     sc = res.summary["scenes"][0]
     assert sc["state"] == "done" and sc["blocks"] == 4, res.summary
-    be = gpd.read_file(tmp_path / "blk" / "roads_roads.gpkg", layer="edges")
-    bn = gpd.read_file(tmp_path / "blk" / "roads_roads.gpkg", layer="nodes")
+    be = gpd.read_file(tmp_path / "blk" / "mosaic_roads.gpkg", layer="edges")
+    bn = gpd.read_file(tmp_path / "blk" / "mosaic_roads.gpkg", layer="nodes")
+    assert len(list((tmp_path / "blk" / "mosaic_blocks").glob("*_roads.gpkg"))) == 4
     _check_seamless(be, bn, we, wn, seams, overlaps, "EPSG:32611", rel=0.01)
-    with rasterio.open(tmp_path / "blk" / "roads_mask.vrt") as v, \
+    with rasterio.open(tmp_path / "blk" / "mosaic_mask.vrt") as v, \
             rasterio.open(tmp_path / "whole" / "roads_mask.tif") as w:
         assert v.shape == w.shape and v.transform.almost_equals(w.transform)
         assert np.mean(v.read(1) != w.read(1)) < 0.002
