@@ -99,6 +99,20 @@ def _vrt_of(tif: Path, dest: Path) -> Path:
     return dest
 
 
+def _tile_grid_halves(length: int, tile: int):
+    """Two overlapping spans of ``length`` px that start on the tile grid of ``extract``
+    (tiles of ``tile`` px overlapping by ``tile // 8``), the first ending on a tile's end, so that
+    each span is tiled exactly as the whole is, and the middle of their overlap falls well
+    inside both."""
+    stride = tile - tile // 8
+    k = max(1, round((length / 2 - tile / 2) / stride))
+    first = (0, min(length, k * stride + tile))
+    second = (k * stride, length)
+    mid = (first[1] / 2 + (second[0] + length) / 2) / 2  # between the two centres
+    assert second[0] + tile // 8 < mid < first[1] - tile // 8, (first, second)
+    return first, second
+
+
 def _seams_and_overlaps(paths):
     """The seam lines between the files' ownership cores (where the batch cuts the networks)
     and the areas where the files overlap, in the files' CRS."""
@@ -398,9 +412,9 @@ def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, c
     """The real bundled model. The network's output depends on where its 512 px tiles fall
     (measured: cuts at the middle with their own tile grids found twice as much road in a
     quadrant's core as the whole-scene run did there), and each cut would get its own 2-98 %
-    stretch. So the cuts start on the whole scene's tile grid (stride 448 px: columns and rows
-    0-960 and 448-1300) and every run uses the whole scene's stretch: the model sees the same
-    tiles, and only the batch's cutting and joining can make a difference."""
+    stretch. So the cuts start on the whole scene's tile grid (512 px tiles, stride 448 px:
+    columns and rows 0-960 and 448-1300) and every run uses the whole scene's stretch: the model
+    sees the same tiles, and only the batch's cutting and joining can make a difference."""
     from app.service.batch import BatchRequest, run_batch
     from gis.io import compute_stretch
     from segcore.checkpoint import read_metadata
@@ -409,8 +423,7 @@ def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, c
     meta = read_metadata(ROOT / "resources" / "models" / "road_demo.ckpt")
     lo, hi = compute_stretch(str(DEMO), tuple(meta.bands))
     norm = normalization_from_meta(meta, stretch=(lo, hi))
-    assert meta.tile_size_px == 512  # the grid below is that of 512 px tiles, 64 px overlap
-    spans = ((0, 960), (448, 1300))
+    spans = _tile_grid_halves(1300, int(meta.tile_size_px))
     quads = _cut_quadrants(DEMO, tmp_path / "quads", cols=spans, rows=spans)
     we, wn, ws = _whole(DEMO, tmp_path / "whole", normalization=norm)
     assert ws["road_km"] > 0.3
