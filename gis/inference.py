@@ -678,7 +678,9 @@ def run_tiled_inference(
         # the two conversions run in parallel (GDAL releases the GIL while compressing), each
         # with a GDAL thread per core: the cheap mask conversion no longer leaves a core idle
         # while the probabilities are still being compressed (same bytes)
-        cog_threads = os.cpu_count() or 1
+        # (a batch worker process sets ROADSEG_CORES to its share of the machine)
+        cores = os.environ.get("ROADSEG_CORES", "").strip()
+        cog_threads = (int(cores) if cores.isdigit() else 0) or os.cpu_count() or 1
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gis-cog") as pool:
             futures = [
                 pool.submit(cog_copy, a, b, blocksize=cog_blocksize, level=cog_compress_level,

@@ -294,12 +294,13 @@ class RasterInfo:
 def _open(path: PathLike) -> "rasterio.io.DatasetReader":
     """rasterio.open with one-line :class:`RasterReadError` messages naming the file."""
     p = Path(path)
-    if not p.exists():
+    vsi = str(path).startswith("/vsi")  # GDAL virtual file systems (/vsis3/, /vsicurl/, ...)
+    if not vsi and not p.exists():
         raise RasterReadError(f"{p}: file not found")
-    if p.is_dir():
+    if not vsi and p.is_dir():
         raise RasterReadError(f"{p}: is a directory, not a raster file")
     try:
-        return rasterio.open(p)
+        return rasterio.open(str(path) if vsi else p)
     except RasterioError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "not recognized" in msg or "not a supported" in msg:

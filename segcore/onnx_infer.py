@@ -34,6 +34,17 @@ CACHE_DIRNAME = ".roadseg-cache"
 PRECISIONS = ("fp32", "int8")
 
 
+def available_cores() -> int:
+    """Cores this process may use: ``$ROADSEG_CORES`` when set (a batch worker process sets its
+    thread count, so that one process per core does not start one thread per core each), else
+    ``os.cpu_count()``."""
+    try:
+        n = int(os.environ.get("ROADSEG_CORES", "0") or 0)
+    except ValueError:
+        n = 0
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
 def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
     if meta is None:
         return default
@@ -249,10 +260,10 @@ class OnnxPredictor:
         self.source = str(path)
         self.precision = str(export_info.get("precision", "fp32"))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = int(threads or available_cores())
         #: calls that can usefully run at once (each on its own cores); the session is
         #: thread-safe, so the tiling pipeline runs this many batches concurrently
-        self.parallel_calls = max(1, (os.cpu_count() or 1) // opts.intra_op_num_threads)
+        self.parallel_calls = max(1, available_cores() // opts.intra_op_num_threads)
         if spin is None:
             spin = os.environ.get("ROADSEG_ORT_SPIN", "0") == "1"
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")

@@ -36,7 +36,7 @@ import numpy as np
 from .errors import CheckpointError, ConfigError, SegcoreError
 from .meta import meta_from_dict as _meta_from_dict
 from .onnx_infer import OnnxPredictor as _LeanOnnxPredictor
-from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch,  # noqa: F401
+from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores,  # noqa: F401
                          checkpoint_key, cpu_has_int8_dot,
                          logits_to_probabilities, onnx_cache_path, pad_to_multiple,
                          remove_cached, writable_cache_folder)
@@ -249,7 +249,7 @@ class MindIRPredictor(OnnxPredictor):
 def concurrent_call_threads() -> int:
     """ONNX Runtime intra-op threads per call for a caller that runs calls concurrently (the
     tiling pipeline): half the cores, at least one, so two calls share the CPU."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, available_cores() // 2)
 
 
 def _cached_onnx_predictor(path: Path, input_hw: Tuple[int, int], cache_dir: Optional[PathLike],

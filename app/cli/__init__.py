@@ -18,7 +18,7 @@ import click
 
 from app.service.errors import UserError
 
-_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd", "recover")
+_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd", "recover", "batch")
 
 
 class Terminated(KeyboardInterrupt):
