@@ -486,6 +486,7 @@ class MainWindow(QMainWindow):
         discard = box.addButton("Discard edits", QMessageBox.DestructiveRole)
         cancel = box.addButton(QMessageBox.Cancel)
         export.setObjectName("exportEdits")
+        cancel.setObjectName("cancelEdits")
         discard.setObjectName("discardEdits")
         box.setDefaultButton(cancel)
         box.exec()
