@@ -94,7 +94,8 @@ def _window(display: str, proc: subprocess.Popen, timeout: float = 90) -> str:
 
 
 def _key(display: str, win: str, *keys: str) -> None:
-    _xdotool(display, "windowactivate", "--sync", win)
+    """Real key presses into window ``win`` (focused first: Xvfb runs no window manager)."""
+    _xdotool(display, "windowfocus", "--sync", win)
     _xdotool(display, "key", "--clearmodifiers", "--delay", "120", *keys)
 
 
@@ -147,6 +148,10 @@ def test_make_gui_shows_a_real_window(display: str, tmp_path: Path) -> None:
         assert "Geometry:" in geo
         w, h = (int(v) for v in geo.split("Geometry:")[1].split()[0].split("x"))
         assert w >= 800 and h >= 500
+        if shutil.which("import"):  # ImageMagick: what the screen shows, for a look
+            time.sleep(1.5)
+            subprocess.run(["import", "-window", "root", str(tmp_path / "make_gui.png")],
+                           env=_env(display), timeout=60, check=False)
         _key(display, win, "ctrl+q")
         assert _wait_exit(proc, 30) == 0
     finally:
