@@ -454,3 +454,22 @@ def test_an_edge_is_picked_with_a_pixel_tolerance_at_full_extent(
     far = win.canvas.mapFromScene(425.0, 100.0) + QPoint(0, 30)
     QTest.mouseClick(win.canvas.viewport(), Qt.LeftButton, Qt.NoModifier, far)
     assert win.edges_layer.selected == set()
+
+
+# ------------------------------------------------------------------------------ item 3
+def test_closing_after_a_failed_run_leaves_no_dialog_and_ends_the_app(qtbot,
+                                                                     settings) -> None:
+    w = MainWindow(settings)
+    w.show()
+    qtbot.waitExposed(w)
+    w.show_error("Extraction failed", "/nowhere/out: output directory does not exist")
+    box = w.findChild(QMessageBox, "errorDialog")
+    assert box is not None and box.isVisible()
+    with qtbot.waitSignal(w.closed, timeout=5000):
+        w.close()
+    assert not box.isVisible() and not w.isVisible()
+    # a late error (a run ending after the window closed) is only logged: no orphan dialog
+    w.show_error("Extraction failed", "late")
+    assert not [b for b in QApplication.topLevelWidgets()
+                if isinstance(b, QMessageBox) and b.isVisible()]
+    w.deleteLater()
