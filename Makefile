@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Tests and screenshots render offscreen; `make gui` unsets this (it needs a real display).
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: install sysdeps demo test test-fast test-unprivileged gui bench quality lint clean
@@ -15,9 +16,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[gui,test]'
 	touch $(STAMP)
 
-# System tools some tests use (QGIS opens our outputs, shellcheck, Xvfb for screenshots); best
-# effort: as root with apt, missing ones are installed, otherwise those tests skip with a reason.
-SYSPKGS := python3-qgis gdal-bin xvfb shellcheck cmake g++
+# System tools some tests use (QGIS opens our outputs, shellcheck, Xvfb + xdotool for the tests on
+# a shown window) and the X11 libraries Qt's xcb platform plugin loads (without them `make gui`
+# cannot open a window on a fresh Debian); best effort: as root with apt, missing ones are
+# installed, otherwise those tests skip with a reason.
+XCBPKGS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+  libxcb-randr0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 \
+  libgl1 libfontconfig1 libdbus-1-3
+SYSPKGS := python3-qgis gdal-bin xvfb xdotool x11-apps shellcheck cmake g++ $(XCBPKGS)
 sysdeps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -46,8 +52,10 @@ lint: install
 demo: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m app.demo
 
+# a real window: the offscreen platform exported above is for tests only
 gui: install
-	$(VENV)/bin/roadseg-gui $(ARGS)
+	env $(if $(filter environment command line,$(origin QT_QPA_PLATFORM)),,-u QT_QPA_PLATFORM) \
+	  $(VENV)/bin/roadseg-gui $(ARGS)
 
 bench: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/run_all.py --out docs/benchmarks.md

@@ -58,7 +58,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def window(qtbot, tmp_path: Path):
-    w = MainWindow(AppSettings(str(tmp_path / "settings.ini")))
+    settings = AppSettings(str(tmp_path / "settings.ini"))
+    settings.set_value("workspace/dir", str(tmp_path / "workspace"))
+    w = MainWindow(settings)
     qtbot.addWidget(w)
     w.resize(1200, 800)
     w.show()
@@ -271,7 +273,8 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     w.canvas.dropEvent(ev)
     assert w.image_path == str(img) and w.frame.crs == "EPSG:32618"
-    assert w.extraction_panel.out_dir.text().endswith("RGB.byte_roads")
+    out = Path(w.extraction_panel.out_dir.text())            # in the workspace, not beside
+    assert out.parent == tmp_path / "workspace" and out.name.startswith("RGB.byte_")
     # a lon/lat line between two known pixels of the image
     from pyproj import Transformer
     from shapely.geometry import LineString
@@ -312,28 +315,38 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     assert w.open_path(str(shared_data / VEGAS))
     assert w.image_path == str(shared_data / VEGAS)
     assert w.aoi_layer.is_empty() and w.stack.first("vector") is None
-    assert w.extraction_panel.out_dir.text().endswith("RGB-PanSharpen_AOI_2_Vegas_img0_roads")
+    out = Path(w.extraction_panel.out_dir.text())
+    assert out.parent == tmp_path / "workspace"
+    assert out.name.startswith("RGB-PanSharpen_AOI_2_Vegas_img0_")
     w.extraction_panel.out_dir.setText(str(tmp_path / "mine"))
     assert w.open_image(str(img))
     assert w.extraction_panel.out_dir.text() == str(tmp_path / "mine")
 
 
 
-def test_dataset_review_and_training_docks_are_in_the_main_window(window, tmp_path):
-    """The dataset review and training panels live in the main window, and a finished training
-    run's best checkpoint becomes the extraction panel's selected checkpoint."""
+def test_dataset_review_and_training_are_main_area_tabs(window, tmp_path):
+    """The dataset review and training panels are tabs of the main area beside the map (room
+    for a list, a large view, a form and live curves), and a finished training run's best
+    checkpoint is offered, not selected: the analyst decides."""
     import mindspore as ms
 
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
     from segcore.registry import create_model
 
-    titles = {d.windowTitle() for d in (window.params_dock, window.dataset_dock,
-                                        window.training_dock)}
-    assert titles == {"Parameters", "Dataset review", "Training"}
-    assert window.dataset_dock.widget().widget() is window.dataset_panel
-    assert window.training_dock.widget().widget() is window.training_panel
+    tabs = window.main_tabs
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Map", "Dataset review",
+                                                               "Training"]
+    assert tabs.widget(1).widget() is window.dataset_panel
+    assert tabs.widget(2).widget() is window.training_panel
+    tabs.setCurrentIndex(2)
+    assert window.training_panel.width() >= 700          # the right dock used to give ~340
+    assert not window.params_dock.isVisible()
+    tabs.setCurrentIndex(0)
+    assert window.params_dock.isVisible() and window.layers_dock.isVisible()
+    before = window.extraction_panel.checkpoint_path()
     ms.set_seed(1)
     ckpt = save_checkpoint(create_model("enet", num_classes=1), tmp_path / "run" / "best.ckpt",
                            CheckpointMeta(model="enet", num_classes=1, tile_size_px=64, stride=8))
     window._on_trained_checkpoint(str(ckpt))
-    assert Path(window.extraction_panel.checkpoint_path()).resolve() == Path(ckpt).resolve()
+    assert window.extraction_panel.checkpoint_path() == before      # offered, not selected
+    assert str(Path(ckpt).resolve()) in window.extraction_panel._checkpoints

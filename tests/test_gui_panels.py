@@ -269,7 +269,8 @@ def test_export_dialog_options(qtbot, tmp_path: Path) -> None:
     qtbot.addWidget(dlg)
     o = dlg.options()
     assert o == {"path": str(tmp_path / "roads.gpkg"), "formats": ["gpkg"], "target_crs": None,
-                 "rasters": True, "overwrite": False}
+                 "rasters": True, "overwrite": False, "include_deleted": False}
+    assert not dlg.raster_note.isVisible() and dlg.raster_note.text() == ""
     dlg.formats["gpkg"].setChecked(False)
     dlg.formats["shp"].setChecked(True)
     dlg.formats["geojson"].setChecked(True)
@@ -277,24 +278,36 @@ def test_export_dialog_options(qtbot, tmp_path: Path) -> None:
     o = dlg.options()
     assert o["path"] == str(tmp_path / "roads.shp") and o["formats"] == ["shp", "geojson"]
     assert o["target_crs"] == "EPSG:4326"
+    # vectors reprojected, rasters not: the dialog says so
+    assert "EPSG:32633" in dlg.raster_note.text() and "EPSG:4326" in dlg.raster_note.text()
+    dlg.rasters.setChecked(False)
+    assert dlg.raster_note.text() == ""
+    dlg.deleted.setChecked(True)
+    assert dlg.options()["include_deleted"] is True
     no_rasters = ExportDialog("x.gpkg", None, False)
     qtbot.addWidget(no_rasters)
     assert not no_rasters.rasters.isEnabled() and no_rasters.options()["rasters"] is False
 
 
-def test_default_output_dir_falls_back_when_read_only(tmp_path: Path) -> None:
-    from app.gui.main_window import default_output_dir
+def test_default_output_dir_is_one_folder_per_image_in_the_workspace(qtbot,
+                                                                     tmp_path: Path) -> None:
+    """Outputs never go beside the input: one workspace folder per image (same-named images
+    in different folders get different folders); the workspace defaults to the user's
+    documents location (QStandardPaths)."""
+    from PySide6.QtCore import QStandardPaths
 
-    assert default_output_dir(str(tmp_path / "a.tif")) == str(tmp_path / "a_roads")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        assert default_output_dir(str(ro / "b.tif")) == str(Path.home() / "RoadSeg" / "b_roads")
-    finally:
-        ro.chmod(0o755)
+    from app.gui.main_window import default_output_dir, default_workspace
+
+    ws = tmp_path / "ws"
+    a = default_output_dir(str(tmp_path / "x" / "a.tif"), str(ws))
+    b = default_output_dir(str(tmp_path / "y" / "a.tif"), str(ws))
+    assert Path(a).parent == ws and Path(b).parent == ws and a != b
+    assert Path(a).name.startswith("a_")
+    assert default_output_dir(str(tmp_path / "x" / "a.tif"), str(ws)) == a   # stable
+    docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
+    if docs:
+        assert default_workspace() == str(Path(docs) / "RoadSeg Studio")
+    assert not Path(default_workspace()).is_relative_to(tmp_path)
 
 
 def test_scale_bar_is_round_and_matches_the_zoom(qtbot, raster: Path) -> None:

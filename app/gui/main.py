@@ -27,6 +27,8 @@ def install_excepthook(app) -> None:
             parent = app.activeWindow() or next(
                 (w for w in app.topLevelWidgets() if w.isVisible() and w.inherits("QMainWindow")),
                 None)
+            if parent is None:  # no window left (closing): a dialog would be an orphan
+                return
             box = QMessageBox(QMessageBox.Critical, "Unexpected error",
                               f"{exc_type.__name__}: {exc}\n\nThe window stays open; the "
                               "details are in the log.", QMessageBox.Ok, parent)
@@ -57,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.gui.main_window import MainWindow
@@ -68,6 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     app.setOrganizationName("RoadSeg")
     install_excepthook(app)
     win = MainWindow(AppSettings(args.settings))
+    # the app ends with its window, whatever else is left open
+    win.closed.connect(app.quit, Qt.QueuedConnection)
     win.show()
     if args.image:
         QTimer.singleShot(0, lambda: win.open_path(args.image))

@@ -4,6 +4,7 @@ All GIS and ML work goes through :mod:`app.service`; this module only wires widg
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer
+from PySide6.QtCore import QRectF, QSize, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QScrollArea, QTabWidget, QToolBar, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow,
+                               QMessageBox, QScrollArea, QTabWidget, QToolBar, QWidget)
 
 from app.gui.layers import (AoiLayer, EdgesLayer, Layer, LayerStack, RasterLayer, VectorLayer)
 from app.gui.map_canvas import MapCanvas
@@ -34,6 +35,8 @@ from app.service.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: a click this many screen pixels from a road edge still selects it
+PICK_TOLERANCE_PX = 8.0
 ICON_DIR = Path(__file__).resolve().parents[2] / "resources" / "icons"
 RASTER_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2);;All files (*)"
 VECTOR_FILTER = "Vector files (*.gpkg *.shp *.geojson *.json *.fgb *.kml);;All files (*)"
@@ -44,12 +47,60 @@ def _icon(name: str) -> QIcon:
     return QIcon(str(p)) if p.exists() else QIcon()
 
 
-def default_output_dir(image: str) -> str:
-    """``<image folder>/<stem>_roads``, or ``~/RoadSeg/<stem>_roads`` when the image folder is
-    read-only (shared data, mounted archives)."""
-    p = Path(image)
-    parent = p.parent if os.access(p.parent, os.W_OK) else Path.home() / "RoadSeg"
-    return str(parent / f"{p.stem}_roads")
+WORKSPACE_NAME = "RoadSeg Studio"
+
+
+def default_workspace() -> str:
+    """The per-user workspace: ``<documents>/RoadSeg Studio`` (QStandardPaths), else the
+    application data folder, else ``~/RoadSeg Studio``. Never beside the input images."""
+    for loc in (QStandardPaths.DocumentsLocation, QStandardPaths.AppDataLocation):
+        d = QStandardPaths.writableLocation(loc)
+        if d:
+            return str(Path(d) / WORKSPACE_NAME) if loc == QStandardPaths.DocumentsLocation \
+                else d
+    return str(Path.home() / WORKSPACE_NAME)
+
+
+def default_output_dir(image: str, workspace: Optional[str] = None) -> str:
+    """``<workspace>/<image stem>_<hash of its absolute path>``: one folder per image (two
+    images with the same name in different folders get different folders), never beside it."""
+    p = Path(image).expanduser().resolve()
+    tag = hashlib.sha1(str(p).encode("utf-8")).hexdigest()[:6]
+    return str(Path(workspace or default_workspace()) / f"{p.stem}_{tag}")
+
+
+#: metrics shown when a new checkpoint is compared with the current one (higher is better)
+COMPARE_METRICS = ("miou", "iou", "f1", "precision", "recall")
+
+
+def checkpoint_comparison(new: str, new_meta: Dict[str, Any], cur: Optional[str],
+                          cur_meta: Optional[Dict[str, Any]]) -> str:
+    """Rich text: a finished run's checkpoint beside the current extraction model, metric by
+    metric (a worse value of the new one in red)."""
+    nm = new_meta.get("metrics") or {}
+    cm = (cur_meta or {}).get("metrics") or {}
+    keys = [k for k in COMPARE_METRICS if isinstance(nm.get(k), (int, float))
+            or isinstance(cm.get(k), (int, float))]
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) else "–"
+
+    rows = []
+    for k in keys:
+        a, b = nm.get(k), cm.get(k)
+        worse = isinstance(a, (int, float)) and isinstance(b, (int, float)) and a < b
+        style = " style='color:#d73a49'" if worse else ""
+        rows.append(f"<tr><td>{k}</td><td align=right{style}><b>{fmt(a)}</b></td>"
+                    f"<td align=right>{fmt(b)}</td></tr>")
+    head = (f"<tr><th></th><th>new: {Path(new).parent.name}/{Path(new).name}<br>"
+            f"{new_meta.get('model')}, epoch {new_meta.get('epoch', '?')}</th>"
+            f"<th>current: {Path(cur).name if cur else 'none'}<br>"
+            f"{(cur_meta or {}).get('model', '')}</th></tr>")
+    table = (f"<table cellspacing=6>{head}{''.join(rows)}</table>" if rows else
+             "<p>Neither checkpoint records validation metrics.</p>")
+    return ("<p>The training run finished. Its best checkpoint is in the checkpoint list; "
+            "extraction keeps using the current model unless you switch.</p>" + table
+            + "<p>Use the new checkpoint for extraction?</p>")
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
@@ -70,7 +121,15 @@ def _degenerate_note(d: Any, html: bool = True) -> str:
 
 
 class MainWindow(QMainWindow):
-    """RoadSeg Studio's main window."""
+    """RoadSeg Studio's main window.
+
+    Signals:
+        closed(): the window really closed (after any running extraction stopped).
+    """
+
+    closed = Signal()
+    #: main-area tabs
+    TAB_MAP, TAB_DATASET, TAB_TRAINING = 0, 1, 2
 
     def __init__(self, settings: Optional[AppSettings] = None) -> None:
         super().__init__()
@@ -90,19 +149,26 @@ class MainWindow(QMainWindow):
         self.last_export: List[str] = []
         self._tmpdir = tempfile.mkdtemp(prefix="roadseg-gui-")
         self._aoi_count = 0
+        self._aoi_source: Optional[str] = None  # the user's AOI file (None: drawn on the map)
         self._auto_out_dir = ""
+        self._closing = False          # close requested while an extraction was stopping
+        self.edits_unsaved = False     # review edits not exported yet
+        self.checkpoint_offer: Optional[QMessageBox] = None
+        self.chips_job: Any = None
+        self.workspace = self.settings.value("workspace/dir", "", str) or default_workspace()
 
         self.canvas = MapCanvas()
         self.canvas.setObjectName("mapCanvas")
-        self.setCentralWidget(self.canvas)
         self.stack = LayerStack(self.canvas.scene())
         self.runner = ExtractionRunner(self)
 
         self.layers_panel = LayersPanel(self.stack)
         self.extraction_panel = ExtractionPanel(self.settings)
+        self.extraction_panel.set_workspace(self.workspace)
         self.review_panel = ReviewPanel()
         self.dataset_panel = DatasetReviewPanel(self)
         self.training_panel = TrainingPanel(self, on_checkpoint_ready=self._on_trained_checkpoint)
+        self.training_panel.set_default_output(str(Path(self.workspace) / "training" / "run"))
         self.progress_panel = ProgressPanel()
         logging.getLogger().addHandler(self.progress_panel.handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
@@ -136,28 +202,59 @@ class MainWindow(QMainWindow):
         self.params_dock = dock("Parameters", self.tabs, Qt.RightDockWidgetArea, "paramsDock")
         self.log_dock = dock("Progress and log", self.progress_panel, Qt.BottomDockWidgetArea,
                              "logDock")
-        # dataset labeling review and training: tabs beside the parameters (float them for room)
-        # (in scroll areas, so their minimum sizes do not squeeze the map)
-        self.dataset_dock = dock("Dataset review", _scrolled(self.dataset_panel),
-                                 Qt.RightDockWidgetArea, "datasetDock")
-        self.training_dock = dock("Training", _scrolled(self.training_panel),
-                                  Qt.RightDockWidgetArea, "trainingDock")
-        self.tabifyDockWidget(self.params_dock, self.dataset_dock)
-        self.tabifyDockWidget(self.dataset_dock, self.training_dock)
-        self.params_dock.raise_()
-        self.resizeDocks([self.layers_dock, self.params_dock, self.dataset_dock,
-                          self.training_dock], [260, 340, 340, 340], Qt.Horizontal)
+        self.params_dock.setMinimumWidth(330)
+        # dataset labelling review and training get the main area (a list, a large view, a
+        # form beside live curves): tabs beside the map instead of a narrow dock
+        self.main_tabs = QTabWidget()
+        self.main_tabs.setObjectName("mainTabs")
+        self.main_tabs.setDocumentMode(True)
+        self.main_tabs.addTab(self.canvas, "Map")
+        self.main_tabs.addTab(_scrolled(self.dataset_panel), "Dataset review")
+        self.main_tabs.addTab(_scrolled(self.training_panel), "Training")
+        self.setCentralWidget(self.main_tabs)
+        self.resizeDocks([self.layers_dock, self.params_dock], [250, 350], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [170], Qt.Vertical)
 
     def _on_trained_checkpoint(self, path: str) -> None:
-        """A finished training run's best checkpoint: offer it for extraction and the diff view."""
+        """A finished training run's best checkpoint: listed for extraction (not selected) and
+        offered beside the current model with both models' metrics; the extraction model
+        changes only when the analyst says so."""
+        from app.service.viewing import describe_checkpoint
+
         try:
-            self.extraction_panel.add_checkpoint(path, select=True)
+            self.extraction_panel.add_checkpoint(path, select=False)
+            new_meta = describe_checkpoint(path)
         except UserError as exc:
             log.warning("%s", exc)
             return
         self.dataset_panel.set_checkpoint(path)
-        log.info("new checkpoint available for extraction: %s", path)
+        cur = self.extraction_panel.checkpoint_path()
+        cur_meta = self.extraction_panel.checkpoint_meta(cur) if cur else None
+        log.info("training finished: %s is available for extraction (the current model stays "
+                 "%s until you choose it)", path, Path(cur).name if cur else "none")
+        if cur and os.path.abspath(cur) == os.path.abspath(path):
+            return
+        box = QMessageBox(QMessageBox.Question, "New checkpoint",
+                          checkpoint_comparison(path, new_meta, cur, cur_meta),
+                          QMessageBox.NoButton, self)
+        box.setObjectName("checkpointOffer")
+        box.setTextFormat(Qt.RichText)
+        use = box.addButton("Use the new checkpoint", QMessageBox.AcceptRole)
+        use.setObjectName("useNewCheckpoint")
+        keep = box.addButton("Keep the current model", QMessageBox.RejectRole)
+        keep.setObjectName("keepCurrentCheckpoint")
+        box.setDefaultButton(keep)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+
+        def done(_result: int, b=box, use=use, path=path) -> None:
+            if b.clickedButton() is use:
+                self.extraction_panel.select_checkpoint(path)
+                log.info("extraction now uses %s", path)
+            self.checkpoint_offer = None
+
+        box.finished.connect(done)
+        self.checkpoint_offer = box
+        box.open()
 
     def _action(self, text: str, slot, shortcut: Any = None, icon: str = "",
                 tip: str = "", checkable: bool = False) -> QAction:
@@ -213,6 +310,14 @@ class MainWindow(QMainWindow):
                           "Mark the selected edges as reviewed")
         self.act_undo = A("&Undo", self.undo, QKeySequence.Undo, "undo", "Undo the last edit")
         self.act_about = A("&About", self._about)
+        self.act_build_chips = A("&Build training chips from this image…",
+                                 self.build_chips_dialog, None, "",
+                                 "Build a chips dataset from this image and its reviewed roads "
+                                 "(kept edges buffered by their width, or the road mask)")
+        self.tab_actions = []
+        for k, name in enumerate(("&Map", "&Dataset review", "&Training")):
+            a = A(name, lambda _=False, k=k: self.main_tabs.setCurrentIndex(k), f"Ctrl+{k + 1}")
+            self.tab_actions.append(a)
 
         mb = self.menuBar()
         m = mb.addMenu("&File")
@@ -231,8 +336,10 @@ class MainWindow(QMainWindow):
         for a in (self.act_full, self.act_zoom_in, self.act_zoom_out):
             m.addAction(a)
         m.addSeparator()
-        for d in (self.layers_dock, self.params_dock, self.dataset_dock, self.training_dock,
-                  self.log_dock):
+        for a in self.tab_actions:
+            m.addAction(a)
+        m.addSeparator()
+        for d in (self.layers_dock, self.params_dock, self.log_dock):
             m.addAction(d.toggleViewAction())
         m = mb.addMenu("&Tools")
         for a in self.tool_actions.values():
@@ -243,6 +350,8 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Run")
         m.addAction(self.act_run)
         m.addAction(self.act_cancel)
+        m = mb.addMenu("&Dataset")
+        m.addAction(self.act_build_chips)
         m = mb.addMenu("&Help")
         m.addAction(self.act_about)
         self._fill_recent_menu()
@@ -301,14 +410,52 @@ class MainWindow(QMainWindow):
         rp.deleteRequested.connect(self.delete_selected)
         rp.keepRequested.connect(self.keep_selected)
         rp.undoRequested.connect(self.undo)
+        self.main_tabs.currentChanged.connect(self._on_main_tab)
+        self.extraction_panel.workspaceChanged.connect(self.set_workspace)
+        self.dataset_panel.datasetOpened.connect(self.training_panel.use_dataset)
+        self.dataset_panel.buildChipsRequested.connect(self.build_chips_dialog)
+        self._on_main_tab(self.main_tabs.currentIndex())
+
+    def _on_main_tab(self, index: int) -> None:
+        """Keyboard shortcuts follow the visible tab: the map's tool keys (P pan, R AOI
+        rectangle, ...) and edit keys act only on the Map tab; the dataset review's keys (R
+        reject, P previous, A accept, ...) only on its own tab, so no key is ambiguous."""
+        if not hasattr(self, "_map_keys"):
+            self._map_keys = [(a, a.shortcut()) for a in (
+                *self.tool_actions.values(), self.act_delete, self.act_keep, self.act_undo)]
+        on_map = index == self.TAB_MAP
+        for a, key in self._map_keys:
+            a.setShortcut(key if on_map else QKeySequence())
+        # the map's side panels make way for the dataset review and training views (their
+        # visibility comes back with the Map tab)
+        if not hasattr(self, "_map_docks"):
+            self._map_docks: Dict[str, bool] = {}
+        for d in (self.layers_dock, self.params_dock):
+            if on_map:
+                if self._map_docks.pop(d.objectName(), False):
+                    d.show()
+            elif d.objectName() not in self._map_docks:
+                self._map_docks[d.objectName()] = d.isVisible()
+                d.hide()
+        self.dataset_panel.set_shortcuts_active(index == self.TAB_DATASET)
+        if index == self.TAB_DATASET:
+            self.dataset_panel.list.setFocus(Qt.OtherFocusReason)
+        elif index == self.TAB_MAP:
+            self.canvas.setFocus(Qt.OtherFocusReason)
+
+    def show_tab(self, index: int) -> None:
+        self.main_tabs.setCurrentIndex(index)
 
     # ------------------------------------------------------------------------------------
     # messages
     # ------------------------------------------------------------------------------------
     def show_error(self, title: str, message: str, details: Optional[str] = None) -> None:
-        """A readable, non-blocking error dialog (and the log)."""
+        """A readable, non-blocking error dialog (and the log); only the log while the window
+        is closing (no dialog outlives the window)."""
         self.last_error = message
         log.error("%s: %s", title, message)
+        if self._closing or not self.isVisible():
+            return
         box = QMessageBox(QMessageBox.Critical, title, message, QMessageBox.Ok, self)
         if details:
             box.setDetailedText(details)
@@ -333,11 +480,49 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------
     # files
     # ------------------------------------------------------------------------------------
+    def confirm_discard(self, what: str) -> bool:
+        """True when the review edits may go: none unsaved, or the analyst exported them or
+        chose to discard them (``what`` says what would discard them)."""
+        if not self.edits_unsaved or self.edit is None:
+            return True
+        s = self.edit.summary()
+        box = QMessageBox(QMessageBox.Warning, "Unsaved review edits",
+                          f"{what} discards your review of this road network ({s['deleted']} "
+                          f"deleted, {s['kept']} kept edge(s), not exported).",
+                          QMessageBox.NoButton, self)
+        box.setObjectName("discardDialog")
+        export = box.addButton("Export…", QMessageBox.AcceptRole)
+        discard = box.addButton("Discard edits", QMessageBox.DestructiveRole)
+        cancel = box.addButton(QMessageBox.Cancel)
+        export.setObjectName("exportEdits")
+        cancel.setObjectName("cancelEdits")
+        discard.setObjectName("discardEdits")
+        box.setDefaultButton(cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is discard:
+            log.info("review edits discarded")
+            self.edits_unsaved = False
+            return True
+        if clicked is export:
+            self.export_dialog()
+            return not self.edits_unsaved
+        return False
+
     def open_image_dialog(self) -> None:
+        if not self.confirm_discard("Opening another image"):
+            return
         p, _ = QFileDialog.getOpenFileName(self, "Open image", self.settings.last_dir("open"),
                                            RASTER_FILTER)
         if p:
             self.open_image(p)
+
+    def open_recent(self, path: str) -> bool:
+        """File ▸ Open recent: the same as File ▸ Open (a raster starts a new session on it,
+        never an extra layer over the current image)."""
+        if viewing.is_vector_file(path):
+            return self.open_vector(path)
+        return self.open_image(path)
 
     def open_vector_dialog(self) -> None:
         p, _ = QFileDialog.getOpenFileName(self, "Add vector layer",
@@ -376,7 +561,10 @@ class MainWindow(QMainWindow):
             self.open_path(p)
 
     def open_image(self, path: str) -> bool:
-        """Start a new session on image ``path`` (clears the layers)."""
+        """Start a new session on image ``path`` (clears the layers; asks first when review
+        edits are not exported)."""
+        if not self.confirm_discard(f"Opening {Path(path).name}"):
+            return False
         return bool(self._guard("Cannot open image", self._open_image, str(path)))
 
     def _open_image(self, path: str) -> bool:
@@ -401,10 +589,7 @@ class MainWindow(QMainWindow):
         self.settings.add_recent_file(path)
         self.settings.set_last_dir("open", path)
         self._fill_recent_menu()
-        od = self.extraction_panel.out_dir
-        if not od.text() or od.text() == self._auto_out_dir:  # the user did not choose one
-            self._auto_out_dir = default_output_dir(path)
-            od.setText(self._auto_out_dir)
+        self._follow_image_out_dir()
         QTimer.singleShot(0, self.canvas.zoom_full)
         self.canvas.zoom_full()
         log.info("opened %s (%d x %d px, %s)", path, frame.width, frame.height,
@@ -412,11 +597,31 @@ class MainWindow(QMainWindow):
         self._update_actions()
         return True
 
+    def _follow_image_out_dir(self) -> None:
+        """The output folder follows the image (in the workspace) unless the user chose one."""
+        od = self.extraction_panel.out_dir
+        if self.image_path and (not od.text() or od.text() == self._auto_out_dir):
+            self._auto_out_dir = default_output_dir(self.image_path, self.workspace)
+            od.setText(self._auto_out_dir)
+
+    def set_workspace(self, path: str) -> None:
+        """Use ``path`` as the workspace (remembered); automatic output folders move there."""
+        self.workspace = str(path)
+        self.settings.set_value("workspace/dir", self.workspace)
+        self.extraction_panel.set_workspace(self.workspace)
+        self._follow_image_out_dir()
+        log.info("workspace: %s", self.workspace)
+
     def _reset(self) -> None:
         self.stack.clear()
         self.image_layer = self.aoi_layer = None
         self.edges_layer = self.nodes_layer = None
         self.edit = None
+        self.edits_unsaved = False
+        self._aoi_source = None
+        self.coords_label.setText("")
+        self.lonlat_label.setText("")
+        self.scale_label.setText("")
         self.result = None
         self.result_layers = []
         self.review_panel.set_summary(None)
@@ -448,6 +653,8 @@ class MainWindow(QMainWindow):
 
     def _open_vector(self, path: str) -> bool:
         layers = viewing.load_vector_layers(path, self.frame.crs if self.frame else None)
+        if "edges" in layers and not self.confirm_discard(f"Opening {Path(path).name}"):
+            return False
         if self.frame is None:
             import shapely
 
@@ -467,6 +674,7 @@ class MainWindow(QMainWindow):
         if "edges" in layers:
             edges, nodes = viewing.load_network(path, self.frame.crs)
             self._set_network(edges, nodes, Path(path).stem)
+            self.edits_unsaved = False
         else:
             colours = [QColor(0, 200, 255), QColor(120, 255, 120), QColor(255, 140, 0)]
             for i, (name, gdf) in enumerate(layers.items()):
@@ -483,7 +691,7 @@ class MainWindow(QMainWindow):
         files = self.settings.recent_files()
         for p in files:
             a = self.recent_menu.addAction(p)
-            a.triggered.connect(lambda _=False, p=p: self.open_path(p))
+            a.triggered.connect(lambda _=False, p=p: self.open_recent(p))
         if files:
             self.recent_menu.addSeparator()
             self.recent_menu.addAction("Clear list", self._clear_recent)
@@ -557,13 +765,33 @@ class MainWindow(QMainWindow):
     # AOI
     # ------------------------------------------------------------------------------------
     def _on_aoi_drawn(self, polygon: np.ndarray) -> None:
-        self.set_aoi([polygon])
+        self._guard("Cannot use this AOI", self._set_aoi, [polygon], None)
+
+    def _check_aoi(self, polygons: Sequence[np.ndarray], source: Optional[str]) -> None:
+        """UserError when no polygon overlaps the image (``source``: the user's AOI file)."""
+        from shapely.geometry import Polygon, box
+
+        if self.frame is None or self.image_layer is None:
+            return  # a vector-only session has no image to fall outside of
+        img = box(0, 0, self.frame.width, self.frame.height)
+        for ring in polygons:
+            ring = np.asarray(ring, np.float64)
+            if len(ring) >= 3 and Polygon(ring).buffer(0).intersection(img).area > 0:
+                return
+        what = f"{source}: the AOI" if source else "The AOI"
+        raise UserError(f"{what} lies entirely outside the image "
+                        f"{Path(self.image_path or '').name}")
 
     def set_aoi(self, polygons: Sequence[np.ndarray]) -> None:
-        """Replace the AOI by ``polygons`` (frame pixels, each ``(N, 2)``)."""
+        """Replace the AOI by ``polygons`` (frame pixels, each ``(N, 2)``); an AOI outside the
+        image is refused with a dialog."""
+        self._guard("Cannot use this AOI", self._set_aoi, polygons, None)
+
+    def _set_aoi(self, polygons: Sequence[np.ndarray], source: Optional[str]) -> None:
         if self.aoi_layer is None:
-            self.show_error("No image", "open an image before drawing an AOI")
-            return
+            raise UserError("open an image before drawing an AOI")
+        self._check_aoi(polygons, source)
+        self._aoi_source = source
         self.aoi_layer.set_polygons(polygons)
         if self.act_edit_aoi.isChecked():
             self.aoi_layer.set_editing(True)
@@ -578,13 +806,14 @@ class MainWindow(QMainWindow):
         def do() -> bool:
             if self.frame is None:
                 raise UserError("open an image before loading an AOI")
-            self.set_aoi(viewing.read_aoi_pixels(path, self.frame))
+            self._set_aoi(viewing.read_aoi_pixels(path, self.frame), str(path))
             return True
         return bool(self._guard("Cannot load AOI", do))
 
     def clear_aoi(self) -> None:
         if self.aoi_layer is not None:
             self.aoi_layer.clear()
+        self._aoi_source = None
         self._update_actions()
 
     def toggle_aoi_edit(self, on: bool) -> None:
@@ -613,7 +842,12 @@ class MainWindow(QMainWindow):
             raise UserError("an extraction is already running")
         if self.image_path is None:
             raise UserError("open an image first (File ▸ Open image)")
-        aoi = self.aoi_file() if self.extraction_panel.use_aoi.isChecked() else None
+        if not self.confirm_discard("A new extraction"):
+            return False
+        use_aoi = self.extraction_panel.use_aoi.isChecked()
+        if use_aoi and self.aoi_layer is not None and not self.aoi_layer.is_empty():
+            self._check_aoi(self.aoi_layer.polygons, self._aoi_source)
+        aoi = self.aoi_file() if use_aoi else None
         req = self.extraction_panel.build_request(self.image_path, aoi)
         log.info("extracting roads from %s with %s (tile %s px, overlap %s px, TTA %s, "
                  "threshold %.2f)%s", Path(req.image).name, Path(req.checkpoint).name,
@@ -634,8 +868,20 @@ class MainWindow(QMainWindow):
     def is_running(self) -> bool:
         return self.runner.is_running()
 
+    def _user_words(self, text: str) -> str:
+        """``text`` with the internal AOI file named as the user knows it."""
+        import re
+
+        what = self._aoi_source or "the AOI drawn on the map"
+        return re.sub(re.escape(self._tmpdir) + r"[/\\]aoi_\d+\.gpkg", lambda _m: what, text)
+
     def _on_finished(self, result: Any) -> None:
         self.extraction_panel.set_running(False)
+        if self._closing:  # the window is closing: no dialogs, no layers; close now
+            log.info("extraction %s; closing", result.status)
+            self.result = None
+            QTimer.singleShot(0, self.close)
+            return
         self.result = result
         if result.status == "success":
             s = result.summary
@@ -657,7 +903,7 @@ class MainWindow(QMainWindow):
             log.info("extraction cancelled; no outputs written")
         else:
             self.progress_panel.finish("failed", "Failed")
-            self.show_error("Extraction failed", result.error or "unknown error")
+            self.show_error("Extraction failed", self._user_words(result.error or "unknown error"))
         self._update_actions()
 
     def load_results(self, result: Any) -> None:
@@ -684,6 +930,7 @@ class MainWindow(QMainWindow):
         if result.roads_path:
             edges, nodes = viewing.load_network(result.roads_path, self.frame.crs)
             self._set_network(edges, nodes, "Road")
+            self.edits_unsaved = False
         if self.aoi_layer is not None:
             self.stack.move(self.aoi_layer, -len(self.stack.layers))
 
@@ -722,10 +969,11 @@ class MainWindow(QMainWindow):
     # review
     # ------------------------------------------------------------------------------------
     def select_edge_at(self, x: float, y: float, additive: bool = False) -> Optional[int]:
-        """Select the road edge under scene point ``(x, y)`` (5 screen pixels tolerance)."""
+        """Select the road edge nearest scene point ``(x, y)`` within ``PICK_TOLERANCE_PX``
+        screen pixels (whatever the zoom)."""
         if self.edges_layer is None:
             return None
-        tol = 6.0 / max(self.canvas.current_scale(), 1e-9)
+        tol = PICK_TOLERANCE_PX / max(self.canvas.current_scale(), 1e-9)
         i = self.edges_layer.pick(x, y, tol)
         if additive:
             sel = set(self.edges_layer.selected) ^ ({i} if i is not None else set())
@@ -770,6 +1018,7 @@ class MainWindow(QMainWindow):
         if self.edit is None or self.edges_layer is None or not self.edges_layer.selected:
             return 0
         n = self.edit.delete(sorted(self.edges_layer.selected))
+        self.edits_unsaved = self.edits_unsaved or n > 0
         log.info("deleted %d edge(s)", n)
         self.edges_layer.set_selection([])
         self._after_edit()
@@ -779,6 +1028,7 @@ class MainWindow(QMainWindow):
         if self.edit is None or self.edges_layer is None or not self.edges_layer.selected:
             return 0
         n = self.edit.keep(sorted(self.edges_layer.selected))
+        self.edits_unsaved = self.edits_unsaved or n > 0
         log.info("kept %d edge(s)", n)
         self.edges_layer.set_selection([])
         self._after_edit()
@@ -790,6 +1040,7 @@ class MainWindow(QMainWindow):
         what = self.edit.undo()
         if what:
             log.info("undid %s", what)
+            self.edits_unsaved = True
             self._after_edit()
         return what
 
@@ -816,24 +1067,27 @@ class MainWindow(QMainWindow):
         o = dlg.options()
         self.settings.set_last_dir("export", o["path"])
         written = self.export_results(**o)
-        if written:
+        if written and self.isVisible():
             self.statusBar().showMessage(f"Exported {len(written)} file(s) to "
                                          f"{Path(o['path']).parent}", 8000)
 
     def export_results(self, path: str, formats: Sequence[str] = ("gpkg",),
                        target_crs: Optional[str] = None, rasters: bool = False,
-                       overwrite: bool = False) -> List[str]:
-        """Export the reviewed network (and optionally the mask/probability rasters).
+                       overwrite: bool = False, include_deleted: bool = False) -> List[str]:
+        """Export the reviewed network (and optionally the mask/probability rasters, which stay
+        in the image CRS).
 
-        ``path``'s suffix is the main format; ``formats`` adds more beside it. Returns the
-        written files ([] after an error dialog)."""
+        Every edge carries its ``edge_id`` and ``review`` status (``kept``/``unreviewed``, and
+        ``deleted`` ones too with ``include_deleted``). ``path``'s suffix is the main format;
+        ``formats`` adds more beside it. Returns the written files ([] after an error
+        dialog)."""
         def do() -> List[str]:
             if self.edit is None:
                 raise UserError("no road network to export")
             main = Path(path)
             extra = [f for f in formats if f != main.suffix.lower().lstrip(".")]
             res = self.edit.export(main, target_crs=target_crs, overwrite=overwrite,
-                                   formats=extra)
+                                   formats=extra, include_deleted=include_deleted)
             written = list(res.outputs.values())
             if rasters and self.result is not None and getattr(self.result, "ok", False):
                 stem = main.with_suffix("")
@@ -845,8 +1099,124 @@ class MainWindow(QMainWindow):
             log.info("exported %d edges (%.2f km) to %s", res.summary.get("edges", 0),
                      res.summary.get("road_km", 0.0), main)
             self.last_export = written
+            self.edits_unsaved = False
             return written
         return self._guard("Export failed", do) or []
+
+    # ------------------------------------------------------------------------------------
+    # training chips
+    # ------------------------------------------------------------------------------------
+    def _label_edges(self, labels: str) -> Any:
+        e = self.edit.edges()
+        if labels == "kept":
+            e = e[e["edge_id"].isin(sorted(self.edit.kept))]
+        return e
+
+    def build_chips_dialog(self) -> None:
+        """Dataset ▸ Build training chips: ask for the options, then :meth:`build_chips`."""
+        from app.gui.panels.chips_dialog import BuildChipsDialog
+
+        if self.image_path is None or self.edit is None:
+            self.show_error("Cannot build chips", "open an image and extract (or open) its road "
+                            "network first; then review it: Keep (K) the roads you trust, "
+                            "Delete the wrong ones")
+            return
+        counts = {"kept": len(self.edit.kept), "reviewed": len(self.edit)}
+        dlg = BuildChipsDialog(self.default_chips_dir(), counts, self)
+        if dlg.exec() == BuildChipsDialog.Accepted:
+            self.build_chips(**dlg.options())
+
+    def default_chips_dir(self) -> str:
+        return str(Path(default_output_dir(self.image_path or "image", self.workspace))
+                   / "chips")
+
+    def build_chips(self, out_dir: Optional[str] = None, labels: str = "kept",
+                    chip_size_px: int = 256, width_m: float = 6.0,
+                    overwrite: bool = False) -> bool:
+        """Build a chips dataset from the open image and its reviewed roads (``labels``:
+        ``kept`` edges or every edge not ``reviewed`` as deleted, buffered by their
+        ``width_m`` attribute or ``width_m``) with the service of ``roadseg dataset build``,
+        off the UI thread; when done the dataset opens in the Dataset review tab and becomes
+        the training dataset. Returns False (and a dialog) when it cannot start."""
+        return bool(self._guard("Cannot build chips", self._build_chips, out_dir, labels,
+                                chip_size_px, width_m, overwrite))
+
+    def _build_chips(self, out_dir: Optional[str], labels: str, chip_size_px: int,
+                     width_m: float, overwrite: bool) -> bool:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from app.service.dataset import DatasetBuildRequest, build_chip_dataset
+
+        if self.chips_job is not None:
+            raise UserError("a chips build is already running")
+        if self.image_path is None or self.edit is None or self.frame is None:
+            raise UserError("open an image and its road network first")
+        if self.frame.crs is None:
+            raise UserError(f"{self.image_path}: chips need a georeferenced image")
+        edges = self._label_edges(labels)
+        if not len(edges):
+            raise UserError("no kept edges yet: select the roads you trust and press Keep (K), "
+                            "or build from all edges not deleted" if labels == "kept" else
+                            "every edge is deleted: nothing to use as road labels")
+        out = out_dir or self.default_chips_dir()
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        lines = Path(self._tmpdir) / f"chip_labels_{len(os.listdir(self._tmpdir))}.gpkg"
+        edges.to_file(lines, driver="GPKG", layer="roads")
+        width_attr = "width_m" if "width_m" in edges.columns else None
+        req = DatasetBuildRequest(image=str(self.image_path), labels=str(lines), out_dir=out,
+                                  width_m=float(width_m), width_attr=width_attr,
+                                  chip_size_px=int(chip_size_px), skip_empty=True,
+                                  overwrite=bool(overwrite))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadseg-chips")
+        fut = pool.submit(build_chip_dataset, req, None, lambda: self._closing)
+        pool.shutdown(wait=False)
+        timer = QTimer(self)
+        timer.setInterval(100)
+        self.chips_job = (fut, timer, out, len(edges))
+        timer.timeout.connect(self._chips_poll)
+        timer.start()
+        self.act_build_chips.setEnabled(False)
+        log.info("building %d px training chips from %s and %d %s edge(s) into %s",
+                 chip_size_px, Path(self.image_path).name, len(edges),
+                 "kept" if labels == "kept" else "not deleted", out)
+        return True
+
+    def _chips_poll(self) -> None:
+        if self.chips_job is None or not self.chips_job[0].done():
+            return
+        fut, timer, out, n = self.chips_job
+        timer.stop()
+        timer.deleteLater()
+        self.chips_job = None
+        self.act_build_chips.setEnabled(True)
+        try:
+            res = fut.result()
+        except UserError as exc:
+            self.show_error("Cannot build chips", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown, logged, never a crash
+            self.show_error("Cannot build chips", f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc())
+            return
+        c = res.counts
+        log.info("chips dataset %s: %s (%d chips without road left out)", res.out_dir,
+                 ", ".join(f"{v} {k}" for k, v in c.items()), res.skipped_empty)
+        if self._closing:
+            return
+        self.dataset_panel.open_dataset(str(res.out_dir))
+        self.training_panel.use_dataset(str(res.out_dir))
+        self.show_tab(self.TAB_DATASET)
+
+    def wait_chips(self, timeout_s: float = 120.0) -> bool:
+        """Block until a running chips build is done (tests, scripts); True when it is."""
+        if self.chips_job is None:
+            return True
+        try:
+            self.chips_job[0].result(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - reported by _chips_poll
+            pass
+        self._chips_poll()
+        return self.chips_job is None
 
     # ------------------------------------------------------------------------------------
     # state
@@ -866,6 +1236,8 @@ class MainWindow(QMainWindow):
         self.act_clear_aoi.setEnabled(has_aoi)
         self.act_edit_aoi.setEnabled(has_aoi)
         self.act_load_aoi.setEnabled(self.frame is not None)
+        self.act_build_chips.setEnabled(has_img and has_net and self.chips_job is None)
+        self.dataset_panel.set_build_hint(has_img and has_net)
 
     def _restore_geometry(self) -> None:
         g = self.settings.value("window/geometry")
@@ -876,8 +1248,25 @@ class MainWindow(QMainWindow):
             self.restoreState(st)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        """Close: ask about unexported review edits; a running extraction is cancelled and the
+        window closes when it has stopped (the UI stays responsive meanwhile)."""
+        if not self._closing and not self.confirm_discard("Quitting"):
+            event.ignore()
+            return
         if self.runner.is_running():
-            self.runner.wait(30000)
+            if not self._closing:
+                self._closing = True
+                log.info("stopping the extraction before closing…")
+                self.runner.cancel()
+                self.progress_panel.cancelling()
+                self.statusBar().showMessage("Stopping the extraction, then closing…")
+            event.ignore()
+            return
+        self._closing = True
+        for box in self.findChildren(QMessageBox):
+            box.close()
+        self.main_tabs.setCurrentIndex(self.TAB_MAP)  # the saved state has the map's docks
+        self.dataset_panel.shutdown()
         self.settings.set_value("window/geometry", self.saveGeometry())
         self.settings.set_value("window/state", self.saveState())
         self.extraction_panel.save()
@@ -885,3 +1274,4 @@ class MainWindow(QMainWindow):
         logging.getLogger().removeHandler(self.progress_panel.handler)
         shutil.rmtree(self._tmpdir, ignore_errors=True)
         super().closeEvent(event)
+        self.closed.emit()

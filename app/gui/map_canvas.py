@@ -125,6 +125,12 @@ class MapCanvas(QGraphicsView):
                                                              else f"{nice * 100:g} cm")
         return nice / m_per_px, nice, label
 
+    def scrollContentsBy(self, dx: int, dy: int) -> None:  # noqa: N802
+        # Qt scrolls by copying the viewport's pixels, the scale bar (drawn in viewport
+        # coordinates) included: repaint the whole viewport so it does not smear while panning
+        super().scrollContentsBy(dx, dy)
+        self.viewport().update()
+
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
         bar = self.scale_bar()
         if bar is None:

@@ -415,11 +415,14 @@ class ReviewPanel(QWidget):
         sampleChanged(int): the dataset index now shown.
         statusChanged(int, str): a sample's review status changed (index, status).
         datasetOpened(str): a dataset folder was opened.
+        buildChipsRequested(): the user asked to build chips from the app's image (the
+            embedding main window does it; standalone the button is hidden).
     """
 
     sampleChanged = Signal(int)
     statusChanged = Signal(int, str)
     datasetOpened = Signal(str)
+    buildChipsRequested = Signal()
 
     def __init__(self, parent: Optional[QWidget] = None, dataset_dir: Optional[str] = None,
                  checkpoint_dirs: Optional[Sequence[str]] = None) -> None:
@@ -442,6 +445,19 @@ class ReviewPanel(QWidget):
         self.path_label = QLabel("no dataset")
         self.path_label.setWordWrap(True)
         self.path_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+        self.build_btn = QPushButton("Build chips from the image…")
+        self.build_btn.setObjectName("buildChips")
+        self.build_btn.setToolTip("Build training chips from the image open on the Map tab and "
+                                  "its reviewed roads")
+        self.build_btn.clicked.connect(self.buildChipsRequested)
+        self.build_btn.setVisible(parent is not None)
+        self.hint_label = QLabel(
+            "No dataset open. Open a chips dataset (a folder with manifest.json, made by "
+            "<code>roadseg dataset build</code>), or build one from the image on the Map tab: "
+            "extract its roads, Keep (K) the ones you trust, Delete the wrong ones, then "
+            "<b>Build chips from the image</b>.")
+        self.hint_label.setObjectName("datasetHint")
+        self.hint_label.setWordWrap(True)
         self.filter_combo = QComboBox()
         self.filter_combo.setObjectName("statusFilter")
         self.filter_combo.addItems([ALL, *STATUSES, "flagged"])
@@ -463,11 +479,14 @@ class ReviewPanel(QWidget):
         self.counts_label = QLabel("")
         self.counts_label.setObjectName("counts")
         self.counts_label.setWordWrap(True)
+        self.counts_label.setMinimumHeight(3 * self.counts_label.fontMetrics().lineSpacing() + 4)
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addWidget(self.open_btn)
+        lv.addWidget(self.build_btn)
         lv.addWidget(self.path_label)
+        lv.addWidget(self.hint_label)
         fr = QHBoxLayout()
         fr.addWidget(QLabel("Show"))
         fr.addWidget(self.filter_combo, 1)
@@ -510,6 +529,9 @@ class ReviewPanel(QWidget):
         self.ckpt_browse.clicked.connect(self._browse_checkpoint)
         self.diff_label = QLabel("")
         self.diff_label.setObjectName("diffStats")
+        # room for "IoU 0.00 · FP 00000 · FN 00000" from the start: no jump when a sample loads
+        self.diff_label.setMinimumWidth(self.diff_label.fontMetrics().horizontalAdvance(
+            "IoU 0.00 · FP 000000 · FN 000000"))
         vc = QHBoxLayout()
         vc.addWidget(QLabel("View"))
         vc.addWidget(self.mode_combo)
@@ -584,6 +606,8 @@ class ReviewPanel(QWidget):
         rv.addWidget(self.comment, 1)
         self.status_label = QLabel("")
         self.status_label.setObjectName("sampleStatus")
+        self.status_label.setMinimumHeight(self.status_label.fontMetrics().height() + 4)
+        self.status_label.setTextFormat(Qt.RichText)
         keys = "  ".join(f"<b>{k}</b> {w}" for k, w in SHORTCUTS)
         self.shortcut_label = QLabel(keys)
         self.shortcut_label.setObjectName("shortcuts")
@@ -623,6 +647,29 @@ class ReviewPanel(QWidget):
             self.open_dataset(dataset_dir)
 
     # -- shortcuts ---------------------------------------------------------------------------
+    def set_shortcuts_active(self, on: bool) -> None:
+        """Embedded in the main window: the review keys act whenever the panel is the visible
+        tab (window-wide, the main window turns its own colliding keys off meanwhile), and not
+        at all otherwise."""
+        for sc in self.shortcuts:
+            sc.setContext(Qt.WindowShortcut)
+            sc.setEnabled(bool(on))
+
+    def shutdown(self) -> None:
+        """Save the review position and stop a running diff prediction (window closing)."""
+        self.save_position()
+        self._job_timer.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            self._job = None
+
+    def set_build_hint(self, can_build: bool) -> None:
+        self.build_btn.setEnabled(True)
+        self.build_btn.setToolTip(
+            "Build training chips from the image open on the Map tab and its reviewed roads"
+            if can_build else "Open an image on the Map tab and extract its roads first")
+
     def _bind_shortcuts(self) -> None:
         binds = [("Right", self.next), ("N", self.next), ("Left", self.previous),
                  ("P", self.previous), ("A", self.accept), ("R", self.reject),
@@ -670,6 +717,7 @@ class ReviewPanel(QWidget):
         self.ds = ds
         self._pred_cache.clear()
         self.path_label.setText(str(ds.root))
+        self.hint_label.setVisible(False)
         self.model.set_dataset(ds)
         self._update_counts()
         self.current = -1
@@ -690,11 +738,7 @@ class ReviewPanel(QWidget):
                 log.warning("%s", exc)
 
     def closeEvent(self, ev) -> None:  # noqa: N802
-        self.save_position()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-            self._job = None
+        self.shutdown()
         super().closeEvent(ev)
 
     def _update_counts(self) -> None:

@@ -203,6 +203,8 @@ class TrainingPanel(QWidget):
         self.data = QLineEdit(data_root or "")
         self.data.setObjectName("data")
         self.data.setPlaceholderText("chips dataset folder (manifest.json)")
+        self._data_typed = bool(data_root)  # the user (not a recipe default) chose the dataset
+        self.data.textEdited.connect(lambda _t: setattr(self, "_data_typed", True))
         data_browse = QToolButton()
         data_browse.setText("…")
         data_browse.clicked.connect(lambda: self._browse_dir(self.data, "Dataset folder"))
@@ -238,7 +240,8 @@ class TrainingPanel(QWidget):
         self.nproc = QSpinBox()
         self.nproc.setRange(1, 64)
         self.nproc.setToolTip("Data-parallel worker processes (msrun) on this machine")
-        self.out = QLineEdit(output_dir or str(Path.home() / "RoadSeg" / "runs" / "train"))
+        self._default_out = str(Path.home() / "RoadSeg" / "runs" / "train")
+        self.out = QLineEdit(output_dir or self._default_out)
         self.out.setObjectName("out")
         out_browse = QToolButton()
         out_browse.setText("…")
@@ -362,6 +365,20 @@ class TrainingPanel(QWidget):
         d = QFileDialog.getExistingDirectory(self, title, edit.text())
         if d:
             edit.setText(d)
+            if edit is self.data:
+                self._data_typed = True
+
+    def use_dataset(self, path: str) -> None:
+        """The dataset open in the app (dataset review, or chips just built): it becomes the
+        training dataset unless the user chose another one here."""
+        if path and not self._data_typed:
+            self.data.setText(str(path))
+
+    def set_default_output(self, path: str) -> None:
+        """Run folder to use unless the user (or the embedding app) chose one."""
+        if self.out.text() == self._default_out:
+            self.out.setText(str(path))
+        self._default_out = str(path)
 
     def _browse_config(self) -> None:
         f, _ = QFileDialog.getOpenFileName(self, "Training config", "", "YAML (*.yaml *.yml)")
@@ -372,6 +389,13 @@ class TrainingPanel(QWidget):
         f, _ = QFileDialog.getOpenFileName(self, "Initial weights", "",
                                            "Checkpoints (*.ckpt);;All files (*)")
         if f:
+            from app.service.models import check_checkpoint
+
+            try:
+                check_checkpoint(f)
+            except UserError as exc:
+                self._message(str(exc) if Path(f).name in str(exc) else f"{f}: {exc}")
+                return
             self.set_init_checkpoint(f)
 
     def set_config(self, path: str) -> None:

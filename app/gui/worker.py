@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from app.service.extraction import ExtractionRequest, ExtractionResult, run_extraction
 
@@ -87,6 +87,9 @@ class ExtractionRunner(QObject):
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         self.worker.progress.connect(self.progress)
+        # the thread's event loop ends as soon as the run returns, from the worker thread
+        # itself: it never waits for the UI thread (which may be busy, or closing the window)
+        self.worker.finished.connect(self.thread.quit, Qt.DirectConnection)
         self.worker.finished.connect(self._on_finished)
         self.started_at = time.perf_counter()
         self.thread.start()
@@ -107,7 +110,8 @@ class ExtractionRunner(QObject):
         self.finished.emit(result)
 
     def wait(self, ms: int = 30000) -> bool:
-        """Cancel and wait for a running thread (window closing)."""
+        """Cancel and wait for a running thread (blocks the calling thread; the window does
+        not use this: it cancels and closes when ``finished`` arrives)."""
         if self.thread is None:
             return True
         self.cancel()

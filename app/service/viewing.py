@@ -718,13 +718,28 @@ class NetworkEdit:
     Edge ids are the row positions of the edges table given at construction. The current
     network (:meth:`edges` / :meth:`nodes`) leaves out deleted edges and nodes no edge uses
     any more, with ``degree`` recomputed from the remaining ``u``/``v``.
+
+    An edges table written by :meth:`export` (columns ``edge_id`` and ``review``) opens with
+    its review status: ``kept`` and ``deleted`` edges come back as such.
     """
 
+    #: attribute columns written by :meth:`export` (short enough for Shapefiles)
+    ID_COLUMN, REVIEW_COLUMN = "edge_id", "review"
+
     def __init__(self, edges: Any, nodes: Any) -> None:
-        self._edges = edges.reset_index(drop=True)
+        edges = edges.reset_index(drop=True)
+        review = None
+        if self.REVIEW_COLUMN in edges.columns:
+            review = edges[self.REVIEW_COLUMN].astype(str).to_numpy()
+            edges = edges.drop(columns=[self.REVIEW_COLUMN])
+        if self.ID_COLUMN in edges.columns:
+            edges = edges.drop(columns=[self.ID_COLUMN])
+        self._edges = edges
         self._nodes = nodes.reset_index(drop=True)
-        self.deleted: set = set()
-        self.kept: set = set()
+        self.deleted: set = set() if review is None else set(np.flatnonzero(review == "deleted")
+                                                              .tolist())
+        self.kept: set = set() if review is None else set(np.flatnonzero(review == "kept")
+                                                           .tolist())
         self._undo: List[Tuple[str, frozenset, frozenset]] = []
 
     @property
@@ -808,14 +823,27 @@ class NetworkEdit:
         return {"edges": int(len(e)), "deleted": len(self.deleted), "kept": len(self.kept),
                 "road_km": km}
 
+    def review_table(self, include_deleted: bool = False) -> Any:
+        """The edges with ``edge_id`` (this network's edge ids) and ``review`` (``kept``,
+        ``unreviewed``, and ``deleted`` rows only with ``include_deleted``)."""
+        e = self._edges.copy()
+        e.insert(0, self.ID_COLUMN, np.arange(len(e), dtype=np.int64))
+        e.insert(1, self.REVIEW_COLUMN, [self.status(i) for i in range(len(e))])
+        if not include_deleted:
+            e = e[e[self.REVIEW_COLUMN] != "deleted"]
+        return e.reset_index(drop=True)
+
     def export(self, path: PathLike, target_crs: Optional[str] = None, overwrite: bool = False,
-               formats: Optional[Sequence[str]] = None) -> Any:
-        """Write the current network with ``app.service.extraction.export_network`` (QGIS styles
-        included); returns its ``VectorizeResult``."""
+               formats: Optional[Sequence[str]] = None, include_deleted: bool = False) -> Any:
+        """Write the reviewed network with ``app.service.extraction.export_network`` (QGIS
+        styles included): every edge with its ``edge_id`` and ``review`` status; deleted edges
+        are left out unless ``include_deleted`` (then their nodes stay too). Returns its
+        ``VectorizeResult``."""
         from app.service.extraction import export_network
 
-        e = self.edges().drop(columns=["edge_id"])
-        return export_network(e, self.nodes(), path, target_crs=target_crs or None,
+        e = self.review_table(include_deleted)
+        nodes = self._nodes if include_deleted else self.nodes()
+        return export_network(e, nodes, path, target_crs=target_crs or None,
                               overwrite=overwrite, formats=formats)
 
 

@@ -36,6 +36,14 @@ class ExportDialog(QDialog):
         self.rasters = QCheckBox("Also export the road mask and probability rasters")
         self.rasters.setChecked(have_rasters)
         self.rasters.setEnabled(have_rasters)
+        self.raster_note = QLabel("")
+        self.raster_note.setObjectName("rasterCrsNote")
+        self.raster_note.setWordWrap(True)
+        self.raster_note.setStyleSheet("color: #b06000;")
+        self.deleted = QCheckBox("Include deleted edges (review = deleted)")
+        self.deleted.setObjectName("includeDeleted")
+        self.deleted.setToolTip("Every edge has its edge_id and review status (kept / "
+                                "unreviewed); with this, the deleted ones are written too")
         self.overwrite = QCheckBox("Overwrite existing files")
         form = QFormLayout()
         row = QHBoxLayout()
@@ -47,7 +55,9 @@ class ExportDialog(QDialog):
             fm.addWidget(cb)
         form.addRow("Formats", fm)
         form.addRow("Target CRS", self.crs)
+        form.addRow(self.deleted)
         form.addRow(self.rasters)
+        form.addRow(self.raster_note)
         form.addRow(self.overwrite)
         note = QLabel("QGIS styles (.qml, and the GeoPackage layer_styles table) are written "
                       "beside the data.")
@@ -60,6 +70,17 @@ class ExportDialog(QDialog):
         lay.addWidget(note)
         lay.addWidget(bb)
         self._raster_crs = raster_crs
+        self.crs.currentTextChanged.connect(self._update_note)
+        self.rasters.toggled.connect(self._update_note)
+        self._update_note()
+
+    def _update_note(self, *_args) -> None:
+        """Rasters are not resampled: say so when the vectors go to another CRS."""
+        crs = self.options()["target_crs"]
+        show = bool(self.rasters.isChecked() and crs)
+        self.raster_note.setText(f"The rasters stay in the image CRS ({self._raster_crs or 'none'}"
+                                 f"); only the vectors are written in {crs}." if show else "")
+        self.raster_note.setVisible(show)
 
     def _browse(self) -> None:
         p, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text(),
@@ -80,4 +101,5 @@ class ExportDialog(QDialog):
             crs = None
         return {"path": str(base.with_suffix("." + fmts[0])), "formats": fmts,
                 "target_crs": crs, "rasters": self.rasters.isChecked(),
-                "overwrite": self.overwrite.isChecked()}
+                "overwrite": self.overwrite.isChecked(),
+                "include_deleted": self.deleted.isChecked()}

@@ -10,8 +10,9 @@ from typing import Any, Dict, List, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+                               QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from app.service.extraction import (BACKENDS, DEVICES, TTA_MODES, ExtractionRequest,
                                     list_checkpoints)
@@ -22,16 +23,27 @@ log = logging.getLogger(__name__)
 ANY_NETWORK = "(any network)"
 
 
+def tiling_problem(tile_px: int, overlap_px: int) -> Optional[str]:
+    """Why a tile/overlap pair cannot run (the extraction blends tiles with an overlap below
+    half a tile), or None."""
+    if overlap_px * 2 >= tile_px:
+        return (f"overlap {overlap_px} px must be less than half the tile size {tile_px} px "
+                f"(at most {max(0, (tile_px - 1) // 2)} px)")
+    return None
+
+
 class ExtractionPanel(QWidget):
     """Parameters of a run and the Run button.
 
     Signals:
         runRequested(): the user pressed Run.
         cancelRequested(): the user pressed Cancel.
+        workspaceChanged(str): the user chose another workspace folder.
     """
 
     runRequested = Signal()
     cancelRequested = Signal()
+    workspaceChanged = Signal(str)
 
     def __init__(self, settings: Any = None, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -80,6 +92,13 @@ class ExtractionPanel(QWidget):
         self.overlap.setSingleStep(8)
         self.overlap.setValue(64)
         self.overlap.setSuffix(" px")
+        self.tiling_error = QLabel("")
+        self.tiling_error.setObjectName("tilingError")
+        self.tiling_error.setWordWrap(True)
+        self.tiling_error.setStyleSheet("color: #d73a49;")
+        self.tiling_error.setVisible(False)
+        self.tile.valueChanged.connect(self._check_tiling)
+        self.overlap.valueChanged.connect(self._check_tiling)
         self.batch = QSpinBox()
         self.batch.setRange(1, 64)
         self.batch.setValue(2)
@@ -95,10 +114,25 @@ class ExtractionPanel(QWidget):
         self.out_dir = QLineEdit()
         self.out_dir.setObjectName("outDir")
         self.out_dir.setPlaceholderText("output folder")
+        self.out_dir.setToolTip("Where this image's outputs go (one folder per image in the "
+                                "workspace unless you choose another)")
         browse_out = QToolButton()
         browse_out.setText("…")
+        browse_out.setToolTip("Choose the output folder of this image")
         browse_out.clicked.connect(self._browse_out)
         self.overwrite = QCheckBox("Overwrite existing outputs")
+        self.workspace_label = QLabel("")
+        self.workspace_label.setObjectName("workspaceLabel")
+        self.workspace_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.workspace_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.workspace_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+        self.workspace_btn = QToolButton()
+        self.workspace_btn.setText("Change…")
+        self.workspace_btn.setObjectName("changeWorkspace")
+        self.workspace_btn.setToolTip("Choose the workspace: the folder that holds one output "
+                                      "folder per image")
+        self.workspace_btn.clicked.connect(self._browse_workspace)
+        self.workspace = ""
 
         model_box = QGroupBox("Model")
         f1 = QFormLayout(model_box)
@@ -118,6 +152,7 @@ class ExtractionPanel(QWidget):
         f2 = QFormLayout(tiling)
         f2.addRow("Tile size", self.tile)
         f2.addRow("Overlap", self.overlap)
+        f2.addRow(self.tiling_error)
         f2.addRow("Batch size", self.batch)
         f2.addRow("TTA", self.tta)
         f2.addRow("Threshold", self.threshold)
@@ -129,6 +164,10 @@ class ExtractionPanel(QWidget):
         od.addWidget(self.out_dir, 1)
         od.addWidget(browse_out)
         f3.addRow("Folder", od)
+        ws = QHBoxLayout()
+        ws.addWidget(self.workspace_label, 1)
+        ws.addWidget(self.workspace_btn)
+        f3.addRow("Workspace", ws)
         f3.addRow(self.overwrite)
 
         self.run_btn = QPushButton("Extract roads")
@@ -211,6 +250,28 @@ class ExtractionPanel(QWidget):
         i = self.checkpoint.currentIndex()
         return self.checkpoint.itemData(i) if i >= 0 else None
 
+    def checkpoint_meta(self, path: Optional[str]) -> Optional[Dict[str, Any]]:
+        """The metadata of a listed checkpoint (None when unknown)."""
+        if not path:
+            return None
+        if path not in self._meta:
+            try:
+                self._meta[path] = describe_checkpoint(path)
+            except UserError:
+                return None
+        return self._meta[path]
+
+    def select_checkpoint(self, path: str) -> None:
+        """Make ``path`` (listed, or added) the extraction checkpoint (remembered)."""
+        path = os.path.abspath(path)
+        if path not in self._checkpoints:
+            self.add_checkpoint(path, select=False)
+        if path not in self._checkpoints:  # hidden by the network filter
+            self.network.setCurrentIndex(0)
+        if path in self._checkpoints:
+            self.checkpoint.setCurrentIndex(self._checkpoints.index(path))
+            self.save()
+
     def _on_checkpoint(self, *_args) -> None:
         p = self.checkpoint_path()
         meta = self._meta.get(p) if p else None
@@ -242,12 +303,59 @@ class ExtractionPanel(QWidget):
         if path:
             if self.settings:
                 self.settings.set_last_dir("checkpoint", path)
+            self.choose_checkpoint(path)
+
+    def choose_checkpoint(self, path: str) -> bool:
+        """The user picked checkpoint file ``path``: checked now (a warning naming the file
+        when it is not a usable checkpoint), then listed and selected."""
+        from app.service.models import check_checkpoint
+
+        try:
+            check_checkpoint(path)
             self.add_checkpoint(path)
+        except UserError as exc:
+            msg = str(exc)
+            if Path(path).name not in msg:
+                msg = f"{path}: {msg}"
+            self.last_warning = msg
+            log.warning("%s", msg)
+            if self.isVisible():
+                box = QMessageBox(QMessageBox.Warning, "Not a usable checkpoint", msg,
+                                  QMessageBox.Ok, self)
+                box.setObjectName("checkpointWarning")
+                box.setAttribute(Qt.WA_DeleteOnClose)
+                box.open()
+            return False
+        return True
+
+    last_warning = ""
 
     def _browse_out(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Output folder", self.out_dir.text())
         if d:
             self.out_dir.setText(d)
+
+    def set_workspace(self, path: str) -> None:
+        self.workspace = str(path)
+        home = os.path.expanduser("~")
+        shown = "~" + self.workspace[len(home):] if self.workspace.startswith(home + os.sep) \
+            else self.workspace
+        self.workspace_label.setText(shown)
+        self.workspace_label.setToolTip(self.workspace)
+
+    def _browse_workspace(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Workspace", self.workspace)
+        if d:
+            self.workspaceChanged.emit(d)
+
+    def _check_tiling(self, *_args) -> Optional[str]:
+        problem = tiling_problem(self.tile.value(), self.overlap.value())
+        self.tiling_error.setText(problem or "")
+        self.tiling_error.setVisible(bool(problem))
+        self.run_btn.setEnabled(not problem and not self._running)
+        return problem
+
+    _running = False
 
     # ---- request ---------------------------------------------------------------------------
     def build_request(self, image: str, aoi_path: Optional[str]) -> ExtractionRequest:
@@ -256,6 +364,9 @@ class ExtractionPanel(QWidget):
         ckpt = self.checkpoint_path()
         if not ckpt:
             raise UserError("choose a checkpoint first (Model ▸ Checkpoint ▸ …)")
+        problem = tiling_problem(self.tile.value(), self.overlap.value())
+        if problem:
+            raise UserError(problem)
         out = self.out_dir.text().strip()
         if not out:
             raise UserError("choose an output folder (Output ▸ Folder)")
@@ -274,7 +385,9 @@ class ExtractionPanel(QWidget):
         return req
 
     def set_running(self, running: bool) -> None:
-        self.run_btn.setEnabled(not running)
+        self._running = running
+        self.run_btn.setEnabled(not running and not tiling_problem(self.tile.value(),
+                                                                   self.overlap.value()))
         self.cancel_btn.setEnabled(running)
         for w in (self.network, self.checkpoint, self.browse_ckpt, self.device, self.backend,
                   self.tile, self.overlap, self.batch, self.tta, self.threshold):

@@ -6,7 +6,7 @@ import time
 from typing import Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtGui import QFont, QTextCursor
+from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
@@ -91,13 +91,17 @@ class ProgressPanel(QWidget):
         self.handler.bridge.message.connect(self.append_log)
 
     def append_log(self, text: str, level: int = logging.INFO) -> None:
+        """One log line, coloured by its own level only (every line gets an explicit format,
+        so an error's colour never carries over to the lines after it)."""
         colour = "#e06c75" if level >= logging.ERROR else "#d19a66" if level >= logging.WARNING \
             else None
-        if colour:
-            esc = text.replace("&", "&amp;").replace("<", "&lt;")
-            self.log.appendHtml(f'<span style="color:{colour}">{esc}</span>')
-        else:
-            self.log.appendPlainText(text)
+        fmt = QTextCharFormat()
+        fmt.setForeground(QColor(colour) if colour else self.log.palette().text().color())
+        self.log.appendPlainText(text)
+        cur = QTextCursor(self.log.document().lastBlock())
+        cur.movePosition(QTextCursor.StartOfBlock)
+        cur.movePosition(QTextCursor.EndOfBlock, QTextCursor.KeepAnchor)
+        cur.setCharFormat(fmt)
         self.log.moveCursor(QTextCursor.End)
 
     def start(self) -> None:
@@ -137,5 +141,8 @@ class ProgressPanel(QWidget):
         self.cancel.setEnabled(False)
         if status == "success":
             self.bar.setValue(1000)
+        else:  # a cancelled or failed run leaves no half-full bar behind
+            self._fraction = 0.0
+            self.bar.setValue(0)
         self.stage.setText(text)
         self.times.setText(f"{format_seconds(el)} total")
