@@ -154,6 +154,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
 @click.option("--target-crs", default=None, help="CRS of the vector outputs, e.g. EPSG:32611.")
 @click.option("--pixel-coords", is_flag=True,
               help="Accept a raster without CRS (outputs in pixel coordinates).")
+@click.option("--gsd", default=None, metavar="METRES|native",
+              help="Processing ground resolution: the input is resampled to it on the fly "
+                   "[default: the model's, e.g. 1.0 m]; 'native' uses the input as it is.")
+@click.option("--input-gsd", type=float, default=None, metavar="METRES",
+              help="Ground resolution of a raster without CRS (with --pixel-coords).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
@@ -166,6 +171,7 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
             batch_size: int, tta: str, threshold: float, formats: Tuple[str, ...],
             polygons: bool, target_crs: Optional[str],
             pixel_coords: bool, overwrite: bool, progress: Optional[bool], as_json: bool,
+            gsd: Optional[str] = None, input_gsd: Optional[float] = None,
             **vec: Any) -> None:
     """Extract the road network of IMAGE (GeoTIFF) into OUT_DIR.
 
@@ -185,7 +191,7 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
         tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, tta=tta,
         threshold=threshold, vectorize=_vectorize_params(vec), formats=formats or ("gpkg",),
         polygons=polygons, target_crs=target_crs, overwrite=overwrite,
-        allow_pixel_coords=pixel_coords,
+        allow_pixel_coords=pixel_coords, gsd=gsd, input_gsd_m=input_gsd,
     )
     bar = _Progress(sys.stderr.isatty() if progress is None else progress)
     try:

@@ -32,9 +32,12 @@ import os
 import sys
 import time
 import uuid
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -168,6 +171,11 @@ class ExtractionRequest:
     normalization: Any = field(default=None, compare=False)
     predict_fn: Optional[PredictFn] = field(default=None, compare=False, repr=False)
     stem: Optional[str] = None
+    #: processing ground resolution: None = the model's ``gsd_m`` (input used as is for models
+    #: without one), ``"native"`` = never resample, or metres per pixel
+    gsd: Optional[Union[str, float]] = None
+    #: ground resolution of a raster without CRS (with ``allow_pixel_coords``), metres per pixel
+    input_gsd_m: Optional[float] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", str(self.image))
@@ -212,6 +220,16 @@ class ExtractionRequest:
             raise UserError(f"overlap must be >= 0 pixels, got {self.overlap_px}")
         if self.stem is not None and (not self.stem or "/" in self.stem or os.sep in self.stem):
             raise UserError(f"invalid output name {self.stem!r}")
+        if self.gsd is not None and str(self.gsd).lower() != "native":
+            try:
+                g = float(self.gsd)
+            except (TypeError, ValueError):
+                raise UserError(f"--gsd must be metres per pixel or 'native', got {self.gsd!r}") \
+                    from None
+            if not g > 0:
+                raise UserError(f"--gsd must be > 0 m, got {self.gsd}")
+        if self.input_gsd_m is not None and not float(self.input_gsd_m) > 0:
+            raise UserError(f"--input-gsd must be > 0 m, got {self.input_gsd_m}")
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready parameters (``predict_fn`` and callables are described, not serialised)."""
@@ -544,6 +562,7 @@ class _Model:
     tile_size_px: Optional[int]
     info: Dict[str, Any]
     workers: int = 1  # concurrent predict_fn calls (thread-safe ONNX Runtime sessions)
+    gsd_m: Optional[float] = None  # ground resolution the network was trained at
 
 
 def _mget(meta: Any, key: str, default: Any = None) -> Any:
@@ -667,7 +686,9 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
               "precision": str(getattr(predictor, "precision", "fp32")),
               "bands": list(bands), "normalization": norm,
               "epoch": int(_mget(meta, "epoch", 0) or 0),
+              "gsd_m": _mget(meta, "gsd_m", None),
               "metrics": dict(_mget(meta, "metrics", None) or {})},
+        gsd_m=float(_mget(meta, "gsd_m", None)) if _mget(meta, "gsd_m", None) else None,
     )
 
 
@@ -868,6 +889,110 @@ def _resolve_aoi(req: ExtractionRequest, info: Any):
     return aoi
 
 
+@dataclass
+class _Grid:
+    """The raster the tiles are read from: the input itself, or a VRT resampling it to the
+    model's ground resolution (rasters, window and vectors are then on that grid)."""
+
+    path: str
+    info: Any
+    gsd_m: Optional[float]
+    input_gsd_m: Optional[float]
+    resampled: bool
+    tmpdir: Optional[str] = None
+
+    def summary(self) -> Dict[str, Any]:
+        return {"gsd_m": self.gsd_m, "input_gsd_m": self.input_gsd_m,
+                "resampled": self.resampled, "width": int(self.info.width),
+                "height": int(self.info.height),
+                "transform": [float(v) for v in tuple(self.info.transform)[:6]]}
+
+    def close(self) -> None:
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+
+#: resampling is skipped when the input is within this relative difference of the target GSD
+GSD_TOLERANCE = 0.05
+
+
+def _processing_grid(req: ExtractionRequest, info: Any, model_gsd: Optional[float]) -> _Grid:
+    """Decide the processing ground resolution and, when it differs from the input's, write a
+    VRT that resamples the input to it on the fly (area average when shrinking, bilinear when
+    enlarging; GDAL reads overviews where present, windows only, so memory stays bounded)."""
+    from gis.io import open_raster
+
+    native = req.gsd is not None and str(req.gsd).lower() == "native"
+    target = None if native else (float(req.gsd) if req.gsd is not None else model_gsd)
+    if info.resolution_m is not None:
+        in_gsd = float(np.sqrt(info.resolution_m[0] * info.resolution_m[1]))
+    else:
+        in_gsd = float(req.input_gsd_m) if req.input_gsd_m else None
+    if target is None or (in_gsd is not None and abs(in_gsd / target - 1.0) <= GSD_TOLERANCE):
+        return _Grid(info.path, info, target if in_gsd is None else in_gsd, in_gsd, False)
+    if in_gsd is None:
+        raise UserError(f"{req.image}: raster has no CRS, so its ground resolution is unknown "
+                        f"and the model expects {target:g} m: pass --input-gsd METRES (or "
+                        "--gsd native to use it as it is)")
+    factor = target / in_gsd  # source pixels per processing pixel
+    tmpdir = tempfile.mkdtemp(prefix="roadseg-grid-")
+    vrt = os.path.join(tmpdir, f"{Path(req.image).stem}_{target:g}m.vrt")
+    try:
+        _write_resampling_vrt(os.path.abspath(info.path), vrt, factor, info.crs is not None)
+        ginfo = open_raster(vrt, allow_pixel_coords=True)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    log.info("%s: resampled from %.3g m to the model's %.3g m (%dx%d -> %dx%d px)", req.image,
+             in_gsd, target, info.width, info.height, ginfo.width, ginfo.height)
+    return _Grid(vrt, ginfo, target, in_gsd, True, tmpdir)
+
+
+def _write_resampling_vrt(src_path: str, vrt_path: str, factor: float, has_crs: bool) -> None:
+    """A VRT of ``src_path`` with pixels ``factor`` times larger (same CRS and extent)."""
+    import rasterio
+    import rasterio.shutil as rio_shutil
+    from rasterio.enums import Resampling
+    from rasterio.transform import Affine
+    from rasterio.vrt import WarpedVRT
+
+    resampling = Resampling.average if factor > 1 else Resampling.bilinear
+    with rasterio.open(src_path) as src:
+        w = max(1, int(round(src.width / factor)))
+        h = max(1, int(round(src.height / factor)))
+        t = src.transform * Affine.scale(src.width / w, src.height / h)
+        if has_crs:
+            with WarpedVRT(src, crs=src.crs, transform=t, width=w, height=h,
+                           resampling=resampling) as v:
+                rio_shutil.copy(v, vrt_path, driver="VRT")
+            return
+        # no CRS (pixel coordinates): a plain VRT whose sources are read resampled
+        bands = []
+        for b in range(1, src.count + 1):
+            nd = src.nodatavals[b - 1]
+            nd_xml = f"<NoDataValue>{nd!r}</NoDataValue>" if nd is not None else ""
+            bands.append(
+                f'<VRTRasterBand dataType="{_gdal_type(src.dtypes[b - 1])}" band="{b}">{nd_xml}'
+                f'<ComplexSource resampling="{resampling.name}">'
+                f'<SourceFilename relativeToVRT="0">{escape(src_path)}</SourceFilename>'
+                f"<SourceBand>{b}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{src.width}" ySize="{src.height}"/>'
+                f'<DstRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                f"{'<NODATA>' + repr(nd) + '</NODATA>' if nd is not None else ''}"
+                "</ComplexSource></VRTRasterBand>")
+        gt = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+        Path(vrt_path).write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">'
+                                  f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}"
+                                  "</VRTDataset>", encoding="utf-8")
+
+
+def _gdal_type(dtype: str) -> str:
+    return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+            "uint32": "UInt32", "int32": "Int32", "float32": "Float32",
+            "float64": "Float64"}.get(str(dtype), "Float32")
+
+
 def run_extraction(
     req: ExtractionRequest,
     on_progress: Optional[ProgressFn] = None,
@@ -898,6 +1023,7 @@ def run_extraction(
     summary: Dict[str, Any] = {"image": req.image, "parameters": req.to_dict()}
     staging: Optional[_Staging] = None
     status = "failed"
+    grid: Optional[_Grid] = None
     try:
         req.validate()
         target_crs = _check_crs(req.target_crs, "target CRS")
@@ -930,6 +1056,7 @@ def run_extraction(
             raise UserError(f"{req.image}: band {bad[0]} requested but the raster has "
                             f"{info.count} band(s)")
         _refuse_constant(info, bands, req.image)
+        grid = _processing_grid(req, info, model.gsd_m)
         progress(2, 3, "read")
         check("after loading the model")
         staging = _Staging(Path(req.out_dir))
@@ -946,7 +1073,7 @@ def run_extraction(
 
         t0 = time.perf_counter()
         inf = run_tiled_inference(
-            info.path, model.predict_fn,
+            grid.path, model.predict_fn,
             staging.path(paths["prob"].name), staging.path(paths["mask"].name),
             tile_size_px=tile, overlap_px=overlap, batch_size=int(req.batch_size),
             bands=tuple(bands), normalize=model.normalize, tta=req.tta,
@@ -975,7 +1102,7 @@ def run_extraction(
         progress(0, total_w, "write")
         done = _write_network(net, staging, stem, req.formats, target_crs, progress, 0, total_w)
         # ground area of the valid pixels (geodesic for geographic rasters, gis.io)
-        win_area = info.area_m2(inf.window) if info.crs is not None else None
+        win_area = grid.info.area_m2(inf.window) if info.crs is not None else None
         area_km2 = (win_area * inf.valid_pixels / max(1, inf.width * inf.height) / 1e6
                     if win_area is not None else None)
         netsum = _network_summary(net)
@@ -986,6 +1113,7 @@ def run_extraction(
             "units": "m" if inf.crs is not None else "px",
             "resolution_m": list(info.resolution_m) if info.resolution_m else None,
             "window": [int(inf.window.col_off), int(inf.window.row_off), inf.width, inf.height],
+            "processing_grid": grid.summary(),
             **netsum,
             "area_km2": area_km2,
             "road_density_km_per_km2": (netsum["road_km"] / area_km2) if area_km2 else None,
@@ -1044,6 +1172,8 @@ def run_extraction(
     finally:
         if staging is not None:
             staging.discard(failed=status != "success")
+        if grid is not None:
+            grid.close()
         _return_freed_memory()
 
 
