@@ -62,7 +62,8 @@ bench: install
 
 # docs/quality.md: the bundled model's scores on held-out data (needs ../shared/data)
 quality: install
-	$(PY) -m app.service.demo_data chips --overwrite
+	$(VENV)/bin/roadseg dataset assemble resources/datasets/roads_corpus.yaml --gsd 1.0 \
+	    --out $${XDG_CACHE_HOME:-$$HOME/.cache}/roadseg/corpus_1m --overwrite
 	$(PY) -m app.service.demo_data evaluate
 
 clean:

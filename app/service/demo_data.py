@@ -195,8 +195,16 @@ def build_demo_chips(data: Path, out: Path, chip_size_px: int = CHIP_SIZE_PX,
 
 
 # ------------------------------------------------------------------------ evaluation
-def _pixel_scores(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
-    """Road IoU / F1 / precision / recall of two bool masks ``(H, W)``."""
+def _pixel_scores(pred: np.ndarray, ref: np.ndarray, valid: Optional[np.ndarray] = None,
+                  relax_px: int = 0) -> Dict[str, float]:
+    """Road IoU / F1 / precision / recall of two bool masks ``(..., H, W)`` over ``valid``
+    pixels, plus relaxed precision / recall (a pixel counts when the other mask has road within
+    ``relax_px`` pixels, Mnih's relaxed measure) when ``relax_px`` > 0."""
+    from scipy import ndimage
+
+    if valid is None:
+        valid = np.ones(pred.shape, bool)
+    pred, ref = pred & valid, ref & valid
     tp = float(np.logical_and(pred, ref).sum())
     fp = float(np.logical_and(pred, ~ref).sum())
     fn = float(np.logical_and(~pred, ref).sum())
@@ -204,76 +212,156 @@ def _pixel_scores(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
     prec = tp / (tp + fp) if tp + fp else 0.0
     rec = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    return {"iou": round(iou, 4), "f1": round(f1, 4), "precision": round(prec, 4),
-            "recall": round(rec, 4), "road_fraction_ref": round(float(ref.mean()), 4),
-            "road_fraction_pred": round(float(pred.mean()), 4)}
+    out = {"iou": round(iou, 4), "f1": round(f1, 4), "precision": round(prec, 4),
+           "recall": round(rec, 4), "road_fraction_ref": round(float(ref.sum() / valid.sum()), 4),
+           "road_fraction_pred": round(float(pred.sum() / valid.sum()), 4)}
+    if relax_px > 0:
+        def near(m: np.ndarray) -> np.ndarray:
+            m2 = m.reshape((-1,) + m.shape[-2:])
+            return np.stack([ndimage.distance_transform_edt(~x) <= relax_px
+                             for x in m2]).reshape(m.shape)
+        rp = float((pred & near(ref)).sum()) / max(1.0, float(pred.sum()))
+        rr = float((ref & near(pred)).sum()) / max(1.0, float(ref.sum()))
+        out.update({"relaxed_precision": round(rp, 4), "relaxed_recall": round(rr, 4),
+                    "relaxed_f1": round(2 * rp * rr / (rp + rr), 4) if rp + rr else 0.0,
+                    "relax_m": None})
+    return out
 
 
-def _road_probability(predictor, image_hwc: np.ndarray, tile_px: int = 512) -> np.ndarray:
-    """Road probability ``(H, W)`` float32 of an RGB uint8 image, predicted tile by tile."""
-    from segcore.evaluate import predict_image
+def _extract(checkpoint: Path, image: Path, work: Path, **kw) -> Dict[str, object]:
+    """``run_extraction`` with the defaults (the model's GSD); returns the summary dict."""
+    from app.service.extraction import ExtractionRequest, run_extraction
 
-    x = predictor.normalize(np.ascontiguousarray(image_hwc.transpose(2, 0, 1)))
-    probs = predict_image(predictor.predict_batch, x, mode="sliding", tile_size=tile_px,
-                          overlap=0.25, batch_size=2)
-    return probs[0] if probs.shape[0] == 1 else probs[1]
+    res = run_extraction(ExtractionRequest(image=str(image), out_dir=str(work),
+                                           checkpoint=str(checkpoint), backend="mindspore",
+                                           overwrite=True, **kw))
+    if not res.ok:
+        raise RuntimeError(f"{image}: extraction failed: {res.error}")
+    summary = json.loads(Path(res.summary_path).read_text(encoding="utf-8"))
+    summary["_roads"] = str(res.roads_path)
+    summary["_prob"] = str(res.prob_path)
+    return summary
 
 
 def _extract_and_score(checkpoint: Path, image: Path, ref_lines: Path, work: Path,
                        buffer_m: float = 4.0) -> Dict[str, float]:
-    """``run_extraction`` on a GeoTIFF and centre-line precision/recall against ``ref_lines``."""
+    """Centre-line precision/recall within ``buffer_m`` and APLS against ``ref_lines``, and the
+    extraction's speed in km² per hour (whole run, one process)."""
     import geopandas as gpd
 
-    from app.service.extraction import ExtractionRequest, run_extraction
-    from gis.evaluate import buffered_precision_recall
+    from gis.evaluate import apls, buffered_precision_recall
 
-    res = run_extraction(ExtractionRequest(image=str(image), out_dir=str(work),
-                                           checkpoint=str(checkpoint), backend="mindspore",
-                                           overwrite=True))
-    if not res.ok:
-        raise RuntimeError(f"{image}: extraction failed: {res.error}")
-    pred = gpd.read_file(res.roads_path, layer="edges")
+    s = _extract(checkpoint, image, work)
+    pred = gpd.read_file(s["_roads"], layer="edges")
     ref = gpd.read_file(ref_lines)
     sc = buffered_precision_recall(pred, ref, buffer_m)
+    ap = apls(pred, ref)
+    total_s = float(s["timings_s"]["total"])
+    area = float(s.get("area_km2") or 0.0)
     return {"precision": round(sc.precision, 4), "recall": round(sc.recall, 4),
-            "f1": round(sc.f1, 4), "pred_length_m": round(sc.pred_length_m, 1),
-            "ref_length_m": round(sc.ref_length_m, 1), "buffer_m": buffer_m}
+            "f1": round(sc.f1, 4), "apls": round(ap.apls, 4),
+            "pred_length_m": round(sc.pred_length_m, 1), "ref_length_m": round(sc.ref_length_m, 1),
+            "buffer_m": buffer_m, "km2_per_hour": round(area / total_s * 3600, 1) if total_s else None,
+            "processing_gsd_m": (s.get("processing_grid") or {}).get("gsd_m")}
+
+
+def _corpus_scores(predictor, chips: Path, gsd_m: float) -> Dict[str, Dict[str, float]]:
+    """Pixel and relaxed (3 m) scores per source on the validation chips of an assembled
+    corpus (``roadseg dataset assemble``; chips hold 8-bit levels, masks 0/1/255)."""
+    import cv2
+
+    from segcore.evaluate import predict_image
+    from segcore.preprocess import preprocessor_from_meta
+
+    norm = preprocessor_from_meta(predictor.meta).on_uint8_levels()
+    man = json.loads((chips / "manifest.json").read_text(encoding="utf-8"))
+    relax = max(1, int(round(3.0 / gsd_m)))
+    by_src: Dict[str, List] = {}
+    seen = set()
+    for s in man["samples"]:
+        if s["split"] != "val" or s["image"] in seen:
+            continue
+        seen.add(s["image"])
+        im = cv2.cvtColor(cv2.imread(str(chips / s["image"])), cv2.COLOR_BGR2RGB)
+        m = cv2.imread(str(chips / s["mask"]), cv2.IMREAD_UNCHANGED)
+        x = norm(np.ascontiguousarray(im.transpose(2, 0, 1)))
+        p = predict_image(predictor.predict_batch, x, mode="sliding", tile_size=512,
+                          overlap=0.25, batch_size=2)
+        prob = p[0] if p.shape[0] == 1 else p[1]
+        by_src.setdefault(str(s["source"]), []).append((prob >= 0.5, m == 1, m != 255))
+    out = {}
+    for src, items in sorted(by_src.items()):
+        pred = np.concatenate([a.ravel() for a, _, _ in items])
+        ref = np.concatenate([b.ravel() for _, b, _ in items])
+        valid = np.concatenate([c.ravel() for _, _, c in items])
+        sc = _pixel_scores(pred, ref, valid)
+        # relaxed scores need the 2-D chips
+        rp_num = rp_den = rr_num = rr_den = 0.0
+        from scipy import ndimage
+        for a, b, c in items:
+            a, b = a & c, b & c
+            rp_num += float((a & (ndimage.distance_transform_edt(~b) <= relax)).sum())
+            rp_den += float(a.sum())
+            rr_num += float((b & (ndimage.distance_transform_edt(~a) <= relax)).sum())
+            rr_den += float(b.sum())
+        rp, rr = rp_num / max(1.0, rp_den), rr_num / max(1.0, rr_den)
+        sc.update({"relaxed_precision": round(rp, 4), "relaxed_recall": round(rr, 4),
+                   "relaxed_f1": round(2 * rp * rr / (rp + rr), 4) if rp + rr else 0.0,
+                   "relax_m": 3.0, "chips": len(items)})
+        out[src] = sc
+    return out
+
+
+def default_corpus_dir() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/roadseg/corpus_1m`` (``make quality`` builds it)."""
+    return default_cache_dir().parent / "corpus_1m"
 
 
 def evaluate_demo_model(checkpoint: Path, data: Path, chips: Optional[Path] = None,
                         work: Optional[Path] = None) -> Dict[str, Dict[str, float]]:
     """Scores of ``checkpoint`` on data it was not trained on.
 
-    * ``deepglobe_388``: pixel road IoU/F1 on the held-out DeepGlobe pair (threshold 0.5).
-    * ``spacenet_val``: pixel road IoU/F1 on the validation-band chips of ``chips`` (the split
-      used to pick the best epoch, so slightly optimistic).
-    * ``paris_img1447``: centre-line precision/recall within 4 m against the OSM lines of the
-      evaluation-only Paris tile (OSM lines are a few metres off: a lower bound).
-    * ``vegas_img0``: the same against the SpaceNet centre lines of the demo scene.
+    * ``corpus_val/<source>``: pixel and relaxed (3 m) scores per source on the validation
+      chips of ``chips`` (an assembled corpus at the model's GSD; the split that picked the
+      epoch, so slightly optimistic).
+    * ``deepglobe_388``: pixel road IoU/F1/recall (and relaxed at 3 m) on the held-out
+      DeepGlobe pair, extracted with the tool's defaults (input 0.5 m).
+    * ``paris_img1447`` / ``vegas_img0``: centre-line precision/recall within 4 m and APLS
+      against the OSM lines of the evaluation-only Paris tile and the SpaceNet lines of the
+      demo scene, with ``roadseg extract``'s defaults, plus km²/h.
     """
     import cv2
+    import rasterio
+    from rasterio.transform import from_origin
 
     from segcore.predict import load_predictor
 
     out: Dict[str, Dict[str, float]] = {}
+    work = Path(work or tempfile.mkdtemp(prefix="roadseg_demo_eval_"))
     pred = load_predictor(checkpoint, backend="mindspore")
+    gsd = getattr(pred.meta, "gsd_m", None)
+    if chips is not None and (chips / "manifest.json").is_file() and gsd:
+        cm = json.loads((chips / "manifest.json").read_text(encoding="utf-8")).get("corpus", {})
+        if cm.get("gsd_m") and abs(float(cm["gsd_m"]) - float(gsd)) < 1e-6:
+            for src, sc in _corpus_scores(pred, chips, float(gsd)).items():
+                out[f"corpus_val/{src}"] = sc
     d = data / "roads" / "deepglobe" / "train"
     img = _read_rgb(d / f"{DEEPGLOBE_HOLDOUT}_sat.jpg")
     ref = _read_gray(d / f"{DEEPGLOBE_HOLDOUT}_mask.png") > 127
-    out[f"deepglobe_{DEEPGLOBE_HOLDOUT}"] = _pixel_scores(_road_probability(pred, img) >= 0.5,
-                                                          ref)
-    if chips is not None and (chips / "manifest.json").is_file():
-        m = json.loads((chips / "manifest.json").read_text(encoding="utf-8"))
-        ps, rs = [], []
-        for s in m["samples"]:
-            if s["split"] != "val":
-                continue
-            im = cv2.cvtColor(cv2.imread(str(chips / s["image"])), cv2.COLOR_BGR2RGB)
-            ps.append(_road_probability(pred, im) >= 0.5)
-            rs.append(cv2.imread(str(chips / s["mask"]), cv2.IMREAD_GRAYSCALE) > 127)
-        if ps:
-            out["spacenet_val"] = _pixel_scores(np.stack(ps), np.stack(rs))
-    work = Path(work or tempfile.mkdtemp(prefix="roadseg_demo_eval_"))
+    work.mkdir(parents=True, exist_ok=True)
+    tif = work / f"deepglobe_{DEEPGLOBE_HOLDOUT}.tif"
+    # DeepGlobe carries no georeference: a local metric grid at its 0.5 m
+    with rasterio.open(tif, "w", driver="GTiff", width=img.shape[1], height=img.shape[0],
+                       count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000.0, 5000000.0, 0.5, 0.5)) as ds:
+        ds.write(img.transpose(2, 0, 1))
+    s = _extract(checkpoint, tif, work / "deepglobe")
+    with rasterio.open(s["_prob"]) as ds:
+        p = ds.read(1)
+    p = cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    sc = _pixel_scores((p >= 127) & (p < 255), ref, relax_px=6)
+    sc["relax_m"] = 3.0
+    out[f"deepglobe_{DEEPGLOBE_HOLDOUT}"] = sc
     out["paris_img1447"] = _extract_and_score(
         checkpoint, data / "holdout" / "RGB-PanSharpen_img1447.tif",
         data / "holdout" / "apls_paris_img1447" / "OSMroads_img1447.geojson", work / "paris")
@@ -284,24 +372,28 @@ def evaluate_demo_model(checkpoint: Path, data: Path, chips: Optional[Path] = No
     return out
 
 
-def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, float]]) -> Path:
+def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, float]],
+                  stage: Optional[Dict[str, object]] = None) -> Path:
     """Copy ``checkpoint`` (+ sidecar) to ``dest`` (``.ckpt``), adding the held-out scores to
-    the sidecar's ``metrics`` under ``holdout``. Written to temporary names and renamed."""
+    the sidecar's ``metrics`` under ``holdout`` and appending ``stage`` (how this training
+    stage was made) to its ``provenance`` list. Written to temporary names and renamed."""
     src_json = checkpoint.with_suffix(".json")
     meta = json.loads(src_json.read_text(encoding="utf-8"))
     metrics = dict(meta.get("metrics") or {})
     metrics["holdout"] = scores
     meta["metrics"] = metrics
+    prov = list(meta.get("provenance") or [])
+    if stage:
+        prov.append(stage)
+    meta["provenance"] = prov
     meta["training_data"] = {
-        "deepglobe_train": [f"{i}_sat.jpg" for i in DEEPGLOBE_TRAIN],
-        "spacenet": ["road_mask_input.tif (panchromatic, 3x replicated)",
-                     "AOI_2_Vegas_img33.png (soft mask >= 128)"],
-        "preprocessing": "each source scene stretched 2-98 % per band to 8 bit; in training "
-                         "each chip is stretched 2-98 % again (normalization 'percentile'), "
-                         "as inference stretches the whole scene",
+        "corpus": "resources/datasets/roads_corpus.yaml (roadseg dataset assemble --gsd "
+                  f"{meta.get('gsd_m')})",
+        "preprocessing": "each source image resampled to the model's GSD and stretched 2-98 % "
+                         "per band to 8-bit levels (segcore.preprocess), as inference does",
         "held_out": [f"deepglobe {DEEPGLOBE_HOLDOUT}", "paris img1447 (evaluation only)",
                      "demo scene Vegas img0 (never trained on)"],
-        "recipe": "resources/configs/road_demo_train.yaml"}
+        "recipe": "resources/configs/road_model_train.yaml"}
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp_ckpt = dest.with_name(dest.name + ".tmp")
     tmp_json = dest.with_suffix(".json.tmp")
@@ -312,30 +404,44 @@ def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, floa
     return dest
 
 
-_PIXEL_ROWS = (("spacenet_val", "SpaceNet validation band (whole 384 px chips; picked the epoch)"),
-               (f"deepglobe_{DEEPGLOBE_HOLDOUT}", f"DeepGlobe pair {DEEPGLOBE_HOLDOUT} (held out), "
-                                                   "1024 px"))
 _LINE_ROWS = (("vegas_img0", "Vegas img0, the demo scene, vs SpaceNet centre lines"),
               ("paris_img1447", "Paris img1447 vs OSM lines (evaluation only)"))
 
 
+def _pixel_label(key: str) -> str:
+    if key.startswith("corpus_val/"):
+        return f"validation band of {key.split('/', 1)[1]} (picked the epoch)"
+    if key.startswith("deepglobe_"):
+        return f"DeepGlobe pair {key.split('_', 1)[1]} (held out), 0.5 m"
+    if key == "spacenet_val":
+        return "SpaceNet validation band (picked the epoch)"
+    return key
+
+
 def scores_markdown(scores: Dict[str, Dict[str, float]]) -> str:
-    """The held-out scores as the two markdown tables of ``docs/quality.md``."""
-    out = ["| data (never trained on) | road IoU | F1 | precision | recall | road pixels "
-           "(reference / predicted) |", "|---|---|---|---|---|---|"]
-    for key, label in _PIXEL_ROWS:
-        if key in scores:
-            v = scores[key]
-            out.append(f"| {label} | {v['iou']:.3f} | {v['f1']:.3f} | {v['precision']:.3f} | "
-                       f"{v['recall']:.3f} | {100 * v['road_fraction_ref']:.1f} % / "
-                       f"{100 * v['road_fraction_pred']:.1f} % |")
+    """The held-out scores as the markdown tables of ``docs/quality.md``."""
+    def f(v: Dict[str, float], k: str) -> str:
+        return f"{v[k]:.3f}" if isinstance(v.get(k), (int, float)) else "-"
+
+    out = ["| data (never trained on) | road IoU | F1 | precision | recall | relaxed P / R "
+           "(3 m) | road pixels (reference / predicted) |", "|---|---|---|---|---|---|---|"]
+    for key, v in scores.items():
+        if key in dict(_LINE_ROWS):
+            continue
+        out.append(f"| {_pixel_label(key)} | {f(v, 'iou')} | {f(v, 'f1')} | "
+                   f"{f(v, 'precision')} | {f(v, 'recall')} | {f(v, 'relaxed_precision')} / "
+                   f"{f(v, 'relaxed_recall')} | {100 * v['road_fraction_ref']:.1f} % / "
+                   f"{100 * v['road_fraction_pred']:.1f} % |")
     out += ["", "| scene (`roadseg extract` defaults) | centre-line precision @ 4 m | "
-                "recall @ 4 m | F1 | extracted / reference length |", "|---|---|---|---|---|"]
+                "recall @ 4 m | F1 | APLS | extracted / reference length | km²/h |",
+            "|---|---|---|---|---|---|---|"]
     for key, label in _LINE_ROWS:
         if key in scores:
             v = scores[key]
+            kmh = v.get("km2_per_hour")
             out.append(f"| {label} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
-                       f"{v['pred_length_m']:.0f} m / {v['ref_length_m']:.0f} m |")
+                       f"{f(v, 'apls')} | {v['pred_length_m']:.0f} m / {v['ref_length_m']:.0f} m "
+                       f"| {kmh if kmh is not None else '-'} |")
     return "\n".join(out)
 
 
@@ -353,8 +459,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="the shared reference data folder")
     p.add_argument("--out", type=Path, default=default_cache_dir(),
                    help="chips folder (written by 'chips', read by 'evaluate')")
+    p.add_argument("--corpus", type=Path, default=default_corpus_dir(),
+                   help="assembled corpus whose validation chips 'evaluate' scores per source")
     p.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[2]
                    / "resources" / "models" / "road_demo.ckpt")
+    p.add_argument("--stage", default=None,
+                   help="package: JSON describing this training stage (model provenance)")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     if a.action == "chips":
@@ -365,11 +475,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.action == "package":
             p.error("package needs the checkpoint path")
         a.checkpoint = a.dest
-    scores = evaluate_demo_model(a.checkpoint, a.data, a.out)
+    scores = evaluate_demo_model(a.checkpoint, a.data, a.corpus)
     print(json.dumps(scores, indent=1))  # noqa: T201
     print(scores_markdown(scores))  # noqa: T201
     if a.action == "package":
-        print(package_model(a.checkpoint, a.dest, scores))  # noqa: T201
+        stage = json.loads(a.stage) if a.stage else None
+        print(package_model(a.checkpoint, a.dest, scores, stage))  # noqa: T201
     return 0
 
 
