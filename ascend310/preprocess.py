@@ -71,6 +71,8 @@ def extraction_request(image: Path, out_dir: Path, meta: Dict[str, Any], batch: 
         normalization=normalization, bands=tuple(meta.get("bands") or range(1, c + 1)),
         tile_size_px=h, overlap_px=overlap_px, batch_size=batch, tta="none", aoi=aoi,
         allow_pixel_coords=True, overwrite=True, stem=image.stem,
+        # tiles at the model's ground resolution, as `roadseg extract` reads them
+        gsd=meta.get("gsd_m"),
     )
 
 

@@ -34,6 +34,23 @@ CACHE_DIRNAME = ".roadseg-cache"
 PRECISIONS = ("fp32", "int8")
 
 
+def run_in_fixed_batches(run, x: np.ndarray, fixed_batch: Optional[int]) -> np.ndarray:
+    """``run(x)`` for a network exported with a fixed batch size: ``x`` is cut into chunks of
+    ``fixed_batch`` (the last one zero-padded) and the outputs are joined; any batch size when
+    ``fixed_batch`` is None."""
+    if fixed_batch is None or x.shape[0] == fixed_batch:
+        return run(x)
+    outs = []
+    b = int(fixed_batch)
+    for i in range(0, x.shape[0], b):
+        chunk = x[i:i + b]
+        k = chunk.shape[0]
+        if k < b:
+            chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
+        outs.append(run(np.ascontiguousarray(chunk))[:k])
+    return np.concatenate(outs, 0)
+
+
 def available_cores() -> int:
     """Cores this process may use: ``$ROADSEG_CORES`` when set (a batch worker process sets its
     thread count, so that one process per core does not start one thread per core each), else
@@ -291,17 +308,8 @@ class OnnxPredictor:
         return self.predict_batch(batch)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
-            return self.session.run(None, {self.input_name: x})[0]
-        outs = []
-        b = self.fixed_batch
-        for i in range(0, x.shape[0], b):
-            chunk = x[i:i + b]
-            k = chunk.shape[0]
-            if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
-            outs.append(self.session.run(None, {self.input_name: chunk})[0][:k])
-        return np.concatenate(outs, 0)
+        return run_in_fixed_batches(lambda c: self.session.run(None, {self.input_name: c})[0],
+                                    x, self.fixed_batch)
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output: ``(N, K, H, W)`` logits at the input size."""

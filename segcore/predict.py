@@ -36,7 +36,7 @@ import numpy as np
 from .errors import CheckpointError, ConfigError, SegcoreError
 from .meta import meta_from_dict as _meta_from_dict
 from .onnx_infer import OnnxPredictor as _LeanOnnxPredictor
-from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores,  # noqa: F401
+from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores, run_in_fixed_batches,  # noqa: F401
                          checkpoint_key, cpu_has_int8_dot,
                          logits_to_probabilities, onnx_cache_path, pad_to_multiple,
                          remove_cached, writable_cache_folder)
@@ -228,19 +228,11 @@ class MindIRPredictor(OnnxPredictor):
         self._ms = ms
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
-            out = self.cell(self._ms.Tensor(x))
+        def run(chunk: np.ndarray) -> np.ndarray:
+            out = self.cell(self._ms.Tensor(chunk))
             return (out[0] if isinstance(out, (tuple, list)) else out).asnumpy()
-        outs = []
-        b = self.fixed_batch
-        for i in range(0, x.shape[0], b):
-            chunk = x[i:i + b]
-            k = chunk.shape[0]
-            if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k,) + chunk.shape[1:], chunk.dtype)])
-            out = self.cell(self._ms.Tensor(np.ascontiguousarray(chunk)))
-            outs.append((out[0] if isinstance(out, (tuple, list)) else out).asnumpy()[:k])
-        return np.concatenate(outs, 0)
+
+        return run_in_fixed_batches(run, x, self.fixed_batch)
 
 
 # ---------------------------------------------------------------------------------------------

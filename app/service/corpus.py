@@ -323,10 +323,16 @@ def assemble_corpus(sources: Sequence[CorpusSource], out: os.PathLike, gsd_m: fl
                              for k in ("train", "val")}}
         (tmp / "manifest.json").write_text(json.dumps({"corpus": summary, "samples": samples},
                                                       indent=1), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` (built beside ``out``) under the name ``out``, replacing
+    an earlier one."""
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from app.service.corpus import replace_folder
 from gis.chips import chip_windows, split_windows_by_area
 
 logger = logging.getLogger(__name__)
@@ -68,13 +69,15 @@ def default_data_dir() -> Path:
 
 def stretch_to_uint8(band: np.ndarray, low_pct: float = 2.0,
                      high_pct: float = 98.0) -> np.ndarray:
-    """Linear percentile stretch of one band ``(H, W)`` (any dtype; zeros treated as nodata)
-    to uint8 ``(H, W)``."""
-    vals = band[band > 0] if np.any(band > 0) else band.ravel()
-    lo, hi = np.percentile(vals, [low_pct, high_pct])
-    hi = max(float(hi), float(lo) + 1.0)
-    out = (band.astype(np.float32) - float(lo)) / (hi - float(lo)) * 255.0
-    return np.clip(out, 0, 255).round().astype(np.uint8)
+    """Linear percentile stretch of one band ``(H, W)`` (any dtype; zeros treated as nodata in
+    the statistics) to 8-bit levels ``(H, W)`` uint8, by :mod:`segcore.preprocess`."""
+    from segcore.preprocess import stretch_limits
+    from segcore.preprocess import stretch_to_uint8 as _levels
+
+    x = band[None]
+    valid = band > 0 if np.any(band > 0) else None
+    lo, hi = stretch_limits(x, valid, low_pct, high_pct)
+    return _levels(x, lo, hi)[0]
 
 
 def stretch_scene(img: np.ndarray) -> np.ndarray:
@@ -182,9 +185,7 @@ def build_demo_chips(data: Path, out: Path, chip_size_px: int = CHIP_SIZE_PX,
                 on_progress(k + 1, len(sources), "chips")
         (tmp / "manifest.json").write_text(json.dumps({"samples": samples}, indent=1),
                                            encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
