@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import ConfigError, SegcoreError
 from .metrics import ConfusionMatrix, topk_accuracy
+from .onnx_infer import _meta_get
 from .predict import normalization_from_meta
 
 logger = logging.getLogger(__name__)
@@ -241,12 +242,6 @@ def _predict_sliding(predict_fn, image: np.ndarray, pairs, tile_size: Optional[i
 # ---------------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------------
-def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    if meta is None:
-        return default
-    if isinstance(meta, dict):
-        return meta.get(key, default)
-    return getattr(meta, key, default)
 
 
 def build_eval_dataset(cfg: EvalConfig, meta: Any):

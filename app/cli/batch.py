@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import click
 
 from app.cli import cli
-from app.cli.extract import _vectorize_params, extract
+from app.cli.extract import _vectorize_params, extract, parse_bands
 from app.service.batch import BatchEvent, BatchRequest, run_batch
 from app.service.errors import UserError
 from app.service.extraction import ExtractionRequest
@@ -95,13 +95,7 @@ def _quiet_dask() -> None:
 
 
 def _extraction_request(out_dir: str, kw: Dict[str, Any]) -> ExtractionRequest:
-    bands = kw.pop("bands", None)
-    band_list = None
-    if bands:
-        try:
-            band_list = tuple(int(b) for b in bands.replace(" ", "").split(",") if b)
-        except ValueError:
-            raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
+    band_list = parse_bands(kw.pop("bands", None))
     bbox = kw.pop("bbox", None)
     gsd, input_gsd = kw.pop("gsd", None), kw.pop("input_gsd", None)
     return ExtractionRequest(

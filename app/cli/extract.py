@@ -106,6 +106,16 @@ class _Progress:
             sys.stderr.flush()
 
 
+def parse_bands(bands: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """``--bands "1,2,3"`` as a tuple of 1-based band numbers (None when not given)."""
+    if not bands:
+        return None
+    try:
+        return tuple(int(b) for b in bands.replace(" ", "").split(",") if b)
+    except ValueError:
+        raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -178,12 +188,7 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
     Writes IMAGE_prob.tif and IMAGE_mask.tif (COGs), IMAGE_roads.gpkg (centre lines and
     junctions, QGIS styles) and IMAGE_summary.json.
     """
-    band_list = None
-    if bands:
-        try:
-            band_list = tuple(int(b) for b in bands.replace(" ", "").split(",") if b)
-        except ValueError:
-            raise UserError(f"--bands {bands!r}: give 1-based band numbers like 1,2,3") from None
+    band_list = parse_bands(bands)
     req = ExtractionRequest(
         image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
         bands=band_list, device=device, precision=precision, aoi=aoi, bbox=tuple(bbox) if bbox else None,
