@@ -155,6 +155,9 @@ class AugmentConfig:
     contrast_range: Tuple[float, float] = (0.6, 1.4)
     brightness_shift: Tuple[float, float] = (-25.0, 25.0)
     gamma_range: Tuple[float, float] = (0.6, 1.6)
+    grayscale_p: float = 0.0  # probability of a grey image (all bands = luminance), uint8 3-band
+    blur_p: float = 0.0  # probability of a Gaussian blur (resampled or hazy imagery)
+    blur_sigma: Tuple[float, float] = (0.4, 1.4)  # in pixels
     mask_fill: int = 255  # mask value for padded / warped-in pixels
 
 
@@ -172,7 +175,8 @@ def recipe(name: str, crop_size: Optional[SizeLike] = None,
     if key == "roads":
         return AugmentConfig(crop_size=crop, random_crop=True, hflip=True, vflip=True, rot90=True,
                              hsv=True, shift_scale_rotate=True, scale_limit=0.3,
-                             rotate_limit_deg=180.0, photometric=True, mask_fill=0)
+                             rotate_limit_deg=180.0, photometric=True, grayscale_p=0.1,
+                             blur_p=0.2, mask_fill=0)
     if key in ("deeplabv3", "ddrnet", "dgcnet"):
         if crop is None:
             raise ConfigError(f"augmentation recipe '{name}' needs a crop_size")
@@ -227,6 +231,18 @@ def _photometric(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) 
     if rng.random() < 0.5:
         x = np.float32(255.0) * (x / np.float32(255.0)) ** np.float32(rng.uniform(*cfg.gamma_range))
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _grayscale(img: np.ndarray) -> np.ndarray:
+    import cv2
+    grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _blur(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+    sigma = float(rng.uniform(*cfg.blur_sigma))
+    return _cv_per_chunk(lambda p: cv2.GaussianBlur(p, (0, 0), sigmaX=sigma), img)
 
 
 def _warp(img: np.ndarray, mask: Optional[np.ndarray], mat: np.ndarray, out_hw: Tuple[int, int],
@@ -329,7 +345,8 @@ def augment_pair(img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig
         # OpenCV does not take int64/int32 masks for nearest warps everywhere: use uint8/uint16
         work = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
         mask = mask.astype(work)
-    needs_rng = (cfg.hsv or cfg.photometric or cfg.shift_scale_rotate or cfg.scale_range
+    needs_rng = (cfg.hsv or cfg.photometric or cfg.grayscale_p > 0 or cfg.blur_p > 0
+                 or cfg.shift_scale_rotate or cfg.scale_range
                  or cfg.hflip or cfg.vflip
                  or cfg.rot90 or (cfg.crop_size is not None and cfg.random_crop))
     if needs_rng and rng is None:
@@ -338,6 +355,11 @@ def augment_pair(img: np.ndarray, mask: Optional[np.ndarray], cfg: AugmentConfig
         img = _hsv_shift(img, cfg, rng)
     if cfg.photometric and img.dtype == np.uint8:
         img = _photometric(img, cfg, rng)
+    if (cfg.grayscale_p > 0 and img.dtype == np.uint8 and img.shape[2] == 3
+            and rng.random() < cfg.grayscale_p):
+        img = _grayscale(img)
+    if cfg.blur_p > 0 and rng.random() < cfg.blur_p:
+        img = _blur(img, cfg, rng)
     if cfg.shift_scale_rotate and rng.random() < 0.5:
         img, mask = _shift_scale_rotate(img, mask, cfg, rng, fill)
     if cfg.scale_range is not None:
