@@ -62,8 +62,9 @@ bench: install
 
 # docs/quality.md: the bundled model's scores on held-out data (needs ../shared/data)
 quality: install
-	$(VENV)/bin/roadseg dataset assemble resources/datasets/roads_corpus.yaml --gsd 1.0 \
-	    --out $${XDG_CACHE_HOME:-$$HOME/.cache}/roadseg/corpus_1m --overwrite
+	gsd=$$($(PY) -c "import json; print(json.load(open('resources/models/road_demo.json')).get('gsd_m') or 1.0)"); \
+	$(VENV)/bin/roadseg dataset assemble resources/datasets/roads_corpus.yaml --gsd $$gsd \
+	    --out $$($(PY) -c "from app.service.demo_data import default_corpus_dir as d; print(d($$gsd))") --overwrite
 	$(PY) -m app.service.demo_data evaluate
 
 clean:

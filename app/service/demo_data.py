@@ -313,9 +313,10 @@ def _corpus_scores(predictor, chips: Path, gsd_m: float) -> Dict[str, Dict[str, 
     return out
 
 
-def default_corpus_dir() -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/roadseg/corpus_1m`` (``make quality`` builds it)."""
-    return default_cache_dir().parent / "corpus_1m"
+def default_corpus_dir(gsd_m: float = 1.0) -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/roadseg/corpus_<gsd>m`` (``corpus_05m`` at 0.5 m,
+    ``corpus_1m`` at 1 m): where ``make quality`` builds the corpus at the model's GSD."""
+    return default_cache_dir().parent / f"corpus_{gsd_m:g}m".replace(".", "")
 
 
 def evaluate_demo_model(checkpoint: Path, data: Path, chips: Optional[Path] = None,
@@ -460,8 +461,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="the shared reference data folder")
     p.add_argument("--out", type=Path, default=default_cache_dir(),
                    help="chips folder (written by 'chips', read by 'evaluate')")
-    p.add_argument("--corpus", type=Path, default=default_corpus_dir(),
-                   help="assembled corpus whose validation chips 'evaluate' scores per source")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="assembled corpus whose validation chips 'evaluate' scores per source "
+                        "[default: the cache's corpus at the model's GSD]")
     p.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[2]
                    / "resources" / "models" / "road_demo.ckpt")
     p.add_argument("--stage", default=None,
@@ -476,6 +478,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.action == "package":
             p.error("package needs the checkpoint path")
         a.checkpoint = a.dest
+    if a.corpus is None:
+        side = Path(a.checkpoint).with_suffix(".json")
+        gsd = (json.loads(side.read_text(encoding="utf-8")).get("gsd_m")
+               if side.exists() else None)
+        a.corpus = default_corpus_dir(float(gsd) if gsd else 1.0)
     scores = evaluate_demo_model(a.checkpoint, a.data, a.corpus)
     print(json.dumps(scores, indent=1))  # noqa: T201
     print(scores_markdown(scores))  # noqa: T201
