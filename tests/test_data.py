@@ -329,6 +329,30 @@ def test_photometric_jitter_keeps_order_and_mask():
     assert changed >= 5
 
 
+def test_grey_and_blur_augmentation_keep_the_mask_and_the_mean():
+    """The roads recipe's grey step makes all bands equal (luminance) and its blur smooths a
+    step edge without moving it; neither touches the mask."""
+    rng0 = np.random.default_rng(3)
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 16:] = (200, 120, 40)
+    img += rng0.integers(0, 5, img.shape, dtype=np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 1
+    grey = AugmentConfig(grayscale_p=1.0)
+    out, m = augment_pair(img, mask, grey, np.random.default_rng(0), image_fill=[0, 0, 0])
+    np.testing.assert_array_equal(m, mask)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    assert abs(int(out[0, 20, 0]) - int(0.299 * 200 + 0.587 * 120 + 0.114 * 40)) <= 3
+    blur = AugmentConfig(blur_p=1.0, blur_sigma=(1.0, 1.0))
+    out, m = augment_pair(img, mask, blur, np.random.default_rng(0), image_fill=[0, 0, 0])
+    np.testing.assert_array_equal(m, mask)
+    assert 0 < int(out[10, 15, 0]) < 200 and 0 < int(out[10, 16, 0]) < 204  # edge softened
+    assert abs(float(out[:, 2:-2].mean()) - float(img[:, 2:-2].mean())) < 2.0
+    never = AugmentConfig(grayscale_p=0.0, blur_p=0.0)
+    out, _ = augment_pair(img, mask, never, None, image_fill=[0, 0, 0])
+    np.testing.assert_array_equal(out, img)
+
+
 def test_percentile_training_normalization_matches_inference():
     """Training's per-image stretch + mean/std equals what inference applies for the
     ``percentile`` normalisation (up to the uint8 rounding of the stretched image)."""
