@@ -146,6 +146,23 @@ def test_outputs_go_to_the_workspace_and_nothing_is_written_beside_the_input(
     assert sorted(os.listdir(image.parent)) == before  # no .aux.xml or outputs beside it
 
 
+@pytest.mark.slow
+def test_a_new_users_workspace_is_made_when_the_first_extraction_starts(
+        qtbot, win: MainWindow, image: Path, tmp_path: Path) -> None:
+    """A fresh install's workspace folder does not exist yet: the first extraction makes it
+    instead of failing on a missing parent folder."""
+    ws = tmp_path / "workspace"
+    assert not ws.exists()
+    assert win.open_image(str(image))
+    done: List[object] = []
+    win.runner.finished.connect(done.append)
+    assert win.start_extraction(), win.last_error
+    qtbot.waitUntil(lambda: bool(done), timeout=240000)
+    assert done[0].status == "success", getattr(done[0], "error", None)
+    out = Path(win.extraction_panel.out_dir.text())
+    assert ws.is_dir() and out.parent == ws and any(out.iterdir())
+
+
 # ------------------------------------------------------------------------------ item 4
 def test_opening_another_image_asks_before_discarding_review_edits(
         qtbot, win: MainWindow, image: Path, network: Path, tmp_path: Path) -> None:

@@ -849,6 +849,9 @@ class MainWindow(QMainWindow):
             self._check_aoi(self.aoi_layer.polygons, self._aoi_source)
         aoi = self.aoi_file() if use_aoi else None
         req = self.extraction_panel.build_request(self.image_path, aoi)
+        if Path(req.out_dir).parent == Path(self.workspace):
+            # the workspace is ours: make it on first use (a new user's does not exist yet)
+            Path(self.workspace).mkdir(parents=True, exist_ok=True)
         log.info("extracting roads from %s with %s (tile %s px, overlap %s px, TTA %s, "
                  "threshold %.2f)%s", Path(req.image).name, Path(req.checkpoint).name,
                  req.tile_size_px, req.overlap_px, req.tta, req.threshold,
