@@ -262,6 +262,75 @@ def test_manifest_with_other_options_is_refused(tmp_path):
         run_batch(req)
 
 
+def test_a_late_start_event_never_reopens_a_finished_item():
+    """The defect of the VRT-in-blocks run: a worker's 'start' event and the item's result can
+    reach the client in the same poll (events and results travel apart), and reading the event
+    after the result put the finished block back to 'running' (saved as 'pending'), so the
+    scene was never joined while the batch said completed."""
+    import queue
+
+    from app.service.batch import Item, _apply_events
+
+    items = {k: Item(key=k, scene="s", image="/data/s.vrt", out_dir="/o", stem=k,
+                     block=(0, 0, 8, 8)) for k in ("a", "b")}
+    items["a"].state = "done"
+    events, seen, started = queue.Queue(), [], set()
+    for ev in ({"item": "a", "stage": "start", "done": 0, "total": 1},
+               {"item": "a", "stage": "infer", "done": 4, "total": 4},
+               {"item": "b", "stage": "start", "done": 0, "total": 1},
+               {"item": "b", "stage": "infer", "done": 1, "total": 4},
+               {"item": "zz", "stage": "start", "done": 0, "total": 1}):
+        events.put(ev)
+    _apply_events(events, items, started,
+                  lambda kind, **kw: seen.append((kind, kw.get("item"), kw.get("stage"))))
+    assert items["a"].state == "done" and items["b"].state == "running"
+    assert seen == [("item_started", "b", None), ("item_progress", "b", "infer")]
+    assert events.empty()
+
+
+@pytest.mark.slow
+def test_an_item_cancelled_outside_a_cancel_is_a_named_failure(tmp_path):
+    """Only a batch being cancelled may leave an item unfinished: an extraction that stops as
+    cancelled, or a future Dask cancels, while the batch runs on is a failure naming the
+    block (so the batch cannot say 'completed' with a block left pending)."""
+    from distributed import Client, wait
+
+    from app.service.batch import Item, _finish_item, run_item
+
+    scene = _road_scene(tmp_path / "roads.tif", size=300)
+    flag = tmp_path / ".roadseg-cancel-x"
+    flag.touch()  # the worker sees a cancel request the batch never made
+    it = Item(key="roads_r000_c001", scene="roads", image=str(scene),
+              out_dir=str(tmp_path / "o"), stem="roads_r000_c001", block=(100, 0, 200, 300))
+    counts, seen = {"done": 0, "failed": 0}, []
+    emit = lambda kind, **kw: seen.append((kind, kw.get("item")))  # noqa: E731
+    with Client(processes=False, n_workers=1, threads_per_worker=1,
+                dashboard_address=None) as client:
+        fut = client.submit(run_item, it.to_dict(), _template(predict_fn=BrightnessModel(),
+                                                             tile_size_px=128),
+                            str(flag), None, pure=False)
+        wait([fut], timeout=120)
+        assert fut.result()["state"] == "cancelled"
+        _finish_item(fut, it, counts, emit, cancelling=True)  # the batch asked: run again
+        assert it.state == "pending" and counts == {"done": 0, "failed": 0}
+        _finish_item(fut, it, counts, emit, cancelling=False)
+        assert it.state == "failed" and counts["failed"] == 1
+        assert it.error.startswith(f"{scene} (block roads_r000_c001): the extraction stopped "
+                                   "as cancelled although the batch was not cancelled")
+        assert "\n" not in it.error
+        slow = client.submit(time.sleep, 30, pure=False)
+        client.cancel([slow])
+        deadline = time.monotonic() + 30
+        while slow.status != "cancelled":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        it2 = Item(key="x", scene="x", image="/data/x.tif", out_dir=str(tmp_path), stem="x")
+        _finish_item(slow, it2, counts, emit)
+        assert it2.state == "failed" and it2.error.startswith("/data/x.tif: Dask cancelled")
+    assert seen == [("item_failed", it.key), ("item_failed", "x")]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_cli_bad_input_is_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     r = subprocess.run([PY, "-m", "app.cli", "batch", str(tmp_path / "missing.tif"), "-o",
@@ -361,10 +430,6 @@ def _merged(out: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known defect, open in the batch issue: one of the four "
-                   "blocks of the VRT input ends 'pending' (its extraction reports cancelled) "
-                   "while the batch reports completed; seen on 2026-12-05 on the merged main "
-                   "and on the dask branch alone")
 def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, cluster):
     from app.service.batch import BatchRequest, run_batch
 
@@ -400,7 +465,9 @@ def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, clus
                                  extraction=_template(**kw), scheduler=cluster.address,
                                  block_size_px=450, block_overlap_px=120))
     sc = res.summary["scenes"][0]
-    assert sc["state"] == "done" and sc["blocks"] == 4, res.summary
+    assert res.status == "completed" and sc["state"] == "done" and sc["blocks"] == 4, res.summary
+    man = json.loads((tmp_path / "blk" / "batch_manifest.json").read_text())
+    assert sorted(v["state"] for v in man["items"].values()) == ["done"] * 4, man["items"]
     be = gpd.read_file(tmp_path / "blk" / "mosaic_roads.gpkg", layer="edges")
     bn = gpd.read_file(tmp_path / "blk" / "mosaic_roads.gpkg", layer="nodes")
     assert len(list((tmp_path / "blk" / "mosaic_blocks").glob("*_roads.gpkg"))) == 4

@@ -162,6 +162,11 @@ def _batch(inputs: Tuple[str, ...], out_dir: str, scheduler: Optional[str],
     click.echo(f"summary:    {result.summary_path}")
     if result.status == "cancelled":
         raise click.exceptions.Abort()
+    unfinished = [s["scene"] for s in result.summary.get("scenes", [])
+                  if s["state"] not in ("done", "skipped", "failed")]
+    if unfinished:  # never a quiet success with a scene left over
+        raise click.ClickException(f"{len(unfinished)} of {t['scenes']} scene(s) not finished: "
+                                   f"{', '.join(unfinished)} (see {result.summary_path})")
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} of {t['scenes']} scene(s) failed "
                                    f"(see {result.summary_path})")

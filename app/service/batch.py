@@ -799,19 +799,7 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
             from distributed import wait
 
             while pending:
-                try:
-                    while True:
-                        ev = events.get_nowait()
-                        key = ev.get("item")
-                        if key in items and key not in started:
-                            started.add(key)
-                            items[key].state = "running"
-                            emit("item_started", item=key)
-                        if ev.get("stage") != "start":
-                            emit("item_progress", item=key, stage=ev.get("stage"),
-                                 done=int(ev.get("done", 0)), total=int(ev.get("total", 0)))
-                except queue.Empty:
-                    pass
+                _apply_events(events, items, started, emit)
                 try:
                     if cancelling_since is None and should_cancel is not None and should_cancel():
                         raise KeyboardInterrupt
@@ -819,6 +807,8 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
                         wait(list(pending), timeout=0.3, return_when="FIRST_COMPLETED")
                     except TimeoutError:
                         pass
+                    except _DASK_CANCELLED:
+                        pass  # a future the scheduler cancelled: handled below, as finished
                 except KeyboardInterrupt as exc:
                     if cancelling_since is not None:
                         raise
@@ -832,10 +822,14 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
                 if cancelling_since is not None and \
                         time.monotonic() - cancelling_since > req.grace_s:
                     break
+                # the events that came with these results first: an item's late 'start'
+                # must be seen while it is still unfinished (_apply_events never moves a
+                # finished item back to running)
+                _apply_events(events, items, started, emit)
                 for fut in [f for f in pending if f.done()]:
                     pending.discard(fut)
                     it = futures[fut]
-                    _finish_item(fut, it, counts, emit)
+                    _finish_item(fut, it, counts, emit, cancelling=cancelling_since is not None)
                     save_manifest()
                     sc = scene_of[it.scene]
                     if sc.blocks and all(items[k].state in ("done", "skipped")
@@ -848,6 +842,7 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
                             sc.error = f"joining the blocks failed: {as_user_error(exc)}"
             for fut in pending:  # cancelled or given up after the grace period
                 futures[fut].state = "pending"
+            _apply_events(events, items, started, emit)
         finally:
             try:
                 client.close()
@@ -861,6 +856,19 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
                 pass
             save_manifest()
             _remove_staging(out)
+
+    if status == "completed":
+        # every item must have ended done, skipped or failed: an unfinished one in a batch
+        # that was not cancelled is reported as failed, by name, never passed over
+        for it in items.values():
+            if it.state not in ("done", "skipped", "failed"):
+                log.error("%s: item %s ended %r in a batch that was not cancelled", out,
+                          it.key, it.state)
+                it.error = (f"{_item_label(it)}: did not finish (state {it.state!r}) although "
+                            "the batch was not cancelled; run the batch again to redo it")
+                it.state = "failed"
+                counts["failed"] += 1
+        save_manifest()
 
     # ---- scene states, merge, summary -----------------------------------------------------
     for sc in scenes:
@@ -900,7 +908,59 @@ def _accepts_n_workers(client: Any) -> bool:
         return False
 
 
-def _finish_item(fut: Any, it: Item, counts: Dict[str, int], emit: Callable[..., None]) -> None:
+def _apply_events(events: "queue.Queue[Dict[str, Any]]", items: Dict[str, Item],
+                  started: set, emit: Callable[..., None]) -> None:
+    """Take the workers' progress events off ``events``: the first event of an item marks it
+    ``running`` (``item_started``), later ones become ``item_progress``.
+
+    Events travel apart from the results (worker -> scheduler -> this client's event thread),
+    so an item's ``start`` can be read only after its result: an item that has a final state
+    (done, failed, skipped) keeps it, and its late events are dropped."""
+    while True:
+        try:
+            ev = events.get_nowait()
+        except queue.Empty:
+            return
+        key = ev.get("item")
+        it = items.get(key)
+        if it is None or it.state not in ("pending", "running"):
+            continue
+        if key not in started:
+            started.add(key)
+            it.state = "running"
+            emit("item_started", item=key)
+        if ev.get("stage") != "start":
+            emit("item_progress", item=key, stage=ev.get("stage"),
+                 done=int(ev.get("done", 0)), total=int(ev.get("total", 0)))
+
+
+def _dask_cancelled_errors() -> Tuple[type, ...]:
+    """What ``distributed.wait`` raises when a future in it was cancelled."""
+    import asyncio
+    import concurrent.futures
+
+    out = [asyncio.CancelledError, concurrent.futures.CancelledError]
+    try:
+        from distributed.client import FuturesCancelledError
+
+        out.append(FuturesCancelledError)
+    except ImportError:  # pragma: no cover - older distributed
+        pass
+    return tuple(dict.fromkeys(out))
+
+
+_DASK_CANCELLED = _dask_cancelled_errors()
+
+
+def _item_label(it: Item) -> str:
+    return f"{it.image} (block {it.key})" if it.block is not None else it.image
+
+
+def _finish_item(fut: Any, it: Item, counts: Dict[str, int], emit: Callable[..., None],
+                 cancelling: bool = False) -> None:
+    """Record the outcome of ``it``'s finished future. Only a batch being cancelled leaves an
+    item unfinished (``pending``, run again next time): an item that stopped as cancelled, or
+    a future Dask cancelled, while the batch was not being cancelled is a failure."""
     if fut.status == "finished":
         r = fut.result()
         it.state = r["state"]
@@ -908,9 +968,20 @@ def _finish_item(fut: Any, it: Item, counts: Dict[str, int], emit: Callable[...,
         it.road_km, it.area_km2 = r.get("road_km"), r.get("area_km2")
         it.time_s, it.window = r.get("time_s"), r.get("window")
         it.summary_path = r.get("summary_path")
+        if it.state == "cancelled":
+            if cancelling:
+                it.state = "pending"
+                return
+            it.state = "failed"
+            it.error = (f"{_item_label(it)}: the extraction stopped as cancelled although the "
+                        f"batch was not cancelled ({it.error or 'no reason given'})")
     elif fut.status == "cancelled":
-        it.state = "pending"
-        return
+        if cancelling:
+            it.state = "pending"
+            return
+        it.state = "failed"
+        it.error = (f"{_item_label(it)}: Dask cancelled its task (scheduler connection lost "
+                    "or the scheduler restarted); run the batch again to redo it")
     else:
         exc = fut.exception()
         name = type(exc).__name__
