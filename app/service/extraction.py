@@ -45,6 +45,7 @@ from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error, disk_f
 from app.service.staging import Staging
 from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
+from gis.tiff_quiet import quiet_libtiff_errors
 from gis.vectorize_params import VectorizeParams  # not gis.vectorize: ~1.4 s of imports
 
 __all__ = [
@@ -1024,6 +1025,9 @@ def run_extraction(
     staging: Optional[_Staging] = None
     status = "failed"
     grid: Optional[_Grid] = None
+    # a full disk: our one line, not libtiff's own lines on stderr (gis.tiff_quiet)
+    quiet = quiet_libtiff_errors()
+    quiet.__enter__()
     try:
         req.validate()
         target_crs = _check_crs(req.target_crs, "target CRS")
@@ -1175,6 +1179,7 @@ def run_extraction(
         if grid is not None:
             grid.close()
         _return_freed_memory()
+        quiet.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------------------------
