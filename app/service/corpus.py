@@ -241,6 +241,9 @@ def assemble_corpus(sources: Sequence[CorpusSource], out: os.PathLike, gsd_m: fl
     if gsd_m <= 0:
         raise CorpusError(f"target GSD must be > 0 m, got {gsd_m}")
     out = Path(out)
+    from app.service.staging import recover_folder
+
+    recover_folder(out)  # a replacement of ``out`` a killed run left half done
     if out.exists() and not overwrite:
         raise CorpusError(f"{out}: already exists (pass --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -332,7 +335,8 @@ def assemble_corpus(sources: Sequence[CorpusSource], out: os.PathLike, gsd_m: fl
 
 def replace_folder(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` (built beside ``out``) under the name ``out``, replacing
-    an earlier one."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    an earlier one, under a journal a killed run's successor finishes
+    (:func:`app.service.staging.replace_folder`)."""
+    from app.service.staging import replace_folder as journaled_replace
+
+    journaled_replace(tmp, out)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import recover_folder, replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,11 @@ def build_chip_dataset(req: DatasetBuildRequest, on_progress: Optional[ProgressF
     between chips and stops the build (nothing is left behind). Bad input raises
     :class:`UserError` with one line naming the file and the problem.
     """
+    try:
+        # a replacement of this folder that a killed run left half done: finish it first
+        recover_folder(Path(req.out_dir).expanduser())
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
     _check_request(req)
     try:
         return _build(req, on_progress, should_cancel)
@@ -302,20 +307,11 @@ def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out`` (an existing ``out`` is moved aside first
-    and removed only once the new one is in place)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename the finished ``tmp`` folder to ``out``: an existing ``out`` is moved aside first
+    and removed only once the new one is in place, under a journal that the next build into
+    ``out`` (or ``roadseg recover``) uses to finish a swap a killed run left half done
+    (:func:`app.service.staging.replace_folder`)."""
+    replace_folder(tmp, out)
 
 
 __all__ = ["DatasetBuildRequest", "DatasetBuildResult", "build_chip_dataset",

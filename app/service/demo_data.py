@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from app.service.corpus import replace_folder
+from app.service.staging import recover_folder
 from gis.chips import chip_windows, split_windows_by_area
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def build_demo_chips(data: Path, out: Path, chip_size_px: int = CHIP_SIZE_PX,
     import cv2
 
     out = Path(out)
+    recover_folder(out)  # a replacement of ``out`` a killed run left half done
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)

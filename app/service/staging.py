@@ -314,4 +314,154 @@ def recover(out_dir: Path) -> List[Recovered]:
     return done
 
 
-__all__ = ["Staging", "Recovered", "recover", "PREFIX"]
+# --------------------------------------------------------------------------------------------
+# whole folders: a dataset or corpus folder replaced by a newly built one
+# --------------------------------------------------------------------------------------------
+#: Test hook: seconds to sleep between the two renames of :func:`replace_folder` (a test kills
+#: the process there to check that the next run recovers).
+SWAP_PAUSE_ENV = "ROADSEG_TEST_SWAP_PAUSE_S"
+
+
+def _swap_journal(out: Path) -> Path:
+    return out.parent / f".{out.name}.swap.json"
+
+
+def _swap_lock(out: Path) -> Path:
+    return out.parent / f".{out.name}.swap.lock"
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` (built beside ``out``, same file system) under the
+    name ``out``, replacing an earlier ``out``, so that a process killed at any moment leaves
+    something :func:`recover_folder` can finish:
+
+    1. ``.<out>.swap.json`` beside ``out`` is written (then ``fsync``): the names of ``tmp``
+       and of the backup name the old ``out`` gets (``.<out>.old-<id>``);
+    2. the old ``out`` is renamed to the backup name, ``tmp`` to ``out``
+       (``SIGINT``/``SIGTERM`` held back meanwhile);
+    3. the backup is deleted, then the journal.
+
+    While it runs, an exclusive ``flock`` on ``.<out>.swap.lock`` marks the swap as live. A
+    rename that fails here is undone at once (the old ``out`` comes back)."""
+    tmp, out = Path(tmp), Path(out)
+    recover_folder(out)  # a swap a killed run left behind comes first
+    parent = out.parent
+    old = parent / f".{out.name}.old-{uuid.uuid4().hex[:10]}" if out.exists() else None
+    journal = _swap_journal(out)
+    lock_fd = os.open(str(_swap_lock(out)), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        _fsync_dir(tmp)
+        doc = {"version": 1, "state": "swap", "pid": os.getpid(), "new": tmp.name,
+               "old": old.name if old is not None else None, "out": out.name}
+        with _signals_held():
+            _write_json_synced(journal, doc)
+            try:
+                if old is not None:
+                    os.replace(out, old)
+                pause = os.environ.get(SWAP_PAUSE_ENV)
+                if pause:
+                    time.sleep(float(pause))
+                os.replace(tmp, out)
+                _fsync_dir(parent)
+            except OSError:
+                if old is not None and old.exists() and not out.exists():
+                    os.replace(old, out)
+                journal.unlink()
+                _fsync_dir(parent)
+                raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        journal.unlink()
+        _fsync_dir(parent)
+    finally:
+        os.close(lock_fd)
+        try:
+            _swap_lock(out).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _write_json_synced(path: Path, doc: Dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def recover_folder(out: Path) -> Optional[str]:
+    """Finish a :func:`replace_folder` of ``out`` that a killed process left behind: when the
+    new folder is still there it is put in place (it was complete before the journal was
+    written), otherwise the old one comes back; the backup and the journal are removed.
+
+    Returns ``"completed"``, ``"rolled_back"``, or None when there was nothing to do. Raises
+    :class:`OutputDirError` while a live process is swapping ``out``, or for an unreadable
+    journal."""
+    out = Path(out)
+    journal = _swap_journal(out)
+    if not journal.exists():
+        return None
+    lock_path = _swap_lock(out)
+    lock_fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(lock_fd)  # the lock file is the live swapper's: left in place
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise OutputDirError(f"{out}: another process is replacing this folder right "
+                                 "now; try again when it is done") from None
+        raise
+    try:
+        try:
+            with open(journal, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return None  # the swap finished meanwhile
+        except (OSError, ValueError) as exc:
+            raise OutputDirError(f"{journal}: unreadable folder-swap journal ({exc}); check "
+                                 f"{out} by hand and delete the journal") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("new"), str) or \
+                "/" in doc["new"] or (doc.get("old") is not None and "/" in str(doc["old"])):
+            raise OutputDirError(f"{journal}: not a folder-swap journal; check {out} by hand "
+                                 "and delete the journal")
+        parent = out.parent
+        new = parent / doc["new"]
+        old = parent / doc["old"] if doc.get("old") else None
+        with _signals_held():
+            if new.is_dir():
+                action = "completed"
+                if out.exists():
+                    if old is not None and not old.exists():
+                        os.replace(out, old)  # killed before the first rename
+                    else:
+                        # out is not the folder the journal moved aside: keep it, drop new
+                        shutil.rmtree(new, ignore_errors=True)
+                        action = "rolled_back"
+                if action == "completed":
+                    os.replace(new, out)
+            else:
+                if not out.exists() and old is not None and old.exists():
+                    os.replace(old, out)  # the new folder is gone: the old one comes back
+                    action = "rolled_back"
+                else:
+                    action = "completed"
+            _fsync_dir(parent)
+            if old is not None and old.exists() and out.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            journal.unlink()
+            _fsync_dir(parent)
+        log.warning("%s: %s an interrupted replacement of the folder", out,
+                    "completed" if action == "completed" else "rolled back")
+        return action
+    finally:
+        os.close(lock_fd)
+        try:
+            lock_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+__all__ = ["Staging", "Recovered", "recover", "PREFIX", "replace_folder", "recover_folder"]
