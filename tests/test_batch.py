@@ -459,11 +459,34 @@ def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, clus
         for suffix in ("_prob.tif", "_mask.tif", "_roads.gpkg", "_summary.json"):
             assert (tmp_path / "b" / f"{q.stem}{suffix}").exists()
 
-    # one raster (a GDAL VRT over the scene) split into 2 x 2 blocks: joined the same way
+    # one raster (a GDAL VRT over the scene) split into 2 x 2 blocks: joined the same way.
+    # The batch's loop is held up in its poll (as in a busy or starved process) until a block
+    # it has not yet seen start has finished, so that block's 'start' event is read after its
+    # result: that once left a finished block 'running' (saved as 'pending') and the scene
+    # unjoined while the batch said completed.
+    events = []
+    blocks_dir = tmp_path / "blk" / "mosaic_blocks"
+
+    def held_poll() -> bool:
+        seen = {e.item for e in events if e.kind == "item_started"}
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline:
+            if any(p.name[:-len("_summary.json")] not in seen
+                   for p in blocks_dir.glob("*_summary.json")):
+                time.sleep(1.0)  # and its result reaches this client
+                break
+            time.sleep(0.05)
+        return False
+
     vrt = _vrt_of(scene, tmp_path / "mosaic.vrt")
     res = run_batch(BatchRequest(inputs=(str(vrt),), out_dir=str(tmp_path / "blk"),
                                  extraction=_template(**kw), scheduler=cluster.address,
-                                 block_size_px=450, block_overlap_px=120))
+                                 block_size_px=450, block_overlap_px=120),
+                    on_event=events.append, should_cancel=held_poll)
+    kinds = [(e.kind, e.item) for e in events]
+    for key in (f"mosaic_r00{r}_c00{c}" for r in (0, 1) for c in (0, 1)):
+        done_at = kinds.index(("item_done", key))
+        assert ("item_started", key) not in kinds[done_at:], kinds
     sc = res.summary["scenes"][0]
     assert res.status == "completed" and sc["state"] == "done" and sc["blocks"] == 4, res.summary
     man = json.loads((tmp_path / "blk" / "batch_manifest.json").read_text())
