@@ -10,6 +10,7 @@ from rasterio.windows import Window
 from gis.errors import CRSError, GisError, OutputDirError, OutputExistsError, RasterReadError
 from gis.io import (
     compute_stretch,
+    integer_percentiles,
     default_overview_count,
     make_normalizer,
     normalize,
@@ -320,6 +321,37 @@ def test_percentile_stretch_is_global_not_per_tile(tmp_path):
     assert nl.max() < 0.6 and nr.min() > 0.4
     assert 0.0 <= nl.min() and nr.max() <= 1.0
     np.testing.assert_allclose(nl, np.clip((left - lo[0]) / (hi[0] - lo[0]), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int8"])
+def test_integer_percentiles_equal_numpy_to_the_bit(dtype):
+    """The stretch's histogram percentiles are np.percentile's (linear), bit for bit: sizes 1 and
+    up, narrow and full value ranges, percentiles at 0, 100 and in between."""
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    for n in (1, 2, 3, 7, 100, 999, 4096):
+        for lo, hi in ((info.min, info.max), (3, 9), (0, 0), (info.max - 2, info.max)):
+            v = rng.integers(lo, hi, n, endpoint=True).astype(dtype)
+            for q in ((2.0, 98.0), (0.0, 100.0), (0.5, 99.9), (33.3, 66.7), (50.0, 50.0)):
+                want = np.percentile(v.astype(np.float64), q)
+                got = integer_percentiles(v, q)
+                assert got.dtype == np.float64
+                np.testing.assert_array_equal(got, want, err_msg=f"{dtype} n={n} q={q}")
+    with pytest.raises(ValueError):
+        integer_percentiles(np.zeros(0, dtype), (2.0, 98.0))
+
+
+def test_compute_stretch_of_integer_raster_is_numpys_percentile(tmp_path):
+    """uint16 with a nodata mask: the limits are np.percentile of the valid pixels exactly."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(1, 4096, (2, 90, 70)).astype(np.uint16)
+    img[:, :10, :] = 0
+    p = write_geotiff(tmp_path / "u16n.tif", img, nodata=0)
+    lo, hi = compute_stretch(p, (2, 1))
+    for k, b in enumerate((2, 1)):
+        valid = img[b - 1][img[b - 1] != 0].astype(np.float64)
+        want = np.percentile(valid, (2.0, 98.0)).astype(np.float32)
+        assert (lo[k], hi[k]) == (want[0], want[1])
 
 
 def test_make_normalizer_picks_method_by_dtype(tmp_path):

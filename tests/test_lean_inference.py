@@ -29,7 +29,10 @@ import json, sys
 from app.cli import main
 rc = main(sys.argv[1:])
 print("PROBE " + json.dumps({"rc": rc, "mindspore": "mindspore" in sys.modules,
-      "models": "segcore.models" in sys.modules}))
+      "models": "segcore.models" in sys.modules,
+      "cli_modules": sorted(m for m in sys.modules if m.startswith("app.cli.")),
+      "other_services": sorted(m for m in ("app.service.training", "app.service.batch",
+                               "app.service.dataset", "segcore.convert") if m in sys.modules)}))
 """
 
 
@@ -117,10 +120,31 @@ def test_cpu_extraction_with_cached_onnx_never_imports_mindspore(ckpt_dir, scene
                           "--json"], env=env)
     assert again["rc"] == 0, proc.stderr[-2000:]
     assert not again["mindspore"] and not again["models"]
+    # only the extract command's module and services are loaded (not training, batch, ...)
+    assert again["cli_modules"] == ["app.cli.extract"] and again["other_services"] == []
     summary = json.loads(proc.stdout[:proc.stdout.index("PROBE ")])
     assert summary["model"]["backend"] == "onnx" and summary["model"]["precision"] == "fp32"
     a = (tmp_path / "a" / "vegas_crop_mask.tif").read_bytes()
     assert a == (tmp_path / "b" / "vegas_crop_mask.tif").read_bytes()
+
+
+def test_cli_loads_only_the_command_it_runs():
+    """`roadseg info` imports app.cli.extract alone; `roadseg --help` and `-h` before a command
+    still list every command; an unknown command gets click's one-line error."""
+    info, proc = _probe(["-v", "info", SCENE, "--json"])
+    assert info["rc"] == 0, proc.stderr[-2000:]
+    assert info["cli_modules"] == ["app.cli.extract"] and info["other_services"] == []
+    assert json.loads(proc.stdout[:proc.stdout.index("PROBE ")])["width"] == 1300
+    for args in (["--help"], ["-h", "train"]):
+        helped, proc = _probe(args)
+        assert helped["rc"] == 0
+        assert "app.cli.training" in helped["cli_modules"] and "app.cli.batch" in \
+            helped["cli_modules"]
+        for command in ("extract", "train", "export", "dataset", "convert", "recover", "batch"):
+            assert f"  {command} " in proc.stdout, (command, proc.stdout)
+    unknown, proc = _probe(["nosuchcommand"])
+    assert unknown["rc"] == 2 and "No such command 'nosuchcommand'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

@@ -1089,6 +1089,9 @@ def run_extraction(
         # wall time of tiling + prediction + blending, then of the COG conversion
         timings["infer"] = marks.get("mosaic", t1) - t0
         timings["mosaic"] = t1 - marks.get("mosaic", t1)
+        # the network is done with: drop the predictor (an ONNX Runtime session and its arena,
+        # ~90 MB for the bundled model) before the vectorizer's libraries and strips come in
+        model.predict_fn = None
         check("after inference")
 
         # ---- vectorize -------------------------------------------------------------------------
