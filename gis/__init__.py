@@ -23,9 +23,11 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
 * :mod:`gis.postprocess`: ``threshold``, ``remove_small_objects_m2``, ``remove_small_holes_m2``,
   ``morphological_cleanup``, ``clean_mask``.
 * :mod:`gis.inference`: ``run_tiled_inference(src_path, predict_fn, out_prob_path, out_mask_path,
-  *, tile_size_px=512, overlap_px=64, batch_size=4, bands=None, normalize=None, tta="none",
+  *, tile_size_px=512, overlap_px=64, batch_size=4, bands=None, normalize=None,
   threshold=0.5, aoi=None, on_progress=None, should_cancel=None, overwrite=False,
-  allow_pixel_coords=False) -> InferenceResult``.
+  allow_pixel_coords=False) -> InferenceResult`` (test-time augmentation is part of
+  ``predict_fn``); its pieces ``plan_inference`` and ``TileBatchReader`` (normalised tile
+  batches, read ahead) and ``write_cogs``.
 * :mod:`gis.errors`: ``GisError`` and its subclasses.
 
 Vector half (import the modules): :mod:`gis.vectorize` (``vectorize_mask`` for arrays,
