@@ -10,7 +10,7 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
   ``read_overview(path, max_size=1024, bands=None) -> Overview``,
   ``write_cog(path, array, *, crs, transform, nodata=None, dtype=None, overwrite=False, ...)``,
   ``gtiff_to_cog(src, dst, *, overwrite=False, ...)``,
-  ``read_mask(path, window=None) -> MaskRaster``, ``write_mask(path, mask, *, crs, transform,
+  ``read_mask_raster(path, window=None) -> MaskRaster``, ``write_mask(path, mask, *, crs, transform,
   valid=None, overwrite=False)``.
 * :mod:`gis.tiling`: ``Tile(window, core_window, index)``,
   ``plan_tiles(width, height, tile_size_px, overlap_px, area_window=None) -> list[Tile]``.
@@ -44,7 +44,7 @@ _EXPORTS = {
     "gis.io": (
         "RasterInfo", "Overview", "Normalizer", "open_raster", "read_window", "normalize",
         "compute_stretch", "make_normalizer", "read_overview", "write_cog", "gtiff_to_cog",
-        "MaskRaster", "read_mask", "write_mask",
+        "MaskRaster", "read_mask_raster", "write_mask",
     ),
     "gis.tiling": ("Tile", "plan_tiles"),
     "gis.mosaic": (
