@@ -8,10 +8,12 @@ model's input shape; the last batch is zero-padded) and ``WORK_DIR/tiles.json`` 
 source path, the extraction parameters, and per batch file the number of real tiles), which
 postprocess.py needs.
 
-Nothing here re-implements tiling or normalisation: the tiles are captured from the very
-pipeline ``roadseg extract`` runs (``app.service.run_extraction`` with a capturing
-``predict_fn``), so band selection, the percentile stretch of 16-bit imagery, the AOI window,
-tile order, overlap and padding are the same by construction.
+Nothing here re-implements tiling or normalisation: the batches come from the tile iterator of
+the pipeline ``roadseg extract`` runs (:class:`gis.inference.TileBatchReader` over
+:func:`gis.inference.plan_inference`, on the processing grid of ``app.service.extraction`` at the
+model's ground resolution, with the checkpoint's input normalisation), so band selection, the
+percentile stretch of 16-bit imagery, the AOI window, tile order, overlap and padding are the
+same by construction; no model runs and no outputs are written here.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -28,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.service.errors import UserError  # noqa: E402
-from app.service.extraction import ExtractionRequest, run_extraction  # noqa: E402
+from app.service.extraction import ExtractionRequest  # noqa: E402
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -83,37 +84,57 @@ def normalizer(image: Path, meta: Dict[str, Any], bands):
     return input_normalizer(meta, image, bands)
 
 
+def write_batches(image: Path, meta: Dict[str, Any], tiles_dir: Path, overlap_px: int | None,
+                  aoi: str | None) -> List[Dict[str, Any]]:
+    """Write the normalised tile batches of ``image`` as ``<stem>_b<NNNNN>.bin`` files (the
+    last batch zero-padded to the model's batch size); returns ``[{"file", "tiles"}, ...]``."""
+    from app.service.extraction import _processing_grid
+    from gis.aoi import load_aoi
+    from gis.inference import TileBatchReader, plan_inference
+    from gis.io import open_raster
+
+    n, c, h, w = input_shape(meta)
+    req = extraction_request(image, tiles_dir, meta, n, overlap_px, aoi, None)
+    overlap = int(overlap_px if overlap_px is not None else h // 8)
+    if overlap * 2 >= h:
+        raise UserError(f"overlap {overlap} px must be less than half the tile size {h} px")
+    bands = tuple(meta.get("bands") or range(1, c + 1))
+    info = open_raster(image, allow_pixel_coords=True)
+    grid = _processing_grid(req, info, None)  # the model's GSD (req.gsd), as extraction reads
+    files: List[Dict[str, Any]] = []
+    try:
+        plan = plan_inference(grid.path, tile_size_px=h, overlap_px=overlap, bands=bands,
+                              aoi=load_aoi(aoi) if aoi is not None else None,
+                              allow_pixel_coords=True)
+        with TileBatchReader(plan, n, normalizer(image, meta, bands)) as batches:
+            for batch in batches:
+                real = batch.x.shape[0]
+                padded = np.zeros((n, c, h, w), np.float32)
+                padded[:real] = batch.x
+                name = f"{image.stem}_b{len(files):05d}.bin"
+                tmp = tiles_dir / (name + ".part")
+                padded.tofile(tmp)
+                os.replace(tmp, tiles_dir / name)
+                files.append({"file": name, "tiles": real})
+    finally:
+        grid.close()
+    return files
+
+
 def preprocess(src: Path, model: Path, out: Path, overlap_px: int | None = None,
                aoi: str | None = None) -> Dict[str, Any]:
     """Write the binary batches of every image under ``src``; returns the tiles.json content."""
     meta = model_metadata(model)
     n, c, h, w = input_shape(meta)
+    if h != w:
+        raise UserError(f"exported model input {h}x{w} is not square (tiles are square)")
     num_classes = int(meta.get("num_classes") or 1)
     tiles_dir = out / "tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     doc: Dict[str, Any] = {"model": str(model), "input_shape": [n, c, h, w],
                            "num_classes": num_classes, "images": []}
     for image in list_images(src):
-        files: List[Dict[str, Any]] = []
-
-        def capture(batch: np.ndarray, _files=files, _image=image) -> np.ndarray:
-            real = batch.shape[0]
-            padded = np.zeros((n, c, h, w), np.float32)
-            padded[:real] = batch
-            name = f"{_image.stem}_b{len(_files):05d}.bin"
-            tmp = tiles_dir / (name + ".part")
-            padded.tofile(tmp)
-            os.replace(tmp, tiles_dir / name)
-            _files.append({"file": name, "tiles": real})
-            return np.zeros((real, num_classes, h, w), np.float32)
-
-        bands = tuple(meta.get("bands") or range(1, c + 1))
-        with tempfile.TemporaryDirectory(dir=out) as scratch:
-            req = extraction_request(image, Path(scratch), meta, n, overlap_px, aoi, capture,
-                                     normalizer(image, meta, bands))
-            res = run_extraction(req)
-        if not res.ok:
-            raise UserError(res.error or f"{image}: preprocessing failed")
+        files = write_batches(image, meta, tiles_dir, overlap_px, aoi)
         doc["images"].append({"image": str(image.resolve()), "overlap_px": overlap_px,
                               "aoi": aoi, "batches": files})
     tmp = out / "tiles.json.part"

@@ -10,7 +10,7 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
   ``read_overview(path, max_size=1024, bands=None) -> Overview``,
   ``write_cog(path, array, *, crs, transform, nodata=None, dtype=None, overwrite=False, ...)``,
   ``gtiff_to_cog(src, dst, *, overwrite=False, ...)``,
-  ``read_mask(path, window=None) -> MaskRaster``, ``write_mask(path, mask, *, crs, transform,
+  ``read_mask_raster(path, window=None) -> MaskRaster``, ``write_mask(path, mask, *, crs, transform,
   valid=None, overwrite=False)``.
 * :mod:`gis.tiling`: ``Tile(window, core_window, index)``,
   ``plan_tiles(width, height, tile_size_px, overlap_px, area_window=None) -> list[Tile]``.
@@ -23,9 +23,11 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
 * :mod:`gis.postprocess`: ``threshold``, ``remove_small_objects_m2``, ``remove_small_holes_m2``,
   ``morphological_cleanup``, ``clean_mask``.
 * :mod:`gis.inference`: ``run_tiled_inference(src_path, predict_fn, out_prob_path, out_mask_path,
-  *, tile_size_px=512, overlap_px=64, batch_size=4, bands=None, normalize=None, tta="none",
+  *, tile_size_px=512, overlap_px=64, batch_size=4, bands=None, normalize=None,
   threshold=0.5, aoi=None, on_progress=None, should_cancel=None, overwrite=False,
-  allow_pixel_coords=False) -> InferenceResult``.
+  allow_pixel_coords=False) -> InferenceResult`` (test-time augmentation is part of
+  ``predict_fn``); its pieces ``plan_inference`` and ``TileBatchReader`` (normalised tile
+  batches, read ahead) and ``write_cogs``.
 * :mod:`gis.errors`: ``GisError`` and its subclasses.
 
 Vector half (import the modules): :mod:`gis.vectorize` (``vectorize_mask`` for arrays,
@@ -42,7 +44,7 @@ _EXPORTS = {
     "gis.io": (
         "RasterInfo", "Overview", "Normalizer", "open_raster", "read_window", "normalize",
         "compute_stretch", "make_normalizer", "read_overview", "write_cog", "gtiff_to_cog",
-        "MaskRaster", "read_mask", "write_mask",
+        "MaskRaster", "read_mask_raster", "write_mask",
     ),
     "gis.tiling": ("Tile", "plan_tiles"),
     "gis.mosaic": (

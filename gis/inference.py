@@ -2,10 +2,15 @@
 
 :func:`run_tiled_inference` is the raster half of the pipeline::
 
-    open_raster -> plan_tiles(area) -> [reader thread: read_window + normalise, batch by batch]
-      -> predict_fn (+ test-time augmentation, calling thread)
-      -> [blend thread: MosaicAccumulator -> uint8 row strips into temporary tiled GTiffs]
-      -> two COG conversions in parallel -> rename both
+    plan_inference: open_raster -> plan_tiles(area)
+      -> TileBatchReader [reader thread: read_window + normalise, batch by batch]
+      -> predict_fn (calling thread, or inference_workers threads)
+      -> _Blender [blend thread: MosaicAccumulator -> uint8 row strips into temporary GTiffs]
+      -> write_cogs: two COG conversions in parallel -> rename both
+
+The pieces are usable alone: ``ascend310/preprocess.py`` iterates over :class:`TileBatchReader`
+to write the batches a device will predict. Test-time augmentation is not done here: it is part
+of ``predict_fn`` (:func:`segcore.tta.with_tta`).
 
 The model is only seen through ``predict_fn(batch) -> probs``: ``batch`` float32 ``(N, C, T, T)``
 already normalised, ``probs`` float32 ``(N, K, T, T)`` probabilities in 0..1 (K = 1 for roads).
@@ -38,7 +43,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import rasterio
@@ -75,10 +81,12 @@ from gis.tiling import Tile, plan_tiles
 
 __all__ = [
     "InferenceResult",
+    "TilePlan",
+    "TileBatch",
+    "TileBatchReader",
+    "plan_inference",
+    "write_cogs",
     "run_tiled_inference",
-    "tta_transforms",
-    "predict_with_tta",
-    "TTA_MODES",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,77 +94,6 @@ log = logging.getLogger(__name__)
 PredictFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[int, int, str], None]
 NormalizeSpec = Union[None, str, Mapping[str, Any], Normalizer, Callable[[np.ndarray], np.ndarray]]
-
-TTA_MODES = ("none", "flips", "d4")
-
-
-# --------------------------------------------------------------------------------------------
-# test-time augmentation
-# --------------------------------------------------------------------------------------------
-def _hflip(x: np.ndarray) -> np.ndarray:
-    return x[..., ::-1]
-
-
-def _vflip(x: np.ndarray) -> np.ndarray:
-    return x[..., ::-1, :]
-
-
-def _rot(k: int) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda x: np.rot90(x, k, axes=(-2, -1))
-
-
-def tta_transforms(mode: str) -> List[Tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
-    """``(forward, inverse)`` pairs acting on the last two axes of ``(..., H, W)`` arrays.
-
-    ``"none"``: identity. ``"flips"``: identity, horizontal flip, vertical flip (3 passes).
-    ``"d4"``: the 8 elements of the dihedral group (rotations by 0/90/180/270 degrees, each with and
-    without a horizontal flip), the 8-way TTA of the D-LinkNet reference; tiles must be square.
-    """
-    ident = lambda x: x  # noqa: E731
-    if mode == "none":
-        return [(ident, ident)]
-    if mode == "flips":
-        return [(ident, ident), (_hflip, _hflip), (_vflip, _vflip)]
-    if mode == "d4":
-        out = []
-        for k in range(4):
-            fwd_r, inv_r = _rot(k), _rot(-k)
-            out.append((fwd_r, inv_r))
-            out.append(
-                (lambda x, f=fwd_r: f(_hflip(x)), lambda y, i=inv_r: _hflip(i(y)))
-            )
-        return out
-    raise ValueError(f"unknown TTA mode {mode!r} (choose from {', '.join(TTA_MODES)})")
-
-
-def _call_predict(predict_fn: PredictFn, batch: np.ndarray) -> np.ndarray:
-    probs = predict_fn(np.ascontiguousarray(batch, dtype=np.float32))
-    probs = np.asarray(probs)
-    n, _, h, w = batch.shape
-    if probs.ndim != 4 or probs.shape[0] != n or probs.shape[2:] != (h, w):
-        raise InferenceError(
-            f"predict_fn returned shape {probs.shape} for a batch of shape {batch.shape}; "
-            f"expected (N, K, H, W) = ({n}, K, {h}, {w})"
-        )
-    return probs.astype(np.float32, copy=False)
-
-
-def predict_with_tta(predict_fn: PredictFn, batch: np.ndarray, mode: str = "none") -> np.ndarray:
-    """Average ``predict_fn`` over the TTA transforms of ``batch`` (float32 ``(N, C, H, W)``).
-
-    Each augmented batch is predicted separately (memory stays one batch) and transformed back
-    before averaging. Returns float32 ``(N, K, H, W)``.
-    """
-    pairs = tta_transforms(mode)
-    acc: Optional[np.ndarray] = None
-    for fwd, inv in pairs:
-        p = inv(_call_predict(predict_fn, fwd(batch)))
-        acc = p.astype(np.float32, copy=True) if acc is None else acc + p
-    assert acc is not None
-    if len(pairs) > 1:
-        acc /= np.float32(len(pairs))
-    return np.ascontiguousarray(acc)
-
 
 # --------------------------------------------------------------------------------------------
 # result
@@ -178,7 +115,6 @@ class InferenceResult:
         valid_pixels: pixels inside the AOI and the valid-data mask.
         positive_pixels: valid pixels classified as road (K == 1) / non-zero class (K > 1).
         resolution_m: source pixel size in metres (None without CRS).
-        tta: the TTA mode used.
         strip_rows: rows held by the blending buffer (one tile height, capped by the area height):
             the memory bound of the mosaic, independent of the raster height.
         timings: seconds spent: ``read`` (reader thread), ``wait`` (inference thread waiting for
@@ -199,7 +135,6 @@ class InferenceResult:
     valid_pixels: int
     positive_pixels: int
     resolution_m: Optional[Tuple[float, float]]
-    tta: str
     strip_rows: int = 0
     timings: Dict[str, float] = field(default_factory=dict)
 
@@ -229,6 +164,18 @@ def _build_normalizer(spec: NormalizeSpec, info, bands: Tuple[int, ...]) -> Call
     raise TypeError(f"normalize must be None, a method name, a mapping or a callable, not {type(spec).__name__}")
 
 
+def _call_predict(predict_fn: PredictFn, batch: np.ndarray) -> np.ndarray:
+    probs = predict_fn(np.ascontiguousarray(batch, dtype=np.float32))
+    probs = np.asarray(probs)
+    n, _, h, w = batch.shape
+    if probs.ndim != 4 or probs.shape[0] != n or probs.shape[2:] != (h, w):
+        raise InferenceError(
+            f"predict_fn returned shape {probs.shape} for a batch of shape {batch.shape}; "
+            f"expected (N, K, H, W) = ({n}, K, {h}, {w})"
+        )
+    return probs.astype(np.float32, copy=False)
+
+
 class _Stop(Exception):
     pass
 
@@ -238,22 +185,150 @@ def _batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[List[Tile]]:
         yield list(tiles[i:i + batch_size])
 
 
-class _Reader(threading.Thread):
-    """Reads and normalises batches ahead of the inference loop (bounded queue)."""
+# --------------------------------------------------------------------------------------------
+# tiles: the plan and the tile-batch iterator
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of one raster, in processing order (see :func:`plan_inference`).
 
-    def __init__(self, path, tiles, batch_size, bands, norm, aoi_geom, transform, crs, prefetch,
-                 tile_size):
-        super().__init__(name="gis-tile-reader", daemon=True)
-        self.path, self.tiles, self.batch_size = path, tiles, batch_size
-        self.tile_size = int(tile_size)
-        self.bands, self.norm = bands, norm
-        self.aoi, self.transform, self.crs = aoi_geom, transform, crs
-        self.q: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch))
-        self.stop = threading.Event()
+    Attributes:
+        info: the opened raster (:class:`gis.io.RasterInfo`).
+        bands: 1-based source bands fed to the model.
+        area: the processed window (whole raster or AOI window).
+        tiles: the tiles (:func:`gis.tiling.plan_tiles`) covering ``area``, row by row.
+        aoi: the AOI in the raster CRS (pixels outside it are invalid), or None.
+        tile_size_px, overlap_px: the tiling.
+    """
+
+    info: Any
+    bands: Tuple[int, ...]
+    area: Window
+    tiles: List[Tile]
+    aoi: Optional[AOI]
+    tile_size_px: int
+    overlap_px: int
+
+    @property
+    def transform(self) -> Affine:
+        """Affine transform of ``area`` (that of the outputs)."""
+        return rasterio.windows.transform(self.area, self.info.transform)
+
+
+def plan_inference(
+    src_path: Union[str, os.PathLike],
+    *,
+    tile_size_px: int = 512,
+    overlap_px: int = 64,
+    bands: Optional[Sequence[int]] = None,
+    aoi: Optional[AOI] = None,
+    allow_pixel_coords: bool = False,
+) -> TilePlan:
+    """Open ``src_path`` and plan the tiles of a tiled inference (arguments as in
+    :func:`run_tiled_inference`).
+
+    Raises RasterReadError/CRSError (unreadable input, missing CRS), AOIError (AOI outside the
+    raster) and ValueError (band selection).
+    """
+    info = open_raster(src_path, allow_pixel_coords=allow_pixel_coords)
+    if bands is None:
+        bands_t = info.default_bands
+    else:
+        bands_t = tuple(int(b) for b in bands)
+        bad = [b for b in bands_t if not 1 <= b <= info.count]
+        if not bands_t or bad:
+            raise ValueError(
+                f"{src_path}: band selection {bands_t} invalid for {info.count} bands (1-based)"
+            )
+    aoi_geom = None
+    if aoi is not None:
+        area = aoi_window(aoi, info)
+        aoi_geom = aoi.to_crs(info.crs)
+    else:
+        area = Window(0, 0, info.width, info.height)
+    tiles = plan_tiles(info.width, info.height, tile_size_px, overlap_px, area_window=area)
+    return TilePlan(info, bands_t, area, tiles, aoi_geom, int(tile_size_px), int(overlap_px))
+
+
+class TileBatch(NamedTuple):
+    """One batch of the iterator: ``x`` float32 ``(n, C, T, T)`` normalised (invalid and padded
+    pixels 0), ``valid`` bool ``(n, T, T)`` (inside the raster, its valid-data mask and the AOI)."""
+
+    tiles: List[Tile]
+    x: np.ndarray
+    valid: np.ndarray
+
+
+class TileBatchReader:
+    """Iterator over the :class:`TileBatch` es of a :class:`TilePlan`, read ahead in a thread.
+
+    A reader thread reads and normalises up to ``prefetch_batches`` batches ahead of the
+    consumer (GDAL and large numpy operations release the GIL). Errors of the thread are raised
+    by ``next()``. Use it as a context manager (or call :meth:`close`) so the thread stops when
+    the consumer stops early::
+
+        with TileBatchReader(plan, batch_size=4) as batches:
+            for tiles, x, valid in batches:
+                ...
+
+    ``normalize`` takes the forms of :func:`run_tiled_inference`. ``read_s`` is the time the
+    thread spent reading and normalising.
+    """
+
+    def __init__(self, plan: TilePlan, batch_size: int, normalize: NormalizeSpec = None,
+                 prefetch_batches: int = 2):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.plan = plan
+        self.batch_size = int(batch_size)
+        self.norm = _build_normalizer(normalize, plan.info, plan.bands)
+        self.q: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch_batches))
+        self.stop_event = threading.Event()
         self.read_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="gis-tile-reader", daemon=True)
+        self._finished = False
 
+    # ---- consumer side ------------------------------------------------------------------
+    def start(self) -> "TileBatchReader":
+        """Start the reader thread (done by the first ``iter()``)."""
+        if self._thread.ident is None:
+            self._thread.start()
+        return self
+
+    def __iter__(self) -> "TileBatchReader":
+        return self.start()
+
+    def __next__(self) -> TileBatch:
+        if self._finished:
+            raise StopIteration
+        kind, a, b, c = self.q.get()
+        if kind == "done":
+            self._finished = True
+            raise StopIteration
+        if kind == "error":
+            self._finished = True
+            raise a
+        return TileBatch(a, b, c)
+
+    def stop(self) -> None:
+        """Ask the thread to stop (it ends at the next batch boundary)."""
+        self.stop_event.set()
+
+    def close(self, timeout: float = 10) -> None:
+        """Stop the thread and wait up to ``timeout`` seconds for it."""
+        self.stop()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=timeout)
+
+    def __enter__(self) -> "TileBatchReader":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- reader thread ------------------------------------------------------------------
     def _put(self, item) -> None:
-        while not self.stop.is_set():
+        while not self.stop_event.is_set():
             try:
                 self.q.put(item, timeout=0.1)
                 return
@@ -261,11 +336,12 @@ class _Reader(threading.Thread):
                 continue
         raise _Stop()
 
-    def run(self) -> None:
+    def _run(self) -> None:
+        plan = self.plan
         try:
-            with _open(self.path) as ds:
-                c, t = len(self.bands), self.tile_size
-                dtype = raw_dtype(ds, self.bands)
+            with _open(plan.info.path) as ds:
+                c, t = len(plan.bands), plan.tile_size_px
+                dtype = raw_dtype(ds, plan.bands)
                 # tiles are read in the raster's own dtype into one reused buffer and converted
                 # straight into the float32 batch (normalised on the way for a Normalizer);
                 # bands of different dtypes go through read_window (which rasterio refuses)
@@ -274,26 +350,26 @@ class _Reader(threading.Thread):
                 # Preprocessor) is applied per tile without a float copy
                 fused = (callable(getattr(self.norm, "normalize_into", None))
                          and bool(self.norm.fusable(c)))
-                for batch in _batches(self.tiles, self.batch_size):
-                    if self.stop.is_set():
+                for batch in _batches(plan.tiles, self.batch_size):
+                    if self.stop_event.is_set():
                         raise _Stop()
                     t0 = time.perf_counter()
-                    # a new batch array each time: the inference workers still hold earlier ones
+                    # a new batch array each time: the consumer may still hold earlier ones
                     x = np.empty((len(batch), c, t, t), np.float32)
                     valid = np.empty((len(batch), t, t), bool)
                     for i, tile in enumerate(batch):
                         if raw is not None:
-                            read_window_raw(ds, tile.window, self.bands, out=raw,
+                            read_window_raw(ds, tile.window, plan.bands, out=raw,
                                             valid_out=valid[i])
                             if fused:
                                 self.norm.normalize_into(raw, x[i])
                             else:
                                 np.copyto(x[i], raw, casting="unsafe")
                         else:
-                            x[i], valid[i] = read_window(ds, tile.window, self.bands,
+                            x[i], valid[i] = read_window(ds, tile.window, plan.bands,
                                                          boundless=True)
-                        if self.aoi is not None:
-                            valid[i] &= aoi_mask(self.aoi, tile.window, self.transform)
+                        if plan.aoi is not None:
+                            valid[i] &= aoi_mask(plan.aoi, tile.window, plan.info.transform)
                     if not fused:
                         y = np.asarray(self.norm(x), dtype=np.float32)
                         if not y.flags.writeable:
@@ -315,6 +391,9 @@ class _Reader(threading.Thread):
                 return
 
 
+# --------------------------------------------------------------------------------------------
+# blending
+# --------------------------------------------------------------------------------------------
 class _Blender(threading.Thread):
     """Blends predicted batches into the accumulator and writes finished strips.
 
@@ -393,6 +472,98 @@ class _Blender(threading.Thread):
             except queue.Full:
                 continue
 
+    # ---- life cycle ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, prob_path: Path, mask_path: Path, plan: TilePlan, num_classes: int,
+             threshold: float) -> "_Blender":
+        """Create the two temporary strip GTiffs over ``plan.area`` (``num_classes`` probability
+        bands, one mask band) and start blending into them."""
+        aw, ah = int(plan.area.width), int(plan.area.height)
+        common = dict(
+            driver="GTiff", width=aw, height=ah, crs=plan.info.crs, transform=plan.transform,
+            dtype="uint8", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
+        )
+        opened: List[Any] = []
+        try:
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+                opened.append(rasterio.open(prob_path, "w", count=num_classes,
+                                            nodata=PROB_NODATA, **common))
+                opened.append(rasterio.open(mask_path, "w", count=1, nodata=MASK_NODATA,
+                                            **common))
+        except RasterioError as exc:
+            _close_all(opened)
+            raise RasterWriteError(
+                f"{prob_path}: cannot create temporary output: {str(exc).splitlines()[0]}"
+            ) from exc
+        b = cls(opened[0], opened[1], threshold)
+        b.acc = MosaicAccumulator(plan.area, num_classes, plan.tile_size_px, plan.overlap_px,
+                                  b.on_strip)
+        b.start()
+        return b
+
+    def _stop_thread(self) -> None:
+        self.q.put(None)
+        self.join()
+
+    def finish(self) -> None:
+        """Flush the last strips, stop the thread and close the strip files (re-raises an
+        error of the thread)."""
+        self.put("finish")
+        self._stop_thread()
+        if self.error is not None:
+            raise self.error
+        _close_all([self.prob_ds, self.mask_ds])
+
+    def abort(self) -> None:
+        """Stop without flushing (on error or cancel) and close the strip files."""
+        if self.is_alive():
+            self.error = self.error or _Stop()
+            self._stop_thread()
+        _close_all([self.prob_ds, self.mask_ds])
+
+
+def _close_all(datasets: Sequence[Any]) -> None:
+    for ds in datasets:
+        if not ds.closed:
+            try:
+                ds.close()
+            except RasterioError:  # pragma: no cover
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# COG writer
+# --------------------------------------------------------------------------------------------
+CogJob = Tuple[Path, Path, Dict[str, Any]]
+
+
+def write_cogs(jobs: Sequence[CogJob], *, blocksize: int = 512, level: Optional[int] = 1,
+               on_done: Optional[Callable[[int], None]] = None) -> None:
+    """Convert each ``(gtiff, cog, options)`` of ``jobs`` with :func:`gis.io.cog_copy`, all in
+    parallel, then remove the source GTiffs. ``options`` are ``cog_copy`` keywords
+    (``overview_resampling``, ``predictor``). ``on_done(n)`` after the n-th conversion finished
+    (all but the last).
+
+    The conversions run in parallel (GDAL releases the GIL while compressing), each with a GDAL
+    thread per core, so a cheap conversion (the mask) does not leave a core idle while a costly
+    one (the probabilities) is still being compressed; a batch worker process sets
+    ``ROADSEG_CORES`` to its share of the machine.
+    """
+    cores = os.environ.get("ROADSEG_CORES", "").strip()
+    cog_threads = (int(cores) if cores.isdigit() else 0) or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="gis-cog") as pool:
+        futures = [
+            pool.submit(cog_copy, a, b, blocksize=blocksize, level=level,
+                        num_threads=cog_threads, **kw)
+            for a, b, kw in jobs
+        ]
+        for n_done, fut in enumerate(as_completed(futures), start=1):
+            fut.result()
+            if n_done < len(jobs) and on_done is not None:
+                on_done(n_done)
+    for a, _, _ in jobs:
+        _remove_quietly(a)
+
 
 # --------------------------------------------------------------------------------------------
 # main entry point
@@ -466,7 +637,6 @@ def run_tiled_inference(
     batch_size: int = 4,
     bands: Optional[Sequence[int]] = None,
     normalize: NormalizeSpec = None,
-    tta: str = "none",
     threshold: float = 0.5,
     aoi: Optional[AOI] = None,
     on_progress: Optional[ProgressFn] = None,
@@ -480,9 +650,15 @@ def run_tiled_inference(
 ) -> InferenceResult:
     """Run ``predict_fn`` over a raster tile by tile and write probability and mask COGs.
 
+    The pieces: :func:`plan_inference` (tiles), :class:`TileBatchReader` (tile batches read
+    ahead), ``predict_fn`` (calling thread or ``inference_workers`` threads), the blender thread
+    (mosaic into temporary strip GTiffs) and :func:`write_cogs`; then both COGs are renamed to
+    their final names.
+
     Args:
         src_path: input raster (GeoTIFF).
-        predict_fn: ``float32 (N, C, T, T) normalised -> float32 (N, K, T, T)`` probabilities 0..1.
+        predict_fn: ``float32 (N, C, T, T) normalised -> float32 (N, K, T, T)`` probabilities 0..1
+            (test-time augmentation, if any, is part of it: :func:`segcore.tta.with_tta`).
             Called from the calling thread only, unless ``inference_workers`` > 1.
         out_prob_path, out_mask_path: output COG paths (see module docstring for values).
         tile_size_px, overlap_px: tiling (:func:`gis.tiling.plan_tiles`); edge tiles are padded.
@@ -493,7 +669,6 @@ def run_tiled_inference(
             :func:`gis.io.make_normalizer` keywords (e.g. ``{"mean": [...], "std": [...]}``), or a
             callable ``(N, C, T, T) raw float32 -> normalised float32``. Invalid and padded pixels
             are set to 0 after normalisation.
-        tta: "none", "flips" (3 passes) or "d4" (8 passes), inverse-transformed and averaged.
         threshold: probability threshold of the mask (K == 1).
         aoi: optional AOI (any CRS): only its window is processed, pixels outside it are nodata.
         on_progress: ``on_progress(done, total, stage)``; stage ``"inference"`` once per batch
@@ -523,8 +698,6 @@ def run_tiled_inference(
         CancelledError: ``should_cancel()`` returned True.
     """
     t_start = time.perf_counter()
-    if tta not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode {tta!r} (choose from {', '.join(TTA_MODES)})")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in 0..1, got {threshold}")
     if batch_size < 1:
@@ -535,212 +708,150 @@ def run_tiled_inference(
     mask_path = check_output_path(out_mask_path, overwrite)
     if prob_path.resolve() == mask_path.resolve():
         raise ValueError(f"{prob_path}: probability and mask outputs must be different files")
-    info = open_raster(src_path, allow_pixel_coords=allow_pixel_coords)
-    if bands is None:
-        bands_t = info.default_bands
-    else:
-        bands_t = tuple(int(b) for b in bands)
-        bad = [b for b in bands_t if not 1 <= b <= info.count]
-        if not bands_t or bad:
-            raise ValueError(
-                f"{src_path}: band selection {bands_t} invalid for {info.count} bands (1-based)"
-            )
-    aoi_geom = None
-    if aoi is not None:
-        area = aoi_window(aoi, info)
-        aoi_geom = aoi.to_crs(info.crs)
-    else:
-        area = Window(0, 0, info.width, info.height)
-    tiles = plan_tiles(info.width, info.height, tile_size_px, overlap_px, area_window=area)
-    norm = _build_normalizer(normalize, info, bands_t)
-    out_transform = rasterio.windows.transform(area, info.transform)
-    aw, ah = int(area.width), int(area.height)
+    plan = plan_inference(src_path, tile_size_px=tile_size_px, overlap_px=overlap_px,
+                          bands=bands, aoi=aoi, allow_pixel_coords=allow_pixel_coords)
+    reader = TileBatchReader(plan, batch_size, normalize, prefetch_batches)
     cancel = should_cancel or (lambda: False)
     progress = on_progress or (lambda done, total, stage: None)
     log.info(
-        "%s: %d tiles of %d px (overlap %d) over window %s, bands %s, tta=%s",
-        src_path, len(tiles), tile_size_px, overlap_px, area, bands_t, tta,
+        "%s: %d tiles of %d px (overlap %d) over window %s, bands %s",
+        src_path, len(plan.tiles), tile_size_px, overlap_px, plan.area, plan.bands,
     )
 
-    tmp_prob_g = temp_path_for(prob_path, "strips")
-    tmp_mask_g = temp_path_for(mask_path, "strips")
-    tmp_prob_c = temp_path_for(prob_path, "cog")
-    tmp_mask_c = temp_path_for(mask_path, "cog")
-    temps = [tmp_prob_g, tmp_mask_g, tmp_prob_c, tmp_mask_c]
-    reader: Optional[_Reader] = None
+    strips = (temp_path_for(prob_path, "strips"), temp_path_for(mask_path, "strips"))
+    cogs = (temp_path_for(prob_path, "cog"), temp_path_for(mask_path, "cog"))
     blender: Optional[_Blender] = None
-    datasets: List[Any] = []
     timings = {"read": 0.0, "wait": 0.0, "predict": 0.0, "blend": 0.0, "write": 0.0, "cog": 0.0}
-    num_classes: Optional[int] = None
+    started = False
 
-    def start_blender(k: int) -> _Blender:
-        common = dict(
-            driver="GTiff", width=aw, height=ah, crs=info.crs, transform=out_transform,
-            dtype="uint8", tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
-        )
-        try:
-            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-                datasets.append(rasterio.open(tmp_prob_g, "w", count=k, nodata=PROB_NODATA, **common))
-                datasets.append(rasterio.open(tmp_mask_g, "w", count=1, nodata=MASK_NODATA, **common))
-        except RasterioError as exc:
-            raise RasterWriteError(
-                f"{tmp_prob_g}: cannot create temporary output: {str(exc).splitlines()[0]}"
-            ) from exc
-        b = _Blender(datasets[0], datasets[1], threshold)
-        b.acc = MosaicAccumulator(area, k, tile_size_px, overlap_px, b.on_strip)
-        b.start()
-        return b
-
-    def stop_blender(b: _Blender) -> None:
-        b.q.put(None)
-        b.join()
+    def open_blender(num_classes: int) -> _Blender:
+        nonlocal blender
+        blender = _Blender.open(strips[0], strips[1], plan, num_classes, threshold)
+        return blender
 
     try:
         if cancel():
             raise CancelledError(f"{src_path}: cancelled before start")
-        reader = _Reader(
-            info.path, tiles, batch_size, bands_t, norm, aoi_geom, info.transform,
-            info.crs, prefetch_batches, tile_size_px,
-        )
         reader.start()
-
-        done = 0
-        total = len(tiles)
-        progress(0, total, "inference")
-        workers = int(inference_workers)
-        pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gis-predict")
-                if workers > 1 else None)
-        pending: "deque" = deque()  # (batch, valid, future | (probs, seconds)), in tile order
-
-        def timed_predict(x: np.ndarray) -> Tuple[np.ndarray, float]:
-            t = time.perf_counter()
-            return predict_with_tta(predict_fn, x, tta), time.perf_counter() - t
-
-        def hand_over() -> None:
-            """Oldest batch's probabilities -> the blender (tile order is kept)."""
-            nonlocal num_classes, blender, done
-            batch, valid, fut = pending.popleft()
-            probs, dt = fut.result() if pool is not None else fut
-            timings["predict"] += dt / workers  # concurrent calls: busy time per worker
-            if num_classes is None:
-                num_classes = int(probs.shape[1])
-                blender = start_blender(num_classes)
-            elif probs.shape[1] != num_classes:
-                raise InferenceError(
-                    f"predict_fn returned {probs.shape[1]} classes after {num_classes} earlier"
-                )
-            assert blender is not None
-            blender.put((batch, probs, valid))
-            done += len(batch)
-            progress(done, total, "inference")
-
-        try:
-            while True:
-                if cancel():
-                    raise CancelledError(f"{src_path}: cancelled after {done} of {total} tiles")
-                t0 = time.perf_counter()
-                kind, batch, x, valid = reader.q.get()
-                timings["wait"] += time.perf_counter() - t0
-                if kind == "done":
-                    break
-                if kind == "error":
-                    raise batch
-                if pool is None:
-                    pending.append((batch, valid, timed_predict(x)))
-                else:
-                    pending.append((batch, valid, pool.submit(timed_predict, x)))
-                while len(pending) >= workers:
-                    hand_over()
-            while pending:
-                hand_over()
-        finally:
-            if pool is not None:
-                for item in pending:
-                    item[2].cancel()
-                pool.shutdown(wait=True)
-        assert blender is not None and num_classes is not None
-        blender.put("finish")
-        stop_blender(blender)
-        if blender.error is not None:
-            raise blender.error
+        started = True
+        _predict_into(reader, predict_fn, open_blender, int(inference_workers), timings,
+                      progress, cancel, str(src_path))
+        assert blender is not None
+        blender.finish()
         timings["blend"], timings["write"] = blender.blend_s, blender.write_s
-        for ds in datasets:
-            ds.close()
 
         if cancel():
             raise CancelledError(f"{src_path}: cancelled before writing outputs")
         t0 = time.perf_counter()
         progress(0, 2, "writing")
-        jobs = [
-            (tmp_prob_g, tmp_prob_c, dict(overview_resampling="average", predictor=True)),
-            (tmp_mask_g, tmp_mask_c, dict(overview_resampling="nearest", predictor=False)),
-        ]
-        # the two conversions run in parallel (GDAL releases the GIL while compressing), each
-        # with a GDAL thread per core: the cheap mask conversion no longer leaves a core idle
-        # while the probabilities are still being compressed (same bytes)
-        # (a batch worker process sets ROADSEG_CORES to its share of the machine)
-        cores = os.environ.get("ROADSEG_CORES", "").strip()
-        cog_threads = (int(cores) if cores.isdigit() else 0) or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gis-cog") as pool:
-            futures = [
-                pool.submit(cog_copy, a, b, blocksize=cog_blocksize, level=cog_compress_level,
-                            num_threads=cog_threads, **kw)
-                for a, b, kw in jobs
-            ]
-            for n_done, fut in enumerate(as_completed(futures), start=1):
-                fut.result()
-                if n_done < 2:
-                    progress(n_done, 2, "writing")
-        for a, _, _ in jobs:
-            _remove_quietly(a)
+        write_cogs(
+            [(strips[0], cogs[0], dict(overview_resampling="average", predictor=True)),
+             (strips[1], cogs[1], dict(overview_resampling="nearest", predictor=False))],
+            blocksize=cog_blocksize, level=cog_compress_level,
+            on_done=lambda n: progress(n, 2, "writing"),
+        )
         if cancel():
             raise CancelledError(f"{src_path}: cancelled before replacing outputs")
         for final in (prob_path, mask_path):
             if final.exists() and not overwrite:
                 raise OutputExistsError(f"{final}: output appeared while running (not overwritten)")
-        os.replace(tmp_prob_c, prob_path)
-        os.replace(tmp_mask_c, mask_path)
+        os.replace(cogs[0], prob_path)
+        os.replace(cogs[1], mask_path)
         progress(2, 2, "writing")
         timings["cog"] = time.perf_counter() - t0
     except BaseException:
-        if reader is not None:
-            reader.stop.set()
-        if blender is not None and blender.is_alive():
-            blender.error = blender.error or _Stop()
-            stop_blender(blender)
-        for ds in datasets:
-            if not ds.closed:
-                try:
-                    ds.close()
-                except RasterioError:  # pragma: no cover
-                    pass
-        if reader is not None:
-            reader.join(timeout=10)
-        for t in temps:
+        reader.stop()
+        if blender is not None:
+            blender.abort()
+        if started:
+            reader.close()
+        for t in strips + cogs:
             _remove_quietly(t)
         raise
     finally:
-        if reader is not None:
-            reader.stop.set()
-            timings["read"] = reader.read_s
+        reader.stop()
+        timings["read"] = reader.read_s
     timings["total"] = time.perf_counter() - t_start
     log.info("%s: inference done in %.2f s (%s)", src_path, timings["total"],
              ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
+    assert blender is not None and blender.acc is not None
     return InferenceResult(
         prob_path=prob_path,
         mask_path=mask_path,
-        window=area,
-        crs=info.crs,
-        transform=out_transform,
-        width=aw,
-        height=ah,
-        num_classes=int(num_classes),
-        bands=bands_t,
-        tiles=len(tiles),
+        window=plan.area,
+        crs=plan.info.crs,
+        transform=plan.transform,
+        width=int(plan.area.width),
+        height=int(plan.area.height),
+        num_classes=int(blender.acc.num_classes),
+        bands=plan.bands,
+        tiles=len(plan.tiles),
         valid_pixels=blender.valid_pixels,
         positive_pixels=blender.positive_pixels,
-        resolution_m=info.resolution_m,
-        tta=tta,
-        strip_rows=blender.acc.buffer_rows if blender.acc is not None else 0,
+        resolution_m=plan.info.resolution_m,
+        strip_rows=blender.acc.buffer_rows,
         timings=timings,
     )
+
+
+def _predict_into(reader: TileBatchReader, predict_fn: PredictFn,
+                  open_blender: Callable[[int], _Blender], workers: int,
+                  timings: Dict[str, float], progress: ProgressFn,
+                  cancel: Callable[[], bool], src: str) -> None:
+    """The inference loop: every batch of ``reader`` through ``predict_fn`` (``workers``
+    concurrent calls on consecutive batches), handed to the blender in tile order; the blender
+    is opened by ``open_blender(K)`` once the first result tells the class count K."""
+    total = len(reader.plan.tiles)
+    done = 0
+    num_classes: Optional[int] = None
+    blender: Optional[_Blender] = None
+    progress(0, total, "inference")
+    pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gis-predict")
+            if workers > 1 else None)
+    pending: "deque" = deque()  # (batch, valid, future | (probs, seconds)), in tile order
+
+    def timed_predict(x: np.ndarray) -> Tuple[np.ndarray, float]:
+        t = time.perf_counter()
+        return _call_predict(predict_fn, x), time.perf_counter() - t
+
+    def hand_over() -> None:
+        """Oldest batch's probabilities -> the blender (tile order is kept)."""
+        nonlocal num_classes, blender, done
+        batch, valid, fut = pending.popleft()
+        probs, dt = fut.result() if pool is not None else fut
+        timings["predict"] += dt / workers  # concurrent calls: busy time per worker
+        if num_classes is None:
+            num_classes = int(probs.shape[1])
+            blender = open_blender(num_classes)
+        elif probs.shape[1] != num_classes:
+            raise InferenceError(
+                f"predict_fn returned {probs.shape[1]} classes after {num_classes} earlier"
+            )
+        assert blender is not None
+        blender.put((batch, probs, valid))
+        done += len(batch)
+        progress(done, total, "inference")
+
+    batches = iter(reader)
+    try:
+        while True:
+            if cancel():
+                raise CancelledError(f"{src}: cancelled after {done} of {total} tiles")
+            t0 = time.perf_counter()
+            item = next(batches, None)
+            timings["wait"] += time.perf_counter() - t0
+            if item is None:
+                break
+            if pool is None:
+                pending.append((item.tiles, item.valid, timed_predict(item.x)))
+            else:
+                pending.append((item.tiles, item.valid, pool.submit(timed_predict, item.x)))
+            while len(pending) >= workers:
+                hand_over()
+        while pending:
+            hand_over()
+    finally:
+        if pool is not None:
+            for entry in pending:
+                entry[2].cancel()
+            pool.shutdown(wait=True)

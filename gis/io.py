@@ -69,7 +69,7 @@ __all__ = [
     "default_overview_count",
     "utm_crs_for_lonlat",
     "MaskRaster",
-    "read_mask",
+    "read_mask_raster",
     "write_mask",
 ]
 
@@ -1246,7 +1246,7 @@ class MaskRaster:
     resolution_m: Optional[Tuple[float, float]]
 
 
-def read_mask(path: PathLike, window: Optional[Window] = None) -> MaskRaster:
+def read_mask_raster(path: PathLike, window: Optional[Window] = None) -> MaskRaster:
     """Read band 1 of a mask raster (e.g. the mask COG of :func:`gis.inference.run_tiled_inference`).
 
     Nodata is the file's nodata value (255 for our masks). ``window`` (integer, inside the raster)

@@ -6,6 +6,9 @@ written to a temporary name and renamed when complete.
 
 Optimizer state (moments, global step, beta powers) can be stored in the same ``.ckpt`` under
 the prefix :data:`OPTIMIZER_PREFIX`; :func:`load_optimizer_state` restores it for exact resume.
+
+This module knows files, not networks: building the network a checkpoint names is
+:func:`segcore.models.load_model`.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from .errors import CheckpointError
 # metadata (plain Python) lives in segcore.meta; re-exported here
 from .meta import (FORMAT_VERSION, CheckpointMeta, _ckpt_path, _read_sidecar,  # noqa: F401
-                   _roadseg_version, read_metadata, read_train_state, sidecar_path)
+                   _roadseg_version, read_checkpoint_train_state, read_metadata,
+                   sidecar_path)
 
 logger = logging.getLogger(__name__)
 
@@ -179,28 +183,7 @@ def load_optimizer_state(optimizer, path: PathLike) -> int:
     return len(own)
 
 
-def load_model(path: PathLike, aux: bool = False):
-    """Build the network named in the metadata of ``path`` through the registry and load its
-    weights (every network parameter must be in the file; auxiliary-head weights of a
-    training-time network are ignored). Returns ``(net, meta)``; ``net`` is in inference mode
-    (``set_train(False)``)."""
-    from .registry import create_model
-
-    meta = read_metadata(path)
-    net = create_model(meta.model, num_classes=meta.num_classes, in_channels=meta.in_channels,
-                       aux=aux, **dict(meta.model_kwargs))
-    report = load_weights(net, path, strict=False)
-    if report.missing:
-        raise CheckpointError(f"{_ckpt_path(path)}: does not fit {meta.model}: "
-                              f"{len(report.missing)} network parameters missing "
-                              f"(e.g. {report.missing[0]})")
-    if report.unexpected:  # e.g. auxiliary heads of a training-time network
-        logger.info("%s: ignored %d weights unused at inference (aux heads)", path,
-                    len(report.unexpected))
-    net.set_train(False)
-    return net, meta
-
-
-__all__ = ["CheckpointMeta", "LoadReport", "save_checkpoint", "read_metadata", "read_train_state",
-           "load_weights", "load_optimizer_state", "load_model", "sidecar_path",
+__all__ = ["CheckpointMeta", "LoadReport", "save_checkpoint", "read_metadata",
+           "read_checkpoint_train_state",
+           "load_weights", "load_optimizer_state", "sidecar_path",
            "OPTIMIZER_PREFIX", "optimizer_state_params"]

@@ -272,7 +272,7 @@ def layouts_for(model_name: str) -> Tuple[SourceLayout, ...]:
     plain backbones ``resnet18`` .. ``resnet152``)."""
     if re.fullmatch(r"resnet(18|34|50|101|152)", model_name):
         return (_torchvision_resnet(""),)
-    from .registry import model_info
+    from .models import model_info
 
     info = model_info(model_name)  # UnknownModelError lists the valid names
     family = info.family
@@ -594,7 +594,7 @@ def convert_checkpoint(src_pth: PathLike, model_name: str, out_ckpt: PathLike,
     import mindspore as ms
 
     from .checkpoint import CheckpointMeta, save_checkpoint, sidecar_path
-    from .registry import create_model, model_info
+    from .models import create_model, model_info
 
     src = os.fspath(src_pth)
     out = Path(out_ckpt)

@@ -39,6 +39,7 @@ from .errors import ConfigError, SegcoreError
 from .metrics import ConfusionMatrix, topk_accuracy
 from .onnx_infer import _meta_get
 from .predict import normalization_from_meta
+from .tta import TTA_MODES, tta_pairs, with_tta
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
 
 DATASETS = ("deepglobe", "chips", "cityscapes", "voc", "imagenet")
-TTA_MODES = ("none", "flips", "d4")
 EVAL_MODES = ("whole", "sliding")
 DEEPLAB_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -111,36 +111,6 @@ class EvalConfig:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
 
 
-# ---------------------------------------------------------------------------------------------
-# test-time augmentation on (N, C, H, W) arrays
-# ---------------------------------------------------------------------------------------------
-def _hflip(x: np.ndarray) -> np.ndarray:
-    return x[..., ::-1]
-
-
-def _vflip(x: np.ndarray) -> np.ndarray:
-    return x[..., ::-1, :]
-
-
-def tta_pairs(mode: str, flip: bool = False) -> List[Tuple[Callable, Callable]]:
-    """``(forward, inverse)`` transforms on the last two axes for ``mode`` (see module doc);
-    ``flip`` adds the horizontal mirror to ``none``."""
-    ident = lambda x: x  # noqa: E731
-    if mode == "none":
-        return [(ident, ident), (_hflip, _hflip)] if flip else [(ident, ident)]
-    if mode == "flips":
-        return [(ident, ident), (_hflip, _hflip), (_vflip, _vflip)]
-    if mode == "d4":
-        out = []
-        for k in range(4):
-            fwd = (lambda x, k=k: np.rot90(x, k, axes=(-2, -1)))
-            inv = (lambda y, k=k: np.rot90(y, -k, axes=(-2, -1)))
-            out.append((fwd, inv))
-            out.append((lambda x, f=fwd: f(_hflip(x)), lambda y, i=inv: _hflip(i(y))))
-        return out
-    raise ConfigError(f"unknown TTA {mode!r}; valid: {', '.join(TTA_MODES)}")
-
-
 def _resize_chw(x: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     """Bilinear (half-pixel) resize of ``(C, H, W)`` float32 to ``hw``."""
     import cv2
@@ -172,15 +142,17 @@ def predict_image(predict_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     :class:`segcore.predict.Predictor`). See the module docstring for the options.
     """
     c, h, w = image.shape
-    pairs = tta_pairs(tta, flip)
+    # the TTA variants of all images in a call are predicted together, batch_size at a time
+    tta_fn = with_tta(predict_fn, tta, flip=flip, chunk=batch_size)
     acc: Optional[np.ndarray] = None
     for s in scales:
         sh, sw = max(1, int(round(h * s))), max(1, int(round(w * s)))
         img = _resize_chw(image, (sh, sw)) if (sh, sw) != (h, w) else image
         if mode == "sliding":
-            probs = _predict_sliding(predict_fn, img, pairs, tile_size, overlap, batch_size)
+            per = max(1, batch_size // len(tta_pairs(tta, flip)))
+            probs = _predict_sliding(tta_fn, img, tile_size, overlap, per)
         else:
-            probs = _predict_tta(predict_fn, img[None], pairs, batch_size)[0]
+            probs = tta_fn(img[None])[0]
         if probs.shape[1:] != (h, w):
             probs = _resize_chw(probs, (h, w))
         acc = probs.astype(np.float32, copy=True) if acc is None else acc + probs
@@ -190,29 +162,10 @@ def predict_image(predict_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     return acc
 
 
-def _predict_tta(predict_fn, batch: np.ndarray, pairs, batch_size: int) -> np.ndarray:
-    """TTA average over ``pairs`` for a batch ``(N, C, H, W)``; the variants of all images are
-    predicted together in chunks of ``batch_size``."""
-    n, _, h, w = batch.shape
-    if len(pairs) == 8 and h != w:
-        raise ConfigError(f"d4 TTA needs square inputs, got {h}x{w} (use --tta flips or "
-                          "--mode sliding)")
-    variants = np.concatenate([np.ascontiguousarray(fwd(batch)) for fwd, _ in pairs], 0)
-    outs = []
-    for i in range(0, variants.shape[0], max(1, batch_size)):
-        outs.append(np.asarray(predict_fn(variants[i:i + batch_size]), np.float32))
-    preds = np.concatenate(outs, 0)
-    acc = None
-    for j, (_, inv) in enumerate(pairs):
-        p = inv(preds[j * n:(j + 1) * n])
-        acc = np.array(p, np.float32) if acc is None else acc + p
-    if len(pairs) > 1:
-        acc /= np.float32(len(pairs))
-    return np.ascontiguousarray(acc)
-
-
-def _predict_sliding(predict_fn, image: np.ndarray, pairs, tile_size: Optional[int],
-                     overlap: float, batch_size: int) -> np.ndarray:
+def _predict_sliding(predict_fn, image: np.ndarray, tile_size: Optional[int],
+                     overlap: float, per: int) -> np.ndarray:
+    """Tiles of ``tile_size`` averaged where they overlap; ``per`` tiles per ``predict_fn``
+    call."""
     if not tile_size:
         raise ConfigError("sliding-window evaluation needs a tile size")
     c, h, w = image.shape
@@ -225,11 +178,10 @@ def _predict_sliding(predict_fn, image: np.ndarray, pairs, tile_size: Optional[i
     coords = [(y, x) for y in ys for x in xs]
     acc = None
     count = np.zeros((ph, pw), np.float32)
-    per = max(1, batch_size // max(1, len(pairs)))
     for i in range(0, len(coords), per):
         chunk = coords[i:i + per]
         tiles = np.stack([image[:, y:y + t, x:x + t] for y, x in chunk])
-        probs = _predict_tta(predict_fn, tiles, pairs, batch_size)
+        probs = predict_fn(tiles)
         if acc is None:
             acc = np.zeros((probs.shape[1], ph, pw), np.float32)
         for (y, x), p in zip(chunk, probs):
@@ -402,6 +354,6 @@ def write_report(report: Dict[str, Any], path: PathLike) -> Path:
     return out
 
 
-__all__ = ["EvalConfig", "evaluate", "predict_image", "tta_pairs", "build_eval_dataset",
+__all__ = ["EvalConfig", "evaluate", "predict_image", "build_eval_dataset",
            "write_report", "EvaluationCancelled", "DATASETS", "TTA_MODES", "EVAL_MODES",
            "DEEPLAB_SCALES", "D_LINKNET_NOTE"]

@@ -516,7 +516,7 @@ def _unsupported_op(message: str) -> Optional[str]:
 def _resolve_net(model: Any) -> Tuple[Any, Any, Optional[Path]]:
     """``(net, meta, checkpoint_path)`` from a network or a checkpoint path."""
     if isinstance(model, (str, os.PathLike)):
-        from .checkpoint import load_model
+        from .models import load_model
 
         net, meta = load_model(model)
         return net, meta, Path(model)
@@ -626,7 +626,7 @@ def _network_stride(meta: Any) -> Optional[int]:
     that ONNX inference needs neither the registry nor MindSpore."""
     name = getattr(meta, "model", None) if not isinstance(meta, dict) else meta.get("model")
     try:
-        from .registry import model_info
+        from .models import model_info
 
         return int(model_info(str(name)).stride)
     except Exception:  # noqa: BLE001  a bare network without metadata / unregistered name

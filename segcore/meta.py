@@ -133,8 +133,9 @@ def read_metadata(path: PathLike) -> CheckpointMeta:
         raise CheckpointError(f"{sidecar_path(path)}: invalid checkpoint metadata ({exc})") from exc
 
 
-def read_train_state(path: PathLike) -> Optional[Dict[str, Any]]:
-    """The ``train_state`` dict saved with checkpoint ``path``, or ``None``."""
+def read_checkpoint_train_state(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The ``train_state`` dict saved in the sidecar of checkpoint ``path``, or ``None`` (not the
+    state file of a training run: that is :func:`segcore.train.read_train_state`)."""
     return _read_sidecar(path).get("train_state")
 
 
@@ -146,5 +147,5 @@ def meta_from_dict(doc: Mapping[str, Any]) -> Any:
         return dict(doc)
 
 
-__all__ = ["CheckpointMeta", "FORMAT_VERSION", "read_metadata", "read_train_state",
+__all__ = ["CheckpointMeta", "FORMAT_VERSION", "read_metadata", "read_checkpoint_train_state",
            "sidecar_path", "meta_from_dict"]

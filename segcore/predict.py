@@ -116,7 +116,7 @@ def _stride_of(meta: Any, model_name: Optional[str]) -> int:
     stride = _meta_get(meta, "stride", None)
     if model_name:
         try:
-            from .registry import model_info
+            from .models import model_info
 
             stride = model_info(model_name).stride
         except Exception:  # noqa: BLE001  unknown/unregistered: keep the metadata's
@@ -145,7 +145,7 @@ class MindSporePredictor(_Base):
 
             set_device(device)
         if isinstance(model, (str, os.PathLike)):
-            from .checkpoint import load_model
+            from .models import load_model
 
             net, meta = load_model(model)
             self.source = str(model)

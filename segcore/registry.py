@@ -1,4 +1,9 @@
-"""Model registry: ``register_model``, ``create_model`` and ``list_models``.
+"""Model registry: the table of network builders, filled by ``@register_model``.
+
+This module is a leaf (it imports nothing of segcore but :mod:`segcore.errors`; an
+import-linter contract in setup.cfg keeps it so): the networks in :mod:`segcore.models` import it
+to register themselves, and :mod:`segcore.models` (the package) offers ``create_model``,
+``list_models``, ``model_info`` and ``load_model`` once every builder is registered.
 
 Every builder follows one contract: ``builder(num_classes, in_channels=3, aux=False, **kw) -> nn.Cell``
 whose ``construct`` returns logits at the input resolution (auxiliary outputs only with
@@ -7,7 +12,7 @@ whose ``construct`` returns logits at the input resolution (auxiliary outputs on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from .errors import UnknownModelError
 
@@ -32,7 +37,6 @@ class ModelInfo:
 
 
 _REGISTRY: Dict[str, ModelInfo] = {}
-_LOADED = False
 
 
 def register_model(name: str, *, stride: int, default_classes: int, task: str = "segmentation",
@@ -49,41 +53,16 @@ def register_model(name: str, *, stride: int, default_classes: int, task: str = 
     return deco
 
 
-def _ensure_loaded() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from . import models  # noqa: F401  (importing registers the builders)
-
-
-def list_models() -> List[str]:
-    """Sorted names of all registered models."""
-    _ensure_loaded()
+def registered_names() -> List[str]:
+    """Sorted names registered so far (all of them once :mod:`segcore.models` is imported)."""
     return sorted(_REGISTRY)
 
 
-def model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of ``name``; unknown names raise :class:`UnknownModelError`."""
-    _ensure_loaded()
+def registered_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` registered under ``name``; :class:`UnknownModelError` (listing the
+    registered names) otherwise."""
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
             f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def create_model(name: str, num_classes: Optional[int] = None, in_channels: int = 3,
-                 aux: bool = False, checkpoint: Optional[str] = None, **kw):
-    """Build the network ``name``.
-
-    ``num_classes`` defaults to the reference recipe's class count. With ``checkpoint`` the
-    weights are loaded after construction (never inside the constructor).
-    """
-    info = model_info(name)
-    if num_classes is None:
-        num_classes = info.default_classes
-    net = info.builder(num_classes=num_classes, in_channels=in_channels, aux=aux, **kw)
-    if checkpoint is not None:
-        from .checkpoint import load_weights
-        load_weights(net, checkpoint)
-    return net

@@ -449,7 +449,7 @@ class _Trainer:
         from mindspore import nn
 
         from .device import set_device, supports_amp
-        from .registry import create_model, model_info
+        from .models import create_model, model_info
 
         cfg = self.cfg
         if self.world == 1:

@@ -1,5 +1,5 @@
 """segcore.checkpoint: .ckpt + JSON sidecar round trip, fine-tune head mismatch, optimizer state,
-clear errors, load_model through the registry."""
+clear errors, segcore.models.load_model through the registry."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,11 @@ import pytest
 ms = pytest.importorskip("mindspore")
 from mindspore import nn  # noqa: E402
 
-from segcore.checkpoint import (CheckpointMeta, load_model, load_optimizer_state,  # noqa: E402
-                                load_weights, read_metadata, read_train_state, save_checkpoint,
-                                sidecar_path)
+from segcore.checkpoint import (CheckpointMeta, load_optimizer_state,  # noqa: E402
+                                load_weights, read_checkpoint_train_state, read_metadata,
+                                save_checkpoint, sidecar_path)
 from segcore.errors import CheckpointError  # noqa: E402
+from segcore.models import load_model  # noqa: E402
 
 
 class Tiny(nn.Cell):
@@ -59,7 +60,7 @@ def test_save_and_read_metadata_round_trip(tmp_path):
     assert back == meta
     assert back.bands == (3, 2, 1) and back.normalization["mean"] == [0.4, 0.5, 0.6]
     assert read_metadata(sidecar_path(path)) == meta  # the .json path works too
-    assert read_train_state(path) == {"epoch": 3, "step": 9}
+    assert read_checkpoint_train_state(path) == {"epoch": 3, "step": 9}
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["model"] == "tiny" and doc["created"] and doc["roadseg_version"]
 
@@ -153,7 +154,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_load_model_through_registry(tmp_path):
-    from segcore.registry import create_model
+    from segcore.models import create_model
 
     net = create_model("ddrnet23_slim", num_classes=2, in_channels=3)
     save_checkpoint(net, tmp_path / "d.ckpt", _meta(model="ddrnet23_slim", num_classes=2,

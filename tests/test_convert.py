@@ -19,12 +19,12 @@ torch = pytest.importorskip("torch", reason="torch (test extra) builds the refer
 
 import mindspore as ms  # noqa: E402
 
-from segcore.checkpoint import load_model, read_metadata  # noqa: E402
+from segcore.checkpoint import read_metadata  # noqa: E402
 from segcore.convert import (convert_checkpoint, convert_state_dict,  # noqa: E402
                              read_torch_state_dict)
 from segcore.errors import CheckpointError  # noqa: E402
 from segcore.models.backbones.resnet import resnet  # noqa: E402
-from segcore.registry import create_model  # noqa: E402
+from segcore.models import create_model, load_model  # noqa: E402
 from segcore.torch_reader import load_torch_file  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

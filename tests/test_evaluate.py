@@ -17,9 +17,10 @@ import segcore  # noqa: E402
 from app.cli import main as cli_main  # noqa: E402
 from app.service.models import count_parameters, list_model_rows  # noqa: E402
 from segcore.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
-from segcore.evaluate import EvalConfig, predict_image, tta_pairs  # noqa: E402
+from segcore.evaluate import EvalConfig, predict_image  # noqa: E402
 from segcore.models.layers import count_trainable_params  # noqa: E402
 from segcore.predict import MindSporePredictor  # noqa: E402
+from segcore.tta import tta_pairs  # noqa: E402
 
 CROP = 64
 

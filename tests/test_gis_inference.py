@@ -20,7 +20,7 @@ from gis.errors import (
     OutputExistsError,
     RasterReadError,
 )
-from gis.inference import predict_with_tta, run_tiled_inference, tta_transforms
+from gis.inference import run_tiled_inference
 from gis.mosaic import MASK_NODATA, MASK_ROAD, PROB_NODATA, PROB_SCALE
 from gis_fixtures import (
     UTM33_ORIGIN,
@@ -144,39 +144,6 @@ def test_cog_overviews_present_on_larger_output(tmp_path):
         _, prof, tags, ovr = _read(path)
         assert tags["LAYOUT"] == "COG" and prof["blockxsize"] == 512
         assert ovr == [2, 4]
-
-
-@pytest.mark.parametrize("mode", ["flips", "d4"])
-def test_tta_with_equivariant_model_equals_no_tta(tmp_path, mode):
-    x = np.random.default_rng(5).random((2, 3, 16, 16)).astype(np.float32)
-    np.testing.assert_allclose(predict_with_tta(sigmoid_pixelwise, x, mode),
-                               sigmoid_pixelwise(x), atol=1e-6)
-    assert len(tta_transforms(mode)) == {"flips": 3, "d4": 8}[mode]
-    src = write_geotiff(tmp_path / "rgb.tif", random_image((3, 48, 40), seed=3))
-    kw = dict(tile_size_px=32, overlap_px=8, batch_size=2)
-    a = run_tiled_inference(src, sigmoid_pixelwise, tmp_path / "p0.tif", tmp_path / "m0.tif", **kw)
-    b = run_tiled_inference(src, sigmoid_pixelwise, tmp_path / "p1.tif", tmp_path / "m1.tif",
-                            tta=mode, **kw)
-    pa, pb = _read(a.prob_path)[0].astype(int), _read(b.prob_path)[0].astype(int)
-    assert np.abs(pa - pb).max() <= 1 and (pa == pb).mean() > 0.99  # float rounding only
-
-
-def test_tta_inverse_transforms_are_correct():
-    """A model that is *not* equivariant (reads the absolute column) gives the average of its
-    transformed predictions; each inverse must map predictions back to input pixels."""
-    x = np.zeros((1, 1, 4, 4), np.float32)
-
-    def column_model(b):
-        n, _, h, w = b.shape
-        return np.broadcast_to(np.arange(w, dtype=np.float32), (n, 1, h, w)).copy()
-
-    # identity -> c, hflip mapped back -> w-1-c, vflip -> c: mean (c + 3) / 3 per column
-    out = predict_with_tta(column_model, x, "flips")
-    np.testing.assert_allclose(out[0, 0], np.tile((np.arange(4) + 3) / 3, (4, 1)), atol=1e-6)
-    # d4: the 8 transforms map column c to every column/row index equally -> mean 1.5
-    np.testing.assert_allclose(predict_with_tta(column_model, x, "d4"), 1.5, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown TTA"):
-        tta_transforms("rot45")
 
 
 def test_nodata_and_alpha_become_output_nodata(tmp_path):
@@ -351,7 +318,7 @@ def test_does_not_import_segcore_or_mindspore():
 def test_real_vegas_rgb_with_alpha(shared_data, tmp_path):
     src = shared_data / "geotiff" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
     res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
-                              tile_size_px=512, overlap_px=64, batch_size=2, tta="flips")
+                              tile_size_px=512, overlap_px=64, batch_size=2)
     with rasterio.open(src) as s, rasterio.open(res.prob_path) as p:
         assert p.crs == s.crs and p.transform == s.transform and p.shape == s.shape
         assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.overviews(1)

@@ -447,7 +447,7 @@ def test_real_uint16_eleven_bit(shared_data):
 
 
 def test_write_and_read_mask_round_trip(tmp_path):
-    from gis.io import read_mask, write_mask
+    from gis.io import read_mask_raster, write_mask
 
     m = np.zeros((30, 40), bool)
     m[10:20, 5:35] = True
@@ -455,11 +455,11 @@ def test_write_and_read_mask_round_trip(tmp_path):
     valid[:, :3] = False
     out = write_mask(tmp_path / "mask.tif", m, crs="EPSG:32633", transform=utm_transform(0.5),
                      valid=valid)
-    back = read_mask(out)
+    back = read_mask_raster(out)
     assert (back.mask == (m & valid)).all() and (back.valid == valid).all()
     assert set(np.unique(back.values)) == {0, 1, 255}
     assert back.crs == CRS.from_epsg(32633) and back.resolution_m == pytest.approx((0.5, 0.5))
-    part = read_mask(out, Window(5, 10, 10, 5))
+    part = read_mask_raster(out, Window(5, 10, 10, 5))
     assert part.mask.all() and part.transform.c == utm_transform(0.5).c + 2.5
 
 

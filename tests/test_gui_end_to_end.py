@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory) -> Path:
     import mindspore as ms
 
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.registry import create_model
+    from segcore.models import create_model
 
     ms.set_seed(7)
 
@@ -331,7 +331,7 @@ def test_dataset_review_and_training_are_main_area_tabs(window, tmp_path):
     import mindspore as ms
 
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.registry import create_model
+    from segcore.models import create_model
 
     tabs = window.main_tabs
     assert [tabs.tabText(i) for i in range(tabs.count())] == ["Map", "Dataset review",

@@ -234,7 +234,7 @@ def _run_checkpoint(path: Path, miou: float) -> Path:
     import mindspore as ms
 
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.registry import create_model
+    from segcore.models import create_model
 
     ms.set_seed(3)
     meta = CheckpointMeta(model="enet", num_classes=1, tile_size_px=64, stride=8, epoch=2,

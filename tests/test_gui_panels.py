@@ -43,7 +43,7 @@ def raster(tmp_path: Path) -> Path:
 def checkpoint(tmp_path_factory) -> Path:
     """A real (randomly initialised) ENet checkpoint with its metadata sidecar."""
     from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.registry import create_model
+    from segcore.models import create_model
 
     d = tmp_path_factory.mktemp("ckpt")
     meta = CheckpointMeta(model="enet", num_classes=1, bands=(1, 2, 3),

@@ -15,7 +15,7 @@ from segcore.errors import InputSizeError, SegcoreError  # noqa: E402
 from segcore.models.dgcnet import (DGCNET_STRIDE, DualGCN, SpatialGCN,  # noqa: E402
                                    dgcnet_resnet101)
 from segcore.models.layers import count_trainable_params  # noqa: E402
-from segcore.registry import create_model, list_models, model_info  # noqa: E402
+from segcore.models import create_model, list_models, model_info  # noqa: E402
 
 SIZE = 64  # smallest valid input side
 

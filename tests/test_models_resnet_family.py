@@ -17,7 +17,7 @@ from segcore.models.backbones.resnet import resnet  # noqa: E402
 from segcore.models.deeplabv3 import ASPPPooling  # noqa: E402
 from segcore.models.dlinknet import conv_transpose2d  # noqa: E402
 from segcore.models.layers import count_trainable_params  # noqa: E402
-from segcore.registry import create_model, model_info  # noqa: E402
+from segcore.models import create_model, model_info  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

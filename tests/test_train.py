@@ -21,7 +21,7 @@ CONFIGS = sorted((ROOT / "resources" / "configs").glob("*.yaml"))
 # ----------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads(path):
-    from segcore.registry import list_models, model_info
+    from segcore.models import list_models, model_info
 
     cfg = load_config(path)
     assert cfg.model in list_models()

@@ -47,6 +47,7 @@ from app.service.staging import recover as recover_outputs
 from gis.errors import CancelledError, OutputDirError, OutputExistsError
 from gis.tiff_quiet import quiet_libtiff_errors
 from gis.vectorize_params import VectorizeParams  # not gis.vectorize: ~1.4 s of imports
+from segcore.tta import TTA_MODES
 
 __all__ = [
     "STAGES",
@@ -83,7 +84,6 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 STAGES: Tuple[str, ...] = ("read", "infer", "mosaic", "vectorize", "write")
 #: vector output formats (file suffixes)
 FORMATS: Tuple[str, ...] = ("gpkg", "shp", "geojson")
-TTA_MODES: Tuple[str, ...] = ("none", "flips", "d4")
 BACKENDS: Tuple[str, ...] = ("auto", "mindspore", "onnx")
 DEVICES: Tuple[str, ...] = ("cpu", "gpu", "ascend")
 PRECISIONS: Tuple[str, ...] = ("auto", "fp32", "int8")
@@ -1034,6 +1034,7 @@ def run_extraction(
         _check_crs(req.bbox_crs if req.bbox is not None else None, "bbox CRS")
         from gis.inference import run_tiled_inference
         from gis.io import open_raster
+        from segcore.tta import with_tta
 
         # ---- read: validate inputs and outputs, load the model -----------------------------
         t0 = time.perf_counter()
@@ -1077,10 +1078,10 @@ def run_extraction(
 
         t0 = time.perf_counter()
         inf = run_tiled_inference(
-            grid.path, model.predict_fn,
+            grid.path, with_tta(model.predict_fn, req.tta),
             staging.path(paths["prob"].name), staging.path(paths["mask"].name),
             tile_size_px=tile, overlap_px=overlap, batch_size=int(req.batch_size),
-            bands=tuple(bands), normalize=model.normalize, tta=req.tta,
+            bands=tuple(bands), normalize=model.normalize,
             threshold=float(req.threshold), aoi=aoi, on_progress=inference_progress,
             should_cancel=should_cancel, overwrite=False,
             allow_pixel_coords=req.allow_pixel_coords, inference_workers=model.workers,
@@ -1130,7 +1131,7 @@ def run_extraction(
             "tile_size_px": tile,
             "overlap_px": overlap,
             "bands": list(inf.bands),
-            "tta": inf.tta,
+            "tta": req.tta,
             "model": model.info,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         })

@@ -44,7 +44,7 @@ TYPED_KEYS = ("model", "data_root", "output_dir", "epochs", "batch_size", "lr", 
 
 def list_networks() -> List[str]:
     """All registered networks (``segcore.list_models()``), sorted."""
-    from segcore.registry import list_models
+    from segcore.models import list_models
 
     return list(list_models())
 

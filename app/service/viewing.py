@@ -849,7 +849,7 @@ class NetworkEdit:
 
 def available_models() -> List[Dict[str, Any]]:
     """Registered segmentation networks for pickers: ``name``, ``stride``, ``description``."""
-    from segcore.registry import list_models, model_info
+    from segcore.models import list_models, model_info
 
     out = []
     for name in list_models():

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .io import read_image, read_mask
+from .io import read_image, read_label_mask
 from .layouts import (CITYSCAPES_CLASSES, Sample, cityscapes_label_to_train_id, index_chips,
                       index_cityscapes, index_deepglobe, index_image_folder, index_voc_list)
 from .transforms import (AugmentConfig, Normalization, SizeLike, augment_pair,
@@ -184,7 +184,7 @@ class SegmentationDataset(_BaseDataset):
         """
         s = self.samples[index]
         img = read_image(s.image, self.bands)
-        raw = read_mask(s.mask)
+        raw = read_label_mask(s.mask)
         if raw.shape[:2] != img.shape[:2]:
             raise DatasetError(f"{s.mask}: mask is {raw.shape[0]}x{raw.shape[1]} but image "
                                f"{s.image.name} is {img.shape[0]}x{img.shape[1]}")

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import DatasetError
 
-__all__ = ["IMAGE_EXTS", "TIFF_EXTS", "read_image", "read_mask", "raster_size", "check_readable"]
+__all__ = ["IMAGE_EXTS", "TIFF_EXTS", "read_image", "read_label_mask", "raster_size",
+           "check_readable"]
 
 TIFF_EXTS = frozenset({".tif", ".tiff"})
 IMAGE_EXTS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
@@ -74,7 +75,7 @@ def read_image(path: Path, bands: Optional[Sequence[int]] = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_label_mask(path: Path) -> np.ndarray:
     """Read a mask as ``(H, W)`` (one band / palette indices) or ``(H, W, C)`` (RGB masks).
 
     GeoTIFF masks return band 1 only. PNG palette images return their indices.

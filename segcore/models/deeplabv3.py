@@ -37,8 +37,7 @@ from mindspore import nn, ops
 from ..errors import ConfigError
 from ..registry import register_model
 from .backbones.resnet import resnet
-from .dlinknet import SizeCheckedNet
-from .layers import StepDropout, bn2d, conv2d, resize_bilinear
+from .layers import SizeCheckedNet, StepDropout, bn2d, conv2d, resize_bilinear
 
 logger = logging.getLogger(__name__)
 

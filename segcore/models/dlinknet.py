@@ -28,11 +28,11 @@ from mindspore import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .backbones.resnet import resnet
-from .layers import bn2d, check_input_size, conv2d
+from .layers import SizeCheckedNet, bn2d, conv2d
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SizeCheckedNet", "DLinkNet", "DBlock", "DecoderBlock", "conv_transpose2d",
+__all__ = ["DLinkNet", "DBlock", "DecoderBlock", "conv_transpose2d",
            "dlinknet34", "dlinknet50",
            "TORCH_PREFIX_MAP"]
 
@@ -65,49 +65,6 @@ def conv_transpose2d(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
     return nn.Conv2dTranspose(in_ch, out_ch, kernel_size, stride=stride, pad_mode="pad",
                               padding=(padding, end, padding, end), has_bias=bias,
                               weight_init="HeUniform")
-
-
-def _graph_size_check(h: int, w: int, stride: int, name: str) -> None:
-    """Graph-mode-safe twin of :func:`check_input_size`.
-
-    MindSpore graph mode may only raise builtin exceptions, so inside ``construct`` this raises a
-    plain ``ValueError`` (with the same message) at compile time, where shapes are constants.
-    """
-    if h % stride or w % stride:
-        raise ValueError(f"{name}: input {h}x{w} is not a multiple of {stride}; pad it to "
-                         f"{-(-h // stride) * stride}x{-(-w // stride) * stride}")
-
-
-class SizeCheckedNet(nn.Cell):
-    """Base of the segmentation networks here: rejects inputs whose H or W is not a multiple of
-    ``self.stride``.
-
-    The check runs twice, because MindSpore graph mode cannot raise our own exception types:
-
-    * ``__call__`` (plain Python, before PyNative execution or graph compilation) raises
-      :class:`segcore.errors.InputSizeError` - this covers every call in PyNative mode and a
-      direct call of the network in GRAPH mode;
-    * ``construct`` calls :func:`_graph_size_check`, so when the network is compiled as part of
-      a larger graph (e.g. a loss/train-step cell in GRAPH mode) a bad size still fails at
-      compile time, as a plain ``ValueError`` with the same message (``InputSizeError`` is a
-      ``ValueError`` too, so ``except ValueError`` catches both).
-
-    Subclasses set ``self.stride`` and ``self.name`` and call ``self._check_size(x)`` first in
-    ``construct``.
-    """
-
-    stride = 32
-    name = "network"
-
-    def __call__(self, *args, **kwargs):
-        shape = tuple(getattr(args[0], "shape", ())) if args else ()
-        if len(shape) == 4 and shape[2] is not None and shape[3] is not None \
-                and shape[2] >= 0 and shape[3] >= 0:  # skip dynamic-shape placeholders
-            check_input_size(int(shape[2]), int(shape[3]), self.stride, self.name)
-        return super().__call__(*args, **kwargs)
-
-    def _check_size(self, x) -> None:
-        _graph_size_check(x.shape[2], x.shape[3], self.stride, self.name)
 
 
 class DBlock(nn.Cell):

@@ -79,6 +79,49 @@ def check_input_size(h: int, w: int, stride: int, name: str) -> None:
             f"{name}: input {h}x{w} is not a multiple of {stride}; pad it to {ph}x{pw}")
 
 
+def _graph_size_check(h: int, w: int, stride: int, name: str) -> None:
+    """Graph-mode-safe twin of :func:`check_input_size`.
+
+    MindSpore graph mode may only raise builtin exceptions, so inside ``construct`` this raises a
+    plain ``ValueError`` (with the same message) at compile time, where shapes are constants.
+    """
+    if h % stride or w % stride:
+        raise ValueError(f"{name}: input {h}x{w} is not a multiple of {stride}; pad it to "
+                         f"{-(-h // stride) * stride}x{-(-w // stride) * stride}")
+
+
+class SizeCheckedNet(nn.Cell):
+    """Base of the segmentation networks here: rejects inputs whose H or W is not a multiple of
+    ``self.stride``.
+
+    The check runs twice, because MindSpore graph mode cannot raise our own exception types:
+
+    * ``__call__`` (plain Python, before PyNative execution or graph compilation) raises
+      :class:`segcore.errors.InputSizeError` - this covers every call in PyNative mode and a
+      direct call of the network in GRAPH mode;
+    * ``construct`` calls :func:`_graph_size_check`, so when the network is compiled as part of
+      a larger graph (e.g. a loss/train-step cell in GRAPH mode) a bad size still fails at
+      compile time, as a plain ``ValueError`` with the same message (``InputSizeError`` is a
+      ``ValueError`` too, so ``except ValueError`` catches both).
+
+    Subclasses set ``self.stride`` and ``self.name`` and call ``self._check_size(x)`` first in
+    ``construct``.
+    """
+
+    stride = 32
+    name = "network"
+
+    def __call__(self, *args, **kwargs):
+        shape = tuple(getattr(args[0], "shape", ())) if args else ()
+        if len(shape) == 4 and shape[2] is not None and shape[3] is not None \
+                and shape[2] >= 0 and shape[3] >= 0:  # skip dynamic-shape placeholders
+            check_input_size(int(shape[2]), int(shape[3]), self.stride, self.name)
+        return super().__call__(*args, **kwargs)
+
+    def _check_size(self, x) -> None:
+        _graph_size_check(x.shape[2], x.shape[3], self.stride, self.name)
+
+
 def count_trainable_params(net: nn.Cell) -> int:
     """Number of trainable scalars (weights, biases, BN gamma/beta, PReLU; no running stats)."""
     return int(sum(p.size for p in net.trainable_params()))
