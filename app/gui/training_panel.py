@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
 
 from app.service.errors import UserError
 from app.service.extraction import list_checkpoints
-from app.service.training_runner import (DEVICES, TYPED_KEYS, TrainingForm, TrainingProcess,
-                                         check_config, config_fields, format_value,
-                                         list_networks, list_recipes)
+from app.service.training_runner import (DEVICES, STATE_FILE, TYPED_KEYS, TrainingForm,
+                                         TrainingProcess, check_config, config_fields,
+                                         format_value, list_networks, list_recipes)
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +532,7 @@ class TrainingPanel(QWidget):
         try:
             check_config(form)
             proc = TrainingProcess(form)
-            if proc.events_path.exists() and (proc.output_dir / "train_state.json").exists() \
+            if proc.events_path.exists() and (proc.output_dir / STATE_FILE).exists() \
                     and self.isVisible():
                 ans = QMessageBox.question(self, "Training",
                                            f"{proc.output_dir} holds a run. Start again there?")
@@ -596,7 +596,7 @@ class TrainingPanel(QWidget):
         can_resume = False
         if not run:
             out = Path(self.out.text().strip() or ".").expanduser()
-            st = out / "train_state.json"
+            st = out / STATE_FILE
             if st.exists():
                 try:
                     import json
