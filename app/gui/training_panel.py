@@ -31,7 +31,8 @@ from app.service.errors import UserError
 from app.service.extraction import list_checkpoints
 from app.service.training_runner import (DEVICES, STATE_FILE, TYPED_KEYS, TrainingForm,
                                          TrainingProcess, check_config, config_fields,
-                                         format_value, list_networks, list_recipes)
+                                         format_value, list_networks, list_recipes,
+                                         run_summary)
 
 log = logging.getLogger(__name__)
 
@@ -596,14 +597,7 @@ class TrainingPanel(QWidget):
         can_resume = False
         if not run:
             out = Path(self.out.text().strip() or ".").expanduser()
-            st = out / STATE_FILE
-            if st.exists():
-                try:
-                    import json
-
-                    can_resume = json.loads(st.read_text()).get("status") == "stopped"
-                except (OSError, ValueError):
-                    can_resume = False
+            can_resume = run_summary(out)["status"] == "stopped"
         self.resume_btn.setEnabled(can_resume)
 
     # -- events ----------------------------------------------------------------------------
