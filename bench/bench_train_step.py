@@ -58,15 +58,15 @@ def mindspore_step(name: str, batch: int, crop: int, graph: bool, steps: int) ->
 
     from segcore import create_model
     from segcore.config import TrainConfig
-    from segcore.train import _build_loss, _build_optimizer
+    from segcore.builders import build_loss, build_optimizer
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)
     cfg = TrainConfig(model=name, num_classes=1, loss="bce_dice", ignore_index=255)
     net = create_model(name, num_classes=1)
     net.set_train(True)
-    loss_fn = _build_loss(cfg, "segmentation", None)
-    opt = _build_optimizer(cfg, net.trainable_params(), 1e-4)
+    loss_fn = build_loss(cfg, "segmentation", None)
+    opt = build_optimizer(cfg, net.trainable_params(), 1e-4)
 
     def forward(x, y):
         out = net(x)
@@ -128,8 +128,9 @@ def torch_step(name: str, batch: int, crop: int, steps: int) -> float:
 
 def pipeline_rows(data: Path, batch: int, crop: int, batches: int):
     """Seconds to draw one augmented training batch with 1, 2, 4 loader threads."""
+    from segcore.builders import batches as epoch_batches
+    from segcore.builders import build_datasets
     from segcore.config import load_config
-    from segcore.train import _batches, build_datasets
 
     recipe = Path(__file__).resolve().parents[1] / "resources/configs/road_model_train.yaml"
     rows = []
@@ -138,7 +139,7 @@ def pipeline_rows(data: Path, batch: int, crop: int, batches: int):
                                    f"batch_size={batch}", f"crop_size={crop}"])
         train_ds, _ = build_datasets(cfg, cfg.seed)
         idx = np.random.default_rng(0).permutation(len(train_ds))[:batch * (batches + 1)]
-        it = iter(_batches(train_ds, idx, batch, workers))
+        it = iter(epoch_batches(train_ds, idx, batch, workers))
         next(it)  # start-up (worker pool) not counted
         t0 = time.perf_counter()
         n = sum(1 for _ in it)

@@ -201,7 +201,7 @@ def training_rows(networks, crop: int, batch: int, steps: int, log=print):
 
     from segcore import create_model
     from segcore.config import TrainConfig
-    from segcore.train import _build_loss, _build_optimizer
+    from segcore.builders import build_loss, build_optimizer
 
     rows = []
     for name in networks:
@@ -209,8 +209,8 @@ def training_rows(networks, crop: int, batch: int, steps: int, log=print):
         cfg = TrainConfig(model=name, num_classes=1, loss="bce_dice")
         net = create_model(name, num_classes=1)
         net.set_train(True)
-        loss_fn = _build_loss(cfg, "segmentation", None)
-        opt = _build_optimizer(cfg, net.trainable_params(), 1e-4)
+        loss_fn = build_loss(cfg, "segmentation", None)
+        opt = build_optimizer(cfg, net.trainable_params(), 1e-4)
 
         def forward(x, y):
             return loss_fn(net(x), y)

@@ -110,7 +110,7 @@ def launch(config_path: os.PathLike, nproc: int, output_dir: os.PathLike, *,
     Returns 0 on success; raises :class:`DistributedError` with the end of the failing worker
     log otherwise.
     """
-    from .train import EVENTS_FILE, STOP_FILE
+    from .run_folder import EVENTS_FILE, STOP_FILE, EventTail
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,8 +119,7 @@ def launch(config_path: os.PathLike, nproc: int, output_dir: os.PathLike, *,
     stop_file = out / STOP_FILE
     if stop_file.exists():
         stop_file.unlink()
-    events = out / EVENTS_FILE
-    offset = events.stat().st_size if events.exists() else 0
+    tail = EventTail(out / EVENTS_FILE, from_end=True)
     cmd = msrun_command(config_path, nproc, log_dir, master_port=master_port,
                         master_addr=master_addr, nnodes=nnodes, node_rank=node_rank,
                         resume=resume)
@@ -129,25 +128,12 @@ def launch(config_path: os.PathLike, nproc: int, output_dir: os.PathLike, *,
     with open(log_dir / "launcher.log", "w") as lf:
         proc = subprocess.Popen(cmd, env=_worker_env(), stdout=lf, stderr=subprocess.STDOUT,
                                 cwd=str(out))
-        buf = ""
         try:
             while True:
                 rc = proc.poll()
-                if events.exists() and on_event is not None:
-                    with open(events, encoding="utf-8") as f:
-                        f.seek(offset)
-                        chunk = f.read()
-                        offset = f.tell()
-                    buf += chunk
-                    *lines, buf = buf.split("\n")
-                    for line in lines:
-                        if line.strip():
-                            try:
-                                import json
-
-                                on_event(json.loads(line))
-                            except ValueError:
-                                pass
+                if on_event is not None:
+                    for ev in tail.read():
+                        on_event(ev)
                 if rc is not None:
                     break
                 if should_stop is not None and not stop_file.exists() and should_stop():

@@ -18,343 +18,45 @@ multi-class, top-1/top-5 for the classifier) and checkpoints in ``output_dir``:
 ``last.ckpt`` and ``train`` returns a result with ``status == "stopped"``. A file named ``STOP``
 in ``output_dir`` has the same effect (for processes started by the GUI).
 
-The D-LinkNet plateau rule (``plateau: true``): after more than ``plateau_patience`` epochs
-without improvement the best weights are reloaded and the lr divided by ``plateau_factor``;
-training ends when the lr falls below ``plateau_min_lr`` or after more than
-``plateau_stop_patience`` epochs without improvement.
+This module is the loop; the rest of training lives beside it:
+
+* :mod:`segcore.run_folder`: the run folder's file names, :class:`TrainResult`, the events
+  log and its readers, ``train_state.json``,
+* :mod:`segcore.schedule`: the lr schedule, the monitored metric, early stopping and the
+  D-LinkNet plateau rule,
+* :mod:`segcore.builders`: datasets, per-epoch batches, loss and optimizer.
+
+The names other code imports from here (``TrainResult``, ``lr_at``, ``read_events``,
+``read_train_state``, ``build_datasets``, ``EventLog``, the file names) are re-exported.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .checkpoint import (CheckpointMeta, load_optimizer_state, load_weights, read_metadata,
-                         save_checkpoint)
+from .builders import (batches, build_datasets, build_loss, build_optimizer, enet_weights,
+                       epoch_indices, inference_normalization, set_epoch)
+from .checkpoint import CheckpointMeta, load_optimizer_state, load_weights, save_checkpoint
 from .config import TrainConfig, save_resolved
 from .errors import CheckpointError, ConfigError, DatasetError, SegcoreError
+from .run_folder import (BEST_CKPT, EVENTS_FILE, LAST_CKPT, STATE_FILE, STOP_FILE, EventLog,
+                         TrainResult, atomic_write_json, clean_json, epoch_checkpoint_name,
+                         read_events, read_train_state)
+from .schedule import epoch_end_rule, is_better, lr_at, plateau_lr_scale, resolve_monitor
 
 logger = logging.getLogger(__name__)
 
 EventFn = Callable[[Dict[str, Any]], None]
 StopFn = Callable[[], bool]
 
-STATE_FILE = "train_state.json"
-EVENTS_FILE = "events.jsonl"
-STOP_FILE = "STOP"
-
 
 class TrainingDivergedError(SegcoreError, FloatingPointError):
     """The loss or the weights became NaN/inf."""
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    ``status``: ``completed`` (all epochs / max_steps), ``early_stopped`` (patience or plateau
-    rule), ``stopped`` (``should_stop``). ``epochs_done`` counts completed epochs;
-    ``best_metric`` is the best value of ``monitor`` (None without any epoch).
-    """
-
-    status: str
-    output_dir: Path
-    epochs_done: int
-    global_step: int
-    monitor: str
-    best_metric: Optional[float]
-    best_epoch: Optional[int]
-    best_checkpoint: Optional[Path]
-    last_checkpoint: Optional[Path]
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    stop_reason: str = ""
-
-
-# ----------------------------------------------------------------------------- events
-class EventLog:
-    """Appends events to ``<dir>/events.jsonl`` (only when ``write``) and forwards them."""
-
-    def __init__(self, directory: Path, on_event: Optional[EventFn], write: bool) -> None:
-        self.path = directory / EVENTS_FILE
-        self.on_event = on_event
-        self.write = write
-        self._last_step_write = 0.0
-
-    def emit(self, type_: str, **fields: Any) -> Dict[str, Any]:
-        ev: Dict[str, Any] = {"type": type_, "time": round(time.time(), 3)}
-        ev.update(fields)
-        if self.write:
-            now = time.monotonic()
-            if type_ != "step" or fields.get("force") or now - self._last_step_write >= 1.0:
-                if type_ == "step":
-                    self._last_step_write = now
-                line = json.dumps({k: v for k, v in ev.items() if k != "force"},
-                                  default=_json_default)
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
-        ev.pop("force", None)
-        if self.on_event is not None:
-            try:
-                self.on_event(ev)
-            except Exception:  # noqa: BLE001  (a broken listener must not kill training)
-                logger.exception("on_event callback failed")
-        return ev
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _clean(x: Any) -> Any:
-    """Floats with nan/inf become None so events and sidecars stay strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-# ----------------------------------------------------------------------------- lr schedule
-def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) before the plateau scale.
-
-    ``poly``: ``lr * (1 - t/T)^power``; ``cosine``: ``min_lr + (lr - min_lr)(1 + cos(pi t/T))/2``;
-    ``step``: ``lr * gamma^k`` with ``k`` = milestones passed (epochs) or
-    ``epoch // lr_step_epochs``; ``constant``. A linear warmup from
-    ``warmup_start_factor * lr`` over ``warmup_epochs`` precedes all of them.
-    """
-    base = cfg.lr
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if warm > 0 and step < warm:
-        f = cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * step / warm
-        return base * f
-    T = max(1, total_steps - warm)
-    t = min(max(step - warm, 0), T)
-    sched = cfg.lr_schedule
-    if sched == "poly":
-        return max(cfg.min_lr, base * (1.0 - t / T) ** cfg.lr_power) if t < T else cfg.min_lr
-    if sched == "cosine":
-        return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / T))
-    if sched == "step":
-        epoch = step // max(1, steps_per_epoch)
-        if cfg.lr_milestones:
-            k = sum(1 for m in cfg.lr_milestones if epoch >= m)
-        else:
-            k = epoch // cfg.lr_step_epochs
-        return max(cfg.min_lr, base * cfg.lr_gamma ** k)
-    return base
-
-
-# ----------------------------------------------------------------------------- data
-def _dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
-    norm = dict(cfg.normalization)
-    method = str(norm.pop("method", "meanstd")).lower()
-    kw: Dict[str, Any] = {}
-    if method in ("dlinknet", "imagenet"):
-        kw["norm"] = method
-    elif method == "meanstd":
-        kw.update(mean=norm.get("mean"), std=norm.get("std"))
-        if "scale" in norm:  # sidecar convention: scale 255 means raw / 255
-            s = float(norm["scale"])
-            kw["scale"] = 1.0 / s if s > 1 else s
-    elif method == "percentile":
-        # 'prestretched': the chips already hold the scene stretch's 8-bit levels (written by
-        # `roadseg dataset assemble` with segcore.preprocess), so only (q / 255 - mean) / std
-        # remains, exactly the tail of what inference computes. Otherwise each training image
-        # is stretched between its own percentiles first.
-        if not norm.get("prestretched"):
-            kw["stretch"] = (float(norm.get("low", 2.0)), float(norm.get("high", 98.0)))
-        kw.update(mean=norm.get("mean", [0.5]), std=norm.get("std", [0.3125]))
-    else:
-        raise ConfigError(f"normalization method {method!r} is not supported for training "
-                          "(use meanstd, dlinknet, imagenet or percentile)")
-    kw["bands"] = list(cfg.bands) if cfg.dataset != "imagenet" else None
-    if cfg.dataset == "imagenet":
-        kw.pop("bands")
-    aug = cfg.augment if train else "none"
-    kw["augment"] = None if aug == "default" else aug
-    kw["crop_size"] = list(cfg.crop_hw)
-    if cfg.dataset != "imagenet":
-        kw["ignore_index"] = cfg.ignore_index
-        if cfg.num_classes > 1:
-            kw["num_classes"] = cfg.num_classes
-    kw.update(cfg.dataset_kwargs)
-    if cfg.dataset == "imagenet":
-        kw.pop("augment", None)
-    return kw
-
-
-def _inference_normalization(cfg: TrainConfig) -> Dict[str, Any]:
-    """The checkpoint's ``normalization`` entry: ``cfg.normalization`` with the defaults that
-    training filled in written out (inference must apply exactly what training did)."""
-    from .preprocess import normalization_entry
-
-    norm = dict(cfg.normalization)
-    norm.pop("prestretched", None)  # how the training data were stored, not a model property
-    return normalization_entry(norm)
-
-
-def build_datasets(cfg: TrainConfig, seed: int):
-    """``(train_dataset, val_dataset or None)`` from ``segcore.data.build_dataset``.
-
-    With ``val_fraction`` a deterministic (seeded) share of the training samples is held out
-    for validation instead of reading ``val_split``.
-    """
-    from .data import build_dataset
-
-    if not cfg.data_root:
-        raise ConfigError("config key data_root is not set (pass --data ROOT)")
-    root = Path(cfg.data_root)
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset root not found")
-    train_ds = build_dataset(cfg.dataset, root, cfg.train_split, seed=seed,
-                             **_dataset_kwargs(cfg, True))
-    val_ds = None
-    if cfg.val_fraction > 0:
-        val_ds = build_dataset(cfg.dataset, root, cfg.train_split, seed=seed,
-                               **_dataset_kwargs(cfg, False))
-        n = len(train_ds.samples)
-        n_val = max(1, int(round(n * cfg.val_fraction)))
-        if n_val >= n:
-            raise ConfigError(f"val_fraction {cfg.val_fraction} leaves no training samples "
-                              f"out of {n}")
-        order = np.random.default_rng(cfg.seed).permutation(n)
-        val_idx, tr_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        all_samples = list(train_ds.samples)
-        train_ds.samples = [all_samples[i] for i in tr_idx]
-        val_ds.samples = [all_samples[i] for i in val_idx]
-    elif cfg.val_split:
-        val_ds = build_dataset(cfg.dataset, root, cfg.val_split, seed=seed,
-                               **_dataset_kwargs(cfg, False))
-    if cfg.max_train_samples:
-        train_ds.samples = list(train_ds.samples)[:cfg.max_train_samples]
-    return train_ds, val_ds
-
-
-def _epoch_indices(n: int, steps: int, batch: int, seed: int, epoch: int, rank: int,
-                   world: int) -> np.ndarray:
-    """Sample indices of one epoch for ``rank``: ``steps * batch`` of them, from seeded
-    permutations of all ``n`` samples (repeated when an epoch asks for more than ``n``)."""
-    need = steps * batch * world
-    rng = np.random.default_rng((seed, epoch))
-    chunks, have = [], 0
-    while have < need:
-        p = rng.permutation(n)
-        chunks.append(p)
-        have += n
-    allidx = np.concatenate(chunks)[:need]
-    return allidx[rank::world]
-
-
-class _IndexView:
-    """Random-access view ``view[i] = dataset[indices[start + i]]`` (indices may repeat).
-
-    An index that occurs several times in the epoch gets its augmentation from its position
-    (the ``k``-th occurrence uses draw ``k``), not from the order in which loader threads ask,
-    and a view that starts inside the epoch (``start``, a resumed run) counts the occurrences
-    before ``start`` too: the items are the same as in an uninterrupted epoch.
-    """
-
-    def __init__(self, dataset, indices: np.ndarray, start: int = 0) -> None:
-        self.dataset = dataset
-        seen: Dict[int, int] = {}
-        items = []
-        for i in indices:
-            i = int(i)
-            items.append((i, seen.get(i, 0)))
-            seen[i] = seen.get(i, 0) + 1
-        self.items = items[start:]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        index, draw = self.items[i]
-        get = getattr(self.dataset, "get", None)
-        if get is None:
-            return self.dataset[index]
-        return get(index, draw)
-
-
-def _batches(dataset, indices: np.ndarray, batch: int, workers: int,
-             start: int = 0) -> Iterator[Tuple[Any, Any]]:
-    """Batches ``(x (B,C,H,W) float32, y)`` of ``dataset`` in the order of ``indices[start:]``
-    through a ``mindspore.dataset.GeneratorDataset`` (``workers`` loader threads)."""
-    if len(indices) <= start:
-        return iter(())
-    import mindspore.dataset as msds
-
-    gen = msds.GeneratorDataset(source=_IndexView(dataset, indices, start),
-                                column_names=list(dataset.column_names), shuffle=False,
-                                num_parallel_workers=max(1, int(workers)),
-                                python_multiprocessing=False)
-    gen = gen.batch(batch, drop_remainder=False)
-    return gen.create_tuple_iterator(num_epochs=1, output_numpy=True)
-
-
-def _set_epoch(dataset, seed: int, epoch: int) -> None:
-    """Make the augmentation draws of ``epoch`` independent of earlier epochs (so a resumed
-    run sees the same augmentations as an uninterrupted one)."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-        return
-    dataset.seed = int(seed) * 100003 + int(epoch)
-    draws = getattr(dataset, "_draws", None)
-    if draws is not None:  # restart the per-index draw counters of segcore.data datasets
-        dataset._draws = type(draws)()
-
-
-def _enet_weights(cfg: TrainConfig, train_ds) -> List[float]:
-    from .losses import enet_class_weights
-
-    labels = (train_ds.load_pair(i)[1] for i in range(len(train_ds)))
-    w = enet_class_weights(labels, num_classes=max(cfg.num_classes, 2),
-                           ignore_index=cfg.ignore_index)
-    return [float(v) for v in w[:cfg.num_classes]]
-
-
-def _build_loss(cfg: TrainConfig, task: str, class_weights: Optional[List[float]]):
-    from mindspore import nn
-
-    from .losses import AuxLoss, BCEDiceLoss, create_loss
-
-    if task == "classification":
-        return nn.CrossEntropyLoss()
-    if cfg.loss == "bce_dice":
-        main = BCEDiceLoss(ignore_index=cfg.ignore_index)
-        return AuxLoss(main, None, cfg.aux_weight) if cfg.aux_weight > 0 else main
-    name = {"ce_ignore": "ce"}.get(cfg.loss, cfg.loss)
-    return create_loss(name, ignore_index=cfg.ignore_index, aux_weight=cfg.aux_weight,
-                       class_weights=class_weights, ohem_thresh=cfg.ohem_thresh,
-                       ohem_min_kept=cfg.ohem_min_kept)
-
-
-def _build_optimizer(cfg: TrainConfig, params, lr0: float):
-    import mindspore as ms
-    from mindspore import nn
-
-    lr = ms.Tensor(np.float32(lr0))
-    if cfg.optimizer == "sgd":
-        return nn.Momentum(params, learning_rate=lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, use_nesterov=cfg.nesterov)
-    if cfg.optimizer == "adam":
-        return nn.Adam(params, learning_rate=lr, weight_decay=cfg.weight_decay)
-    return nn.AdamWeightDecay(params, learning_rate=lr, weight_decay=cfg.weight_decay)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -365,67 +67,6 @@ def _assign(param, value: Any) -> None:
 
     ops.assign(param, ms.Tensor(np.asarray(value), dtype=param.dtype))
 
-
-def _is_better(value: Optional[float], best: Optional[float], higher: bool) -> bool:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return False
-    if best is None:
-        return True
-    return value > best if higher else value < best
-
-
-def _resolve_monitor(cfg: TrainConfig, task: str, has_val: bool) -> Tuple[str, bool]:
-    m = cfg.monitor
-    if m == "auto":
-        if not has_val:
-            m = "train_loss"
-        elif task == "classification":
-            m = "top1"
-        else:
-            m = "iou" if cfg.num_classes == 1 else "miou"
-    if m == "loss":
-        m = "val_loss" if has_val else "train_loss"
-    if m in ("val_loss", "iou", "f1", "miou", "top1") and not has_val:
-        raise ConfigError(f"monitor {m!r} needs a validation set (val_split or val_fraction)")
-    return m, m not in ("train_loss", "val_loss")
-
-
-def _atomic_json(path: Path, obj: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_clean(obj), f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_train_state(output_dir: os.PathLike) -> Dict[str, Any]:
-    """The ``train_state.json`` of a run directory; :class:`CheckpointError` when absent."""
-    p = Path(output_dir) / STATE_FILE
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no training state to resume from")
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{p}: unreadable training state ({exc})") from exc
-
-
-def read_events(output_dir: os.PathLike) -> List[Dict[str, Any]]:
-    """All events of ``<output_dir>/events.jsonl`` (a half-written last line is skipped)."""
-    p = Path(output_dir) / EVENTS_FILE
-    out: List[Dict[str, Any]] = []
-    if not p.exists():
-        return out
-    with open(p, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -478,7 +119,7 @@ class _Trainer:
         class_weights = None
         if cfg.loss == "weighted_ce":
             if cfg.class_weights == "enet":
-                class_weights = self.state.get("class_weights") or _enet_weights(cfg,
+                class_weights = self.state.get("class_weights") or enet_weights(cfg,
                                                                                  self.train_ds)
                 logger.info("ENet class weights: %s", class_weights)
             else:
@@ -494,7 +135,7 @@ class _Trainer:
             logger.info("initialised from %s: %d loaded, %d skipped (head), %d missing",
                         cfg.init_checkpoint, len(rep.loaded), len(rep.skipped_mismatch),
                         len(rep.missing))
-        self.loss_fn = _build_loss(cfg, self.task, class_weights)
+        self.loss_fn = build_loss(cfg, self.task, class_weights)
 
         amp = cfg.amp_level
         if amp == "auto":
@@ -520,7 +161,7 @@ class _Trainer:
         else:
             self.scaler = None
 
-        self.optimizer = _build_optimizer(cfg, self.net.trainable_params(), self._lr_now())
+        self.optimizer = build_optimizer(cfg, self.net.trainable_params(), self._lr_now())
         if self.resume:
             self._restore()
 
@@ -547,7 +188,7 @@ class _Trainer:
         return st
 
     def _restore(self) -> None:
-        ckpt = self.out / self.state.get("checkpoint", "last.ckpt")
+        ckpt = self.out / self.state.get("checkpoint", LAST_CKPT)
         load_weights(self.net, ckpt, strict=True)
         n = load_optimizer_state(self.optimizer, ckpt)
         logger.info("resumed from %s: epoch %d, step %d (%d optimizer tensors)", ckpt,
@@ -620,7 +261,7 @@ class _Trainer:
         import mindspore as ms
 
         cfg, st = self.cfg, self.state
-        self.monitor, self.higher = _resolve_monitor(cfg, self.task, self.val_ds is not None)
+        self.monitor, self.higher = resolve_monitor(cfg, self.task, self.val_ds is not None)
         if self.is_main:
             save_resolved(cfg, self.out)
         self.events.emit("start", step=st["global_step"], epoch=st["epoch"],
@@ -635,13 +276,13 @@ class _Trainer:
         while st["epoch"] < cfg.epochs and st["global_step"] < self.total_steps:
             epoch = st["epoch"] + 1  # 1-based for humans and file names
             self.net.set_train(True)
-            idx = _epoch_indices(len(self.train_ds), self.steps_per_epoch, cfg.batch_size,
+            idx = epoch_indices(len(self.train_ds), self.steps_per_epoch, cfg.batch_size,
                                  cfg.seed, epoch, self.rank, self.world)
             start = st["step_in_epoch"] * cfg.batch_size
-            _set_epoch(self.train_ds, cfg.seed, epoch)
+            set_epoch(self.train_ds, cfg.seed, epoch)
             losses: List[float] = list(st.get("epoch_losses", []))
             stopped = False
-            for x, y in _batches(self.train_ds, idx, cfg.batch_size, cfg.num_workers, start):
+            for x, y in batches(self.train_ds, idx, cfg.batch_size, cfg.num_workers, start):
                 if st["global_step"] >= self.total_steps:
                     break
                 if self._stop_requested():
@@ -689,8 +330,8 @@ class _Trainer:
             self._write_state()
         if self.cfg.debug_save_rank_weights:
             self._save_rank_weights()
-        best = self.out / "best.ckpt"
-        last = self.out / "last.ckpt"
+        best = self.out / BEST_CKPT
+        last = self.out / LAST_CKPT
         self.events.emit("end", step=st["global_step"], epoch=st["epoch"], status=status,
                          reason=reason, best_metric=st["best_metric"],
                          best_epoch=st["best_epoch"], monitor=self.monitor,
@@ -717,7 +358,7 @@ class _Trainer:
             logits_all, labels_all = [], []
         else:
             cm = ConfusionMatrix(max(2, cfg.num_classes), ignore_index=cfg.ignore_index)
-        for x, y in _batches(self.val_ds, idx, cfg.batch_size, cfg.num_workers):
+        for x, y in batches(self.val_ds, idx, cfg.batch_size, cfg.num_workers):
             out = self.net(ms.Tensor(x))
             if isinstance(out, (tuple, list)):
                 out = out[0]
@@ -760,7 +401,7 @@ class _Trainer:
                        precision=summary.get("precision"), recall=summary.get("recall"))
         else:
             out["per_class_iou"] = summary.get("per_class_iou")
-        return _clean(out)
+        return clean_json(out)
 
     def _allreduce_sum(self, arr: np.ndarray, as_int: bool = True) -> np.ndarray:
         import mindspore as ms
@@ -778,10 +419,10 @@ class _Trainer:
                      else [str(i) for i in range(cfg.num_classes)])
         return CheckpointMeta(model=cfg.model, num_classes=cfg.num_classes,
                               in_channels=cfg.in_channels, bands=tuple(cfg.bands),
-                              normalization=_inference_normalization(cfg),
+                              normalization=inference_normalization(cfg),
                               tile_size_px=cfg.tile_size_px or max(cfg.crop_hw),
                               stride=int(self.info.stride), class_names=tuple(names),
-                              task=self.task, metrics=_clean(dict(metrics)), epoch=epoch,
+                              task=self.task, metrics=clean_json(dict(metrics)), epoch=epoch,
                               model_kwargs=dict(cfg.model_kwargs),
                               gsd_m=float(cfg.gsd_m) if cfg.gsd_m else None)
 
@@ -799,9 +440,9 @@ class _Trainer:
         metrics: Dict[str, Any] = {"train_loss": train_loss}
         if self.val_ds is not None and epoch % cfg.val_every == 0:
             metrics.update(self._validate())
-        metrics = _clean(metrics)
+        metrics = clean_json(metrics)
         value = metrics.get(self.monitor)
-        improved = _is_better(value, st["best_metric"], self.higher)
+        improved = is_better(value, st["best_metric"], self.higher)
         st["epoch"] = epoch
         st["step_in_epoch"] = 0
         st["epoch_losses"] = []
@@ -820,27 +461,18 @@ class _Trainer:
         # checkpoints (rank 0 only)
         meta = self._meta(metrics, epoch)
         if self.is_main:
-            p = save_checkpoint(self.net, self.out / f"epoch_{epoch:03d}.ckpt", meta)
+            p = save_checkpoint(self.net, self.out / epoch_checkpoint_name(epoch), meta)
             self.events.emit("checkpoint", step=st["global_step"], epoch=epoch, path=str(p),
                              kind="epoch")
             self._prune_epoch_checkpoints(epoch)
             if improved:
-                p = save_checkpoint(self.net, self.out / "best.ckpt", meta)
+                p = save_checkpoint(self.net, self.out / BEST_CKPT, meta)
                 self.events.emit("checkpoint", step=st["global_step"], epoch=epoch,
                                  path=str(p), kind="best", metric=value)
         # stopping rules
-        reason = ""
-        if cfg.early_stopping_patience and st["no_optim"] >= cfg.early_stopping_patience:
-            reason = (f"no improvement of {self.monitor} for {st['no_optim']} epochs "
-                      "(early_stopping_patience)")
-        if cfg.plateau and not reason:
-            if st["no_optim"] > cfg.plateau_stop_patience:
-                reason = f"plateau rule: no improvement for {st['no_optim']} epochs"
-            elif st["no_optim"] > cfg.plateau_patience:
-                if lr < cfg.plateau_min_lr:
-                    reason = f"plateau rule: lr {lr:.3g} < {cfg.plateau_min_lr:g}"
-                else:
-                    self._plateau_step(epoch)
+        reason, plateau_step = epoch_end_rule(cfg, self.monitor, st["no_optim"], lr)
+        if plateau_step:
+            self._plateau_step(epoch)
         self._save_last(epoch_done=True, meta=meta)
         return reason
 
@@ -856,7 +488,7 @@ class _Trainer:
 
     def _plateau_step(self, epoch: int) -> None:
         st, cfg = self.state, self.cfg
-        best = self.out / "best.ckpt"
+        best = self.out / BEST_CKPT
         weights = self.best_weights
         if not weights and best.exists():  # resumed run: the copy in memory is gone, the file
             import mindspore as ms         # is identical
@@ -867,7 +499,7 @@ class _Trainer:
         for p in self.net.get_parameters():
             if p.name in weights:
                 _assign(p, weights[p.name])
-        st["lr_scale"] = float(st["lr_scale"]) / cfg.plateau_factor
+        st["lr_scale"] = plateau_lr_scale(cfg, st["lr_scale"])
         new_lr = self._lr_now()
         logger.info("plateau rule at epoch %d: reloaded %s, lr -> %.3g", epoch, best.name, new_lr)
         self.events.emit("plateau", step=st["global_step"], epoch=epoch, lr=new_lr,
@@ -880,7 +512,7 @@ class _Trainer:
         old = epoch - keep
         for e in range(max(1, old - 2), old + 1):
             for suffix in (".ckpt", ".json"):
-                p = self.out / f"epoch_{e:03d}{suffix}"
+                p = self.out / epoch_checkpoint_name(e, suffix)
                 if p.exists():
                     p.unlink()
 
@@ -888,19 +520,19 @@ class _Trainer:
         st = self.state
         if self.scaler is not None:
             st["loss_scale"] = float(self.scaler.scale_value.asnumpy())
-        st["checkpoint"] = "last.ckpt"
+        st["checkpoint"] = LAST_CKPT
         if not self.is_main:
             return
         if meta is None:
             meta = self._meta({}, st["epoch"])
-        p = save_checkpoint(self.net, self.out / "last.ckpt", meta, optimizer=self.optimizer,
-                            train_state=_clean(dict(st)))
+        p = save_checkpoint(self.net, self.out / LAST_CKPT, meta, optimizer=self.optimizer,
+                            train_state=clean_json(dict(st)))
         self._write_state()
         self.events.emit("checkpoint", step=st["global_step"], epoch=st["epoch"], path=str(p),
                          kind="last", epoch_complete=epoch_done)
 
     def _write_state(self) -> None:
-        _atomic_json(self.out / STATE_FILE, dict(self.state))
+        atomic_write_json(self.out / STATE_FILE, dict(self.state))
 
     def _save_rank_weights(self) -> None:
         """Debug aid for data-parallel tests: every rank writes its trainable weights."""

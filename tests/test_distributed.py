@@ -42,6 +42,8 @@ def test_msrun_two_workers_identical_weights(tmp_path, shared_data):
                                            output_dir=str(out), nproc=2, timeout_s=300),
                            on_event=seen.append)
     assert outcome.status == "completed" and outcome.global_step == 2
+    # read back from the run folder: the monitor and the reason come from the end event
+    assert (outcome.monitor, outcome.stop_reason) == ("train_loss", "1 epochs")
     assert [e["type"] for e in seen].count("start") == 1  # events came through the tail
 
     w0 = _trainable(out / "rank_weights" / "rank_0.ckpt")

@@ -87,7 +87,13 @@ def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) ->
     assert panel.start(), panel.state_label.text()
     assert panel.running and not panel.start_btn.isEnabled()
     cmd = panel.process.command
-    assert cmd[3] == "train" and "model=enet" in cmd and "crop_size=64" in cmd
+    launch = out.resolve() / "launch_config.yaml"
+    assert cmd[3:] == ["train", "--config", str(launch), "--out", str(out.resolve()),
+                       "--overwrite"]
+    from segcore.config import load_config
+
+    cfg = load_config(launch)
+    assert (cfg.model, cfg.crop_size, cfg.steps_per_epoch, cfg.epochs) == ("enet", 64, 6, 2)
     # the curve gets its first points while the child process trains
     qtbot.waitUntil(lambda: panel.loss_chart.point_count("train") >= 1 or not panel.running,
                     timeout=90_000)

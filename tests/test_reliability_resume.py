@@ -134,15 +134,17 @@ def test_plateau_reload_is_trained_further(tmp_path, deepglobe):
     the network stayed frozen at the reloaded values)."""
     import mindspore as ms
 
-    from segcore.train import _batches, _epoch_indices, _Trainer
+    from segcore.builders import batches as epoch_batches
+    from segcore.builders import epoch_indices
+    from segcore.train import _Trainer
 
     cfg = _cfg(tmp_path, deepglobe, "plateau", model="ddrnet23_slim", augment="none",
                val_fraction=0.0, max_train_samples=2, num_workers=1, lr_schedule="constant",
                plateau=True)
     tr = _Trainer(cfg, None, None, False, 0, 1)
     tr.setup()
-    idx = _epoch_indices(len(tr.train_ds), 2, cfg.batch_size, cfg.seed, 1, 0, 1)
-    batches = list(_batches(tr.train_ds, idx, cfg.batch_size, 1))
+    idx = epoch_indices(len(tr.train_ds), 2, cfg.batch_size, cfg.seed, 1, 0, 1)
+    batches = list(epoch_batches(tr.train_ds, idx, cfg.batch_size, 1))
     tr._set_lr(1e-3)
     tr.step_fn(ms.Tensor(batches[0][0]), ms.Tensor(batches[0][1]))  # the optimizer has run
     params = [p for p in tr.net.trainable_params() if p.name.endswith(".weight")]

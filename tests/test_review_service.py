@@ -1,5 +1,5 @@
 """Review service (Qt-free): manifest state, atomic mask edits, undo/redo, diff, and the
-training runner's command line and event tail."""
+training runner's launch config, command line and event tail."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,8 @@ import pytest
 from app.service.errors import UserError
 from app.service.review import (DIFF_FN, DIFF_FP, DIFF_TN, DIFF_TP, MaskEditor, ReviewDataset,
                                 diff_codes, diff_stats)
-from app.service.training_runner import (EventTail, TrainingForm, build_command,
-                                         config_fields, overrides_for)
+from app.service.training_runner import (EventTail, TrainingForm, config_fields,
+                                         launch_command, overrides_for, write_launch_config)
 
 VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 VEGAS_LINES = ("graphs/apls_sample/gt_json_prop_wkt/ground_truth_randomized/"
@@ -146,12 +146,30 @@ def test_training_command_and_event_tail(tmp_path: Path) -> None:
     other = "dlinknet" if base["augment"] != "dlinknet" else "none"
     changed = dataclasses.replace(form, fields={**form.fields, "augment": other})
     assert f"augment={other}" in overrides_for(changed)
-    cmd = build_command(form)
-    assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--nproc") + 1] == "2"
-    assert cmd[cmd.index("--init-checkpoint") + 1] == str(tmp_path / "w.ckpt")
-    assert "--overwrite" in cmd and "--resume" not in cmd
-    res = build_command(form, resume=True)
-    assert "--resume" in res and "--init-checkpoint" not in res
+    # the form becomes a resolved YAML in the run folder; the command names that file and only
+    # the options that are not config keys
+    from segcore.config import load_config
+
+    path = write_launch_config(form)
+    assert path == (tmp_path / "run" / "launch_config.yaml").resolve()
+    assert not list(path.parent.glob(".*tmp*"))  # staged and renamed
+    cfg = load_config(path)
+    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.crop_size) == ("enet", 2, 1,
+                                                                            0.002, 64)
+    assert cfg.augment == base["augment"] and cfg.seed == base["seed"]
+    assert cfg.dataset_kwargs["statuses"] == ["accepted", "edited"]
+    assert cfg.init_checkpoint == str((tmp_path / "w.ckpt").resolve())
+    assert cfg.data_root == str((tmp_path / "d").resolve())
+    assert cfg.output_dir == str((tmp_path / "run").resolve())
+    cmd = launch_command(path, tmp_path / "run", nproc=form.nproc)
+    assert cmd[cmd.index("train") + 1:] == ["--config", str(path), "--out",
+                                            str(tmp_path / "run"), "--nproc", "2", "--overwrite"]
+    assert load_config(write_launch_config(form, resume=True)).init_checkpoint is None
+    assert launch_command(path, tmp_path / "run", resume=True)[-1] == "--resume"
+    with pytest.raises(UserError, match="dataset folder"):
+        write_launch_config(dataclasses.replace(form, data_root=""))
+    with pytest.raises(UserError, match="crop_size"):
+        write_launch_config(dataclasses.replace(form, fields={**form.fields, "crop_size": -3}))
     # the tail returns complete lines only, once each
     ev = tmp_path / "events.jsonl"
     tail = EventTail(ev)

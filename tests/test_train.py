@@ -87,18 +87,18 @@ def test_overrides_are_coerced_and_resolved_config_round_trips(tmp_path):
 def test_percentile_normalization_trains_and_is_written_out():
     """A ``percentile`` config stretches each training image; the checkpoint metadata spells
     out the defaults so inference applies the same mean/std."""
+    from segcore.builders import dataset_kwargs, inference_normalization
     from segcore.config import TrainConfig
-    from segcore.train import _dataset_kwargs, _inference_normalization
 
     cfg = TrainConfig(model="ddrnet23_slim", num_classes=1, loss="bce_dice", dataset="chips",
                       crop_size=64, augment="roads",
                       normalization={"method": "percentile", "low": 1})
-    kw = _dataset_kwargs(cfg, True)
+    kw = dataset_kwargs(cfg, True)
     assert kw["stretch"] == (1.0, 98.0) and kw["augment"] == "roads"
-    assert _inference_normalization(cfg) == {"method": "percentile", "low": 1, "high": 98.0,
+    assert inference_normalization(cfg) == {"method": "percentile", "low": 1, "high": 98.0,
                                              "mean": [0.5], "std": [0.3125]}
     with pytest.raises(ConfigError):
-        _dataset_kwargs(TrainConfig(normalization={"method": "zscore"}), True)
+        dataset_kwargs(TrainConfig(normalization={"method": "zscore"}), True)
 
 
 def test_lr_schedules():
@@ -233,6 +233,10 @@ def test_stop_and_exact_resume(tmp_path, deepglobe):
     hist_res = [h["train_loss"] for h in r3.history]
     assert np.allclose(hist_ref, hist_res, rtol=1e-5)
     assert not math.isnan(hist_res[-1])
+    # the run folder alone gives back the same result (what a data-parallel launch returns)
+    from segcore.run_folder import result_from_state
+
+    assert result_from_state(cfg.output_dir) == r3 and r3.stop_reason == "2 epochs"
 
 
 def test_gpu_request_on_cpu_machine_is_device_error(tmp_path, deepglobe):

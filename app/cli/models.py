@@ -17,6 +17,7 @@ from app.service.models import (
     EXPORT_FORMATS,
     EvalRequest,
     ExportRequest,
+    eval_config,
     export_checkpoint,
     list_model_rows,
     parse_scales,
@@ -153,11 +154,12 @@ def eval_cmd(checkpoint: Optional[str], data: Optional[str], dataset: Optional[s
             click.echo(f"\r{stage}: {done}/{total} ({time.monotonic() - t0:.0f} s)", err=True,
                        nl=done >= total)
 
+    config = eval_config(dataset, data, split=split, tta=tta, scales=parse_scales(scales),
+                         flip=flip, mode=mode, tile_size=tile_size, overlap=overlap,
+                         threshold=threshold, crop_size=crop_size, limit=limit)
     report = run_evaluation(EvalRequest(
-        checkpoint=checkpoint, data=data, dataset=dataset.lower(), out=out, split=split,
-        tta=tta, scales=parse_scales(scales), flip=flip, mode=mode, tile_size=tile_size,
-        overlap=overlap, threshold=threshold, crop_size=crop_size, limit=limit, backend=backend,
-        device=device, batch_size=batch_size, overwrite=overwrite), on_progress=progress)
+        checkpoint=checkpoint, config=config, out=out, backend=backend, device=device,
+        batch_size=batch_size, overwrite=overwrite), on_progress=progress)
     m = report["metrics"]
     if "road_iou" in m:
         line = ", ".join(f"{k} {m[k]:.4f}" if m[k] is not None else f"{k} n/a"

@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
 
 from app.service.errors import UserError
 from app.service.extraction import list_checkpoints
-from app.service.training_runner import (DEVICES, TYPED_KEYS, TrainingForm, TrainingProcess,
-                                         check_config, config_fields, format_value,
-                                         list_networks, list_recipes)
+from app.service.training_runner import (DEVICES, STATE_FILE, TYPED_KEYS, TrainingForm,
+                                         TrainingProcess, check_config, config_fields,
+                                         format_value, list_networks, list_recipes,
+                                         run_summary)
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +533,7 @@ class TrainingPanel(QWidget):
         try:
             check_config(form)
             proc = TrainingProcess(form)
-            if proc.events_path.exists() and (proc.output_dir / "train_state.json").exists() \
+            if proc.events_path.exists() and (proc.output_dir / STATE_FILE).exists() \
                     and self.isVisible():
                 ans = QMessageBox.question(self, "Training",
                                            f"{proc.output_dir} holds a run. Start again there?")
@@ -596,14 +597,7 @@ class TrainingPanel(QWidget):
         can_resume = False
         if not run:
             out = Path(self.out.text().strip() or ".").expanduser()
-            st = out / "train_state.json"
-            if st.exists():
-                try:
-                    import json
-
-                    can_resume = json.loads(st.read_text()).get("status") == "stopped"
-                except (OSError, ValueError):
-                    can_resume = False
+            can_resume = run_summary(out)["status"] == "stopped"
         self.resume_btn.setEnabled(can_resume)
 
     # -- events ----------------------------------------------------------------------------

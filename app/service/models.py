@@ -12,9 +12,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+
+if TYPE_CHECKING:  # segcore.evaluate (numpy, the predictors) is imported when evaluating
+    from segcore.evaluate import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -230,26 +233,32 @@ def export_checkpoint(req: ExportRequest) -> ExportResult:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalRequest:
-    """Evaluate a checkpoint on a labelled dataset (see :mod:`segcore.evaluate`)."""
+    """Evaluate ``checkpoint`` on a labelled dataset: ``config`` is segcore's
+    :class:`~segcore.evaluate.EvalConfig` (dataset kind, root folder, split, TTA, scales, mode,
+    tiles, threshold, crop, limit; build it with :func:`eval_config`); the rest says how to run
+    it and where the JSON report goes."""
 
     checkpoint: str
-    data: str
-    dataset: str
+    config: "EvalConfig"
     out: Optional[str] = None
-    split: Optional[str] = None
-    tta: str = "none"
-    scales: Tuple[float, ...] = (1.0,)
-    flip: bool = False
-    mode: str = "whole"
-    tile_size: Optional[int] = None
-    overlap: float = 0.25
-    threshold: float = 0.5
-    crop_size: Optional[int] = None
-    limit: Optional[int] = None
     backend: str = "mindspore"
     device: str = "cpu"
     batch_size: int = 4
     overwrite: bool = False
+
+
+def eval_config(dataset: str, data: PathLike, **options: Any) -> "EvalConfig":
+    """:class:`segcore.evaluate.EvalConfig` for ``dataset`` under the folder ``data`` with the
+    keyword ``options`` (split, tta, scales, flip, mode, tile_size, overlap, threshold,
+    crop_size, limit); :class:`UserError` (one line) for a bad value."""
+    if str(dataset).lower() not in EVAL_DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; valid: {', '.join(EVAL_DATASETS)}")
+    from segcore.evaluate import EvalConfig
+
+    try:
+        return EvalConfig(dataset=str(dataset).lower(), root=str(data), **options)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
 
 
 def parse_scales(text: str) -> Tuple[float, ...]:
@@ -268,27 +277,21 @@ def run_evaluation(req: EvalRequest, on_progress: Optional[ProgressFn] = None,
                    should_cancel: Optional[CancelFn] = None) -> Dict[str, Any]:
     """Evaluate ``req.checkpoint``; writes the JSON report to ``req.out`` (atomically) when
     given and returns it. :class:`UserError` for every expected problem."""
-    if req.dataset.lower() not in EVAL_DATASETS:
-        raise UserError(f"unknown dataset {req.dataset!r}; valid: {', '.join(EVAL_DATASETS)}")
     if req.backend.lower() not in EVAL_BACKENDS:
         raise UserError(f"unknown backend {req.backend!r}; valid: {', '.join(EVAL_BACKENDS)}")
     ckpt = check_checkpoint(req.checkpoint)
-    if not Path(req.data).is_dir():
-        raise UserError(f"{req.data}: dataset folder not found")
+    if not Path(req.config.root).is_dir():
+        raise UserError(f"{req.config.root}: dataset folder not found")
     out = Path(req.out) if req.out else None
     if out is not None:
         _refuse_existing(out, req.overwrite)
-    from segcore.evaluate import EvalConfig, evaluate, write_report
+    from segcore.evaluate import evaluate, write_report
     from segcore.predict import load_predictor
 
     try:
-        cfg = EvalConfig(dataset=req.dataset, root=str(req.data), split=req.split, tta=req.tta,
-                         scales=tuple(req.scales), flip=req.flip, mode=req.mode,
-                         tile_size=req.tile_size, overlap=req.overlap, threshold=req.threshold,
-                         crop_size=req.crop_size, limit=req.limit)
         predictor = load_predictor(str(ckpt), backend=req.backend, device=req.device)
-        report = evaluate(predictor, cfg, batch_size=req.batch_size, on_progress=on_progress,
-                          should_cancel=should_cancel)
+        report = evaluate(predictor, req.config, batch_size=req.batch_size,
+                          on_progress=on_progress, should_cancel=should_cancel)
     except EXPECTED_ERRORS as exc:
         raise as_user_error(exc) from exc
     report["checkpoint"] = str(ckpt)
@@ -298,5 +301,5 @@ def run_evaluation(req: EvalRequest, on_progress: Optional[ProgressFn] = None,
 
 
 __all__ = ["ModelRow", "list_model_rows", "count_parameters", "check_checkpoint",
-           "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "run_evaluation",
-           "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]
+           "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "eval_config",
+           "run_evaluation", "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]

@@ -1,24 +1,25 @@
 """Training service: ``TrainingRequest`` -> resolved config -> ``segcore.train`` (one process) or
-``msrun`` data parallel (``nproc`` > 1). Qt-free; the GUI's training panel starts
+``msrun`` data parallel (``nproc`` > 1), returning segcore's
+:class:`~segcore.run_folder.TrainResult`. Qt-free; the GUI's training panel starts
 ``roadseg train`` as a subprocess and reads ``<output_dir>/events.jsonl``; to stop it, it writes
-``<output_dir>/STOP`` (or sends SIGINT/SIGTERM to the process).
+``<output_dir>/STOP`` (or sends SIGINT/SIGTERM to the process). The run folder's file names and
+readers are :mod:`segcore.run_folder`'s.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from segcore.run_folder import (LAUNCH_CONFIG_FILE, STATE_FILE, TrainResult, clear_run,
+                                holds_run, result_from_state)
 
 EventFn = Callable[[Dict[str, Any]], None]
 StopFn = Callable[[], bool]
 
 #: The recipes shipped with RoadSeg Studio.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "configs"
-#: Files of a run directory that mark an existing training run.
-_RUN_FILES = ("train_state.json", "events.jsonl")
 
 
 @dataclass(frozen=True)
@@ -49,23 +50,6 @@ class TrainingRequest:
     master_addr: str = "127.0.0.1"
     master_port: Optional[int] = None
     timeout_s: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    """Summary of a finished (or stopped) run; paths are absolute."""
-
-    status: str
-    output_dir: Path
-    epochs_done: int
-    global_step: int
-    monitor: str
-    best_metric: Optional[float]
-    best_epoch: Optional[int]
-    best_checkpoint: Optional[Path]
-    last_checkpoint: Optional[Path]
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    reason: str = ""
 
 
 def list_configs() -> List[Path]:
@@ -113,48 +97,21 @@ def resolve_config(req: TrainingRequest):
 
 def _prepare_output(cfg, req: TrainingRequest) -> Path:
     out = Path(cfg.output_dir)
-    existing = [n for n in _RUN_FILES if (out / n).exists()]
     if req.resume:
-        if not (out / "train_state.json").exists():
-            raise UserError(f"{out}: nothing to resume (no train_state.json)")
+        if not (out / STATE_FILE).exists():
+            raise UserError(f"{out}: nothing to resume (no {STATE_FILE})")
         return out
+    existing = holds_run(out)
     if existing and not req.overwrite:
         raise UserError(f"{out}: already holds a training run ({existing[0]}); use --resume to "
                         "continue it or --overwrite to start again")
     if existing:
-        for n in _RUN_FILES + ("STOP",):
-            p = out / n
-            if p.exists():
-                p.unlink()
+        clear_run(out)
     return out
 
 
-def _from_state(out: Path, monitor_default: str = "") -> TrainingOutcome:
-    from segcore.train import STATE_FILE, read_train_state
-
-    if not (out / STATE_FILE).exists():  # a worker node without the shared run directory
-        return TrainingOutcome("completed", out, 0, 0, monitor_default, None, None, None, None,
-                               [], "state is written by node 0")
-    st = read_train_state(out)
-    best, last = out / "best.ckpt", out / "last.ckpt"
-    monitor = monitor_default
-    for line in reversed((out / "events.jsonl").read_text(encoding="utf-8").splitlines()
-                         if (out / "events.jsonl").exists() else []):
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev.get("type") == "end":
-            monitor = ev.get("monitor", monitor)
-            break
-    return TrainingOutcome(st.get("status", "unknown"), out, int(st.get("epoch", 0)),
-                           int(st.get("global_step", 0)), monitor, st.get("best_metric"),
-                           st.get("best_epoch"), best if best.exists() else None,
-                           last if last.exists() else None, list(st.get("history", [])))
-
-
 def run_training(req: TrainingRequest, on_event: Optional[EventFn] = None,
-                 should_stop: Optional[StopFn] = None) -> TrainingOutcome:
+                 should_stop: Optional[StopFn] = None) -> TrainResult:
     """Train as ``req`` asks; progress events go to ``on_event``, ``should_stop`` is polled
     between steps. Expected problems (bad config, missing data, no GPU, nothing to resume)
     raise :class:`UserError` with one line."""
@@ -168,21 +125,17 @@ def run_training(req: TrainingRequest, on_event: Optional[EventFn] = None,
         if req.nproc == 1 and req.nnodes == 1:
             from segcore.train import train
 
-            r = train(cfg, on_event=on_event, should_stop=should_stop, resume=req.resume)
-            return TrainingOutcome(r.status, r.output_dir.resolve(), r.epochs_done,
-                                   r.global_step, r.monitor, r.best_metric, r.best_epoch,
-                                   r.best_checkpoint, r.last_checkpoint, r.history,
-                                   r.stop_reason)
+            return train(cfg, on_event=on_event, should_stop=should_stop, resume=req.resume)
         from segcore.distributed import launch
 
-        launch_cfg = save_resolved(cfg, out, name="launch_config.yaml")
+        launch_cfg = save_resolved(cfg, out, name=LAUNCH_CONFIG_FILE)
         launch(launch_cfg, req.nproc, out, resume=req.resume, master_port=req.master_port,
                master_addr=req.master_addr, nnodes=req.nnodes, node_rank=req.node_rank,
                on_event=on_event, should_stop=should_stop, timeout_s=req.timeout_s)
-        return _from_state(out)
+        return result_from_state(out)
     except EXPECTED_ERRORS as exc:
         raise as_user_error(exc) from exc
 
 
-__all__ = ["TrainingRequest", "TrainingOutcome", "run_training", "resolve_config",
+__all__ = ["TrainingRequest", "TrainResult", "run_training", "resolve_config",
            "list_configs", "config_path", "CONFIG_DIR"]

@@ -1,21 +1,25 @@
 """Qt-free launcher of ``roadseg train`` as a separate process (the GUI's training panel).
 
 * :func:`config_fields` reads a recipe's YAML keys (the form fields), :class:`TrainingForm`
-  holds what the panel's form says, :func:`build_command` turns it into the ``roadseg train``
-  command line (``--config``, ``--set key=value`` for changed fields, ``--data``, ``--out``,
-  ``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--init-checkpoint``, ``--nproc``,
-  ``--resume``/``--overwrite``).
+  holds what the panel's form says, :func:`resolved_config` resolves it like ``roadseg train``
+  would (the recipe, ``key=value`` overrides for changed fields, then the typed fields) and
+  :func:`write_launch_config` writes that config to ``<out>/launch_config.yaml`` (staged and
+  renamed). :func:`launch_command` is ``roadseg train --config <that file> --out <out>`` plus
+  the options that are not config keys (``--nproc``, ``--resume``/``--overwrite``).
 * :class:`TrainingProcess` starts it with :mod:`subprocess` (stdout/stderr to
   ``<out>/train_stdout.log``), so the app survives a crash of training; :meth:`poll_events`
-  tails ``<out>/events.jsonl`` (offset kept, a half-written last line waits for the next poll).
+  tails ``<out>/events.jsonl`` with :class:`segcore.run_folder.EventTail` (offset kept, a
+  half-written last line waits for the next poll).
 * Stop: the process is asked to stop by the file ``<out>/STOP`` (what ``segcore.train`` checks
   between steps, in every rank of a data-parallel run): it saves ``last.ckpt`` +
   ``train_state.json`` and exits with status ``stopped``. :meth:`TrainingProcess.resume` starts
   ``roadseg train --resume`` on the same run directory.
+
+The run folder's file names and readers are :mod:`segcore.run_folder`'s (re-exported here for
+the GUI).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -28,16 +32,15 @@ import yaml
 
 from app.service.errors import UserError
 from app.service.training import CONFIG_DIR, config_path, list_configs
+from segcore.run_folder import (EVENTS_FILE, LAUNCH_CONFIG_FILE, STATE_FILE, STDOUT_LOG,
+                                STOP_FILE, EventTail, run_summary)
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-EVENTS_FILE = "events.jsonl"
-STOP_FILE = "STOP"
-STDOUT_LOG = "train_stdout.log"
 DEVICES = ("cpu", "gpu", "ascend")
-#: Keys the typed form widgets own (never sent as ``--set``).
+#: Keys the typed form widgets own (never ``key=value`` overrides from the form's fields).
 TYPED_KEYS = ("model", "data_root", "output_dir", "epochs", "batch_size", "lr", "device",
               "init_checkpoint")
 
@@ -144,102 +147,58 @@ def roadseg_command() -> List[str]:
     return [sys.executable, "-m", "app.cli"]
 
 
-def build_command(form: TrainingForm, resume: bool = False) -> List[str]:
-    """The ``roadseg train`` command line of ``form`` (``resume``: continue its run)."""
+def resolved_config(form: TrainingForm, resume: bool = False):
+    """The validated :class:`segcore.config.TrainConfig` that ``form`` asks for, resolved as
+    ``roadseg train`` resolves its options (``resume``: continue its run, so no
+    ``init_checkpoint`` from the form). :class:`UserError` (one line) when the form is
+    incomplete or the config invalid."""
+    from app.service.training import TrainingRequest, resolve_config
+
     if not form.output_dir:
         raise UserError("choose a run folder for the training outputs")
     if not resume and not form.data_root:
         raise UserError("choose the dataset folder to train on")
     if form.nproc < 1:
         raise UserError(f"number of workers must be >= 1, got {form.nproc}")
-    cmd = roadseg_command() + ["train", "--config", str(config_path(form.config))]
-    for o in overrides_for(form):
-        cmd += ["--set", o]
-    if form.data_root:
-        cmd += ["--data", str(Path(form.data_root).expanduser())]
-    cmd += ["--out", str(Path(form.output_dir).expanduser())]
-    if form.epochs is not None:
-        cmd += ["--epochs", str(int(form.epochs))]
-    if form.batch_size is not None:
-        cmd += ["--batch-size", str(int(form.batch_size))]
-    if form.lr is not None:
-        cmd += ["--lr", repr(float(form.lr))]
-    if form.device:
-        cmd += ["--device", form.device]
-    if form.init_checkpoint and not resume:
-        cmd += ["--init-checkpoint", str(Path(form.init_checkpoint).expanduser())]
-    if form.nproc > 1:
-        cmd += ["--nproc", str(int(form.nproc))]
-    if resume:
-        cmd.append("--resume")
-    elif form.overwrite:
-        cmd.append("--overwrite")
-    return cmd
+    init = form.init_checkpoint if not resume else None
+    req = TrainingRequest(config=form.config, overrides=tuple(overrides_for(form)),
+                          data_root=form.data_root or None, output_dir=form.output_dir,
+                          epochs=form.epochs, batch_size=form.batch_size, lr=form.lr,
+                          device=form.device or None, init_checkpoint=init or None)
+    return resolve_config(req)
 
 
 def check_config(form: TrainingForm) -> None:
     """Resolve the form's config like ``roadseg train`` would (``UserError`` when invalid), so
     the panel can refuse a bad form before starting a process."""
-    from app.service.training import TrainingRequest, resolve_config
-
-    req = TrainingRequest(config=form.config, overrides=tuple(overrides_for(form)),
-                          data_root=form.data_root or None, output_dir=form.output_dir,
-                          epochs=form.epochs, batch_size=form.batch_size, lr=form.lr,
-                          device=form.device, init_checkpoint=form.init_checkpoint or None)
-    resolve_config(req)
+    resolved_config(form)
 
 
-class EventTail:
-    """Incremental reader of a growing ``events.jsonl`` (only complete lines are returned)."""
+def write_launch_config(form: TrainingForm, resume: bool = False) -> Path:
+    """Write the config ``form`` resolves to (:func:`resolved_config`) to
+    ``<output_dir>/launch_config.yaml`` (staged and renamed) and return its path."""
+    from segcore.config import save_resolved
 
-    def __init__(self, path: PathLike, from_end: bool = False) -> None:
-        self.path = Path(path)
-        self.offset = self.path.stat().st_size if (from_end and self.path.exists()) else 0
-        self._buf = b""
-
-    def read(self) -> List[Dict[str, Any]]:
-        """New events since the last call."""
-        if not self.path.exists():
-            return []
-        size = self.path.stat().st_size
-        if size < self.offset:  # file replaced (overwrite): start again
-            self.offset, self._buf = 0, b""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        self.offset += len(chunk)
-        data = self._buf + chunk
-        *lines, self._buf = data.split(b"\n")
-        out = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line.decode("utf-8")))
-            except ValueError:
-                logger.warning("%s: skipping an unreadable event line", self.path)
-        return out
+    cfg = resolved_config(form, resume=resume)
+    try:
+        return save_resolved(cfg, cfg.output_dir, name=LAUNCH_CONFIG_FILE)
+    except OSError as exc:
+        raise UserError(f"{Path(cfg.output_dir) / LAUNCH_CONFIG_FILE}: cannot write the "
+                        f"training config ({exc.strerror or exc})") from exc
 
 
-def run_summary(output_dir: PathLike) -> Dict[str, Any]:
-    """State of a run folder: ``status``, ``epoch``, ``global_step``, ``best_metric``,
-    ``best_checkpoint`` / ``last_checkpoint`` paths (None when absent), ``can_resume``."""
-    out = Path(output_dir)
-    st: Dict[str, Any] = {}
-    p = out / "train_state.json"
-    if p.is_file():
-        try:
-            st = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            st = {}
-    best, last = out / "best.ckpt", out / "last.ckpt"
-    return {"status": st.get("status"), "epoch": st.get("epoch"),
-            "global_step": st.get("global_step"), "best_metric": st.get("best_metric"),
-            "best_epoch": st.get("best_epoch"),
-            "best_checkpoint": str(best) if best.exists() else None,
-            "last_checkpoint": str(last) if last.exists() else None,
-            "can_resume": p.is_file() and st.get("status") != "completed"}
+def launch_command(config_file: PathLike, output_dir: PathLike, nproc: int = 1,
+                   resume: bool = False, overwrite: bool = True) -> List[str]:
+    """``roadseg train --config <config_file> --out <output_dir>`` with the options that are
+    not config keys: ``--nproc`` (> 1), ``--resume`` or ``--overwrite``."""
+    cmd = roadseg_command() + ["train", "--config", str(config_file), "--out", str(output_dir)]
+    if nproc > 1:
+        cmd += ["--nproc", str(int(nproc))]
+    if resume:
+        cmd.append("--resume")
+    elif overwrite:
+        cmd.append("--overwrite")
+    return cmd
 
 
 class TrainingProcess:
@@ -270,8 +229,9 @@ class TrainingProcess:
     def _launch(self, resume: bool) -> None:
         if self.running:
             raise UserError(f"{self.output_dir}: training is already running")
-        self.command = build_command(self.form, resume=resume)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        config_file = write_launch_config(self.form, resume=resume)  # a bad form: no folder
+        self.command = launch_command(config_file, self.output_dir, nproc=self.form.nproc,
+                                      resume=resume, overwrite=self.form.overwrite)
         stop = self.output_dir / STOP_FILE
         if stop.exists():
             stop.unlink()
@@ -297,7 +257,7 @@ class TrainingProcess:
 
     def start(self) -> None:
         """Start a new run in ``output_dir`` (an earlier run there is replaced)."""
-        if not self.form.overwrite and (self.output_dir / "train_state.json").exists():
+        if not self.form.overwrite and (self.output_dir / STATE_FILE).exists():
             raise UserError(f"{self.output_dir}: already holds a training run (resume it or "
                             "allow overwriting)")
         if self.form.overwrite and self.events_path.exists() and not self.running:
@@ -306,8 +266,8 @@ class TrainingProcess:
 
     def resume(self) -> None:
         """Continue the stopped run in ``output_dir`` (``roadseg train --resume``)."""
-        if not (self.output_dir / "train_state.json").exists():
-            raise UserError(f"{self.output_dir}: nothing to resume (no train_state.json)")
+        if not (self.output_dir / STATE_FILE).exists():
+            raise UserError(f"{self.output_dir}: nothing to resume (no {STATE_FILE})")
         self._launch(resume=True)
 
     @property
@@ -359,6 +319,8 @@ class TrainingProcess:
             self._log = None
 
 
-__all__ = ["TrainingForm", "TrainingProcess", "EventTail", "build_command", "overrides_for",
-           "config_fields", "format_value", "list_networks", "list_recipes",
-           "recipe_for_model", "run_summary", "check_config", "roadseg_command", "DEVICES"]
+__all__ = ["TrainingForm", "TrainingProcess", "EventTail", "resolved_config",
+           "write_launch_config", "launch_command", "overrides_for", "config_fields",
+           "format_value", "list_networks", "list_recipes", "recipe_for_model", "run_summary",
+           "check_config", "roadseg_command", "DEVICES", "TYPED_KEYS", "STATE_FILE",
+           "EVENTS_FILE", "STOP_FILE", "STDOUT_LOG", "LAUNCH_CONFIG_FILE"]
