@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from app.service.checkpoints import check_checkpoint
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
 
 log = logging.getLogger(__name__)
@@ -72,31 +73,6 @@ def list_model_rows(count_params: bool = True) -> List[ModelRow]:
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
-def check_checkpoint(path: PathLike) -> Path:
-    """``path`` as a readable checkpoint (``.ckpt`` with its sidecar) or exported
-    ``.onnx``/``.mindir`` (with ``<name>.json``);
-    :class:`UserError` naming the file otherwise. Reads the metadata (cheap), not the weights."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: checkpoint not found")
-    if not p.is_file():
-        raise UserError(f"{p}: not a file")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"{p}: checkpoint is not readable (permission denied)")
-    try:
-        if p.suffix.lower() in (".onnx", ".mindir"):
-            from segcore.export import read_export_metadata
-
-            read_export_metadata(p)
-        else:
-            from segcore.checkpoint import read_metadata
-
-            read_metadata(p)
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc
-    return p
-
-
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists (use --overwrite)")
@@ -297,6 +273,6 @@ def run_evaluation(req: EvalRequest, on_progress: Optional[ProgressFn] = None,
     return report
 
 
-__all__ = ["ModelRow", "list_model_rows", "count_parameters", "check_checkpoint",
+__all__ = ["ModelRow", "list_model_rows", "count_parameters",
            "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "run_evaluation",
            "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]

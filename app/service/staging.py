@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gis.errors import OutputDirError, OutputExistsError
 
@@ -314,4 +314,65 @@ def recover(out_dir: Path) -> List[Recovered]:
     return done
 
 
-__all__ = ["Staging", "Recovered", "recover", "PREFIX"]
+# --------------------------------------------------------------------------------------------
+# single files and whole folders (the same rule: complete under a hidden name, then renamed)
+# --------------------------------------------------------------------------------------------
+def missing_dir(out: Path) -> str:
+    """Why ``out``'s folder cannot hold it: the nearest existing ancestor is a file, or the
+    folder does not exist."""
+    for anc in out.parents:
+        if anc.exists():
+            if not anc.is_dir():
+                return f"{out}: {anc} is a file, not a directory"
+            break
+    return f"{out}: output directory {out.parent} does not exist"
+
+
+def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    """:class:`OutputExistsError` for the first of ``paths`` that exists, unless ``overwrite``."""
+    if overwrite:
+        return
+    for p in paths:
+        if p.exists():
+            raise OutputExistsError(f"{p}: output exists (use overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_file(path: "os.PathLike[str] | str", *, hidden_name: Optional[str] = None
+                ) -> Iterator[Path]:
+    """Write one file through a hidden temporary name beside ``path``.
+
+    Yields the temporary path (it keeps ``path``'s suffix, so GDAL/OGR pick the same driver);
+    when the block ends without an exception the file is flushed to disk and renamed to
+    ``path`` (replacing an existing file), otherwise it is removed. A check that must see the
+    finished file before it replaces anything (``overwrite``) goes at the end of the block.
+    ``hidden_name`` overrides the temporary file name.
+    """
+    p = Path(path)
+    tmp = p.with_name(hidden_name or f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
+    try:
+        yield tmp
+        if tmp.is_file():
+            _fsync_file(tmp)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: "os.PathLike[str] | str", text: str) -> None:
+    """``path`` replaced by ``text`` (UTF-8) as a whole, never half written."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` (built beside ``out``) under the name ``out``, replacing
+    an earlier one."""
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+__all__ = ["Staging", "Recovered", "recover", "PREFIX", "missing_dir", "refuse_existing",
+           "atomic_file", "atomic_write_text", "replace_folder"]

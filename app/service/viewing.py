@@ -48,7 +48,6 @@ __all__ = [
     "is_vector_file",
     "scale_denominator",
     "available_models",
-    "describe_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -859,17 +858,3 @@ def available_models() -> List[Dict[str, Any]]:
         out.append({"name": name, "stride": int(info.stride),
                     "description": str(getattr(info, "description", ""))})
     return out
-
-
-def describe_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Metadata of a checkpoint file as a JSON-ready dict (``segcore.checkpoint`` sidecar).
-
-    Raises:
-        UserError: not a RoadSeg checkpoint (missing/unreadable sidecar).
-    """
-    from segcore.checkpoint import read_metadata
-
-    try:
-        return read_metadata(path).to_dict()
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc
