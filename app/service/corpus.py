@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import UserError
+from .staging import replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -328,11 +329,3 @@ def assemble_corpus(sources: Sequence[CorpusSource], out: os.PathLike, gsd_m: fl
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` (built beside ``out``) under the name ``out``, replacing
-    an earlier one."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)

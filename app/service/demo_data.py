@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from app.service.corpus import replace_folder
+from app.service.staging import replace_folder
 from gis.chips import chip_windows, split_windows_by_area
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,6 @@
-"""Crash-safe output commits: a hidden staging folder, a commit journal and recovery.
+"""Crash-safe output commits: a hidden staging folder, a commit journal and recovery; and the
+single-file and whole-folder forms of the same rule (:func:`atomic_file`,
+:func:`atomic_write_text`, :func:`replace_folder`) that every other writer in the service uses.
 
 Every job writes its outputs into ``OUT/.roadseg-staging-<id>/`` and, when the whole set is
 complete, :meth:`Staging.commit` moves it into ``OUT``:

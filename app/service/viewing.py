@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -23,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import atomic_file, atomic_write_text
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -511,20 +511,13 @@ def export_raster(src: PathLike, dst: PathLike, overwrite: bool = False,
                 raise UserError(f"{p}: output exists (allow overwriting to replace it)")
     if not d.parent.is_dir():
         raise UserError(f"{d}: output directory {d.parent} does not exist")
-    tmp = d.with_name(f".{d.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, d)
+        with atomic_file(d) as tmp:
+            shutil.copyfile(s, tmp)
         if style:
-            q = d.with_suffix(".qml")
-            qtmp = q.with_name(f".{q.name}.tmp-{uuid.uuid4().hex[:8]}")
-            qtmp.write_text(raster_qml(style, road_value=1), encoding="utf-8")
-            os.replace(qtmp, q)
+            atomic_write_text(d.with_suffix(".qml"), raster_qml(style, road_value=1))
     except OSError as exc:
         raise UserError(f"{d}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return [str(p) for p in outs]
 
 
@@ -640,16 +633,12 @@ def write_aoi(polygons_px: Sequence[np.ndarray], frame: GeoFrame, path: PathLike
     if not polys:
         raise UserError("no AOI drawn")
     p = Path(path)
-    tmp = p.with_name(f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
     try:
-        gpd.GeoDataFrame({"name": ["aoi"] * len(polys)}, geometry=polys,
-                         crs=frame.crs).to_file(tmp, driver="GPKG", layer="aoi")
-        os.replace(tmp, p)
+        with atomic_file(p) as tmp:
+            gpd.GeoDataFrame({"name": ["aoi"] * len(polys)}, geometry=polys,
+                             crs=frame.crs).to_file(tmp, driver="GPKG", layer="aoi")
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{p}: cannot write AOI: {str(exc).splitlines()[0]}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return str(p)
 
 
