@@ -322,16 +322,16 @@ def export_network(
             edges = edges.set_crs(PIXEL_CRS_WKT)
             nodes = nodes.set_crs(PIXEL_CRS_WKT, allow_override=True)
         if len(edges):
-            from pyproj import CRS as ProjCRS
+            from gis.units import bounds_centre_lonlat, metre_factor, metric_crs
 
-            pc = ProjCRS.from_user_input(edges.crs)
-            if not (pc.is_projected or pc.is_geographic):
+            factor = metre_factor(edges.crs)
+            if is_pixel_crs(edges.crs):
                 edges["length_m"] = edges.geometry.length  # pixel units
-            elif pc.is_projected:
-                factor = pc.axis_info[0].unit_conversion_factor if pc.axis_info else 1.0
-                edges["length_m"] = edges.geometry.length * float(factor or 1.0)
+            elif factor is not None:
+                edges["length_m"] = edges.geometry.length * factor
             else:
-                edges["length_m"] = edges.to_crs(edges.estimate_utm_crs()).geometry.length
+                utm = metric_crs(edges.crs, bounds_centre_lonlat(edges.crs, edges.total_bounds))
+                edges["length_m"] = edges.to_crs(utm).geometry.length
         if "component" not in edges.columns:
             edges["component"] = 0
         net = RoadNetwork(edges=edges, nodes=nodes, graph=_graph_from_tables(edges, nodes),

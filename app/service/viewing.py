@@ -23,6 +23,7 @@ import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
 from app.service.staging import atomic_file, atomic_write_text
+from app.service.vectors import is_pixel_crs
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -171,19 +172,15 @@ def frame_for_vectors(bounds: Sequence[float], crs: Optional[str]) -> GeoFrame:
     pad = res * 50
     w = int(math.ceil((maxx - minx + 2 * pad) / res))
     h = int(math.ceil((maxy - miny + 2 * pad) / res))
+    transform = (res, 0.0, minx - pad, 0.0, -res, maxy + pad)
     res_m = None
-    if crs is not None:
-        from pyproj import CRS
+    if crs is not None and not is_pixel_crs(crs):
+        from affine import Affine
 
-        c = CRS.from_user_input(crs)
-        if c.is_projected:
-            f = c.axis_info[0].unit_conversion_factor if c.axis_info else 1.0
-            res_m = (res * f, res * f)
-        elif c.is_geographic:
-            lat = math.radians((miny + maxy) / 2)
-            res_m = (res * 111320.0 * math.cos(lat), res * 110540.0)
-    return GeoFrame(width=w, height=h, transform=(res, 0.0, minx - pad, 0.0, -res, maxy + pad),
-                    crs=crs, resolution_m=res_m, path="")
+        from gis.units import pixel_size_m
+
+        res_m = pixel_size_m(crs, Affine(*transform), w, h)
+    return GeoFrame(width=w, height=h, transform=transform, crs=crs, resolution_m=res_m, path="")
 
 
 def scale_denominator(frame: GeoFrame, raster_px_per_screen_px: float, dpi: float = 96.0) -> \
