@@ -42,12 +42,10 @@ def cli(verbose: int) -> None:
 
 
 def _load_subcommands() -> None:
+    """Import every subcommand module. One that fails to import is a broken installation:
+    the error propagates (with its traceback) instead of the command silently missing."""
     for name in _SUBCOMMAND_MODULES:
-        try:
-            importlib.import_module(f"app.cli.{name}")
-        except ModuleNotFoundError as exc:  # a module still being written
-            if exc.name != f"app.cli.{name}":
-                raise
+        importlib.import_module(f"app.cli.{name}")
 
 
 def main(argv=None) -> int:
