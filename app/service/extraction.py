@@ -1,7 +1,7 @@
 """The main job, GeoTIFF -> road network, as one Qt-free service call (CLI and GUI share it).
 
-:func:`run_extraction` wires the two libraries together (the pipeline drawn in the README's
-"Architecture" section)::
+:func:`run_extraction` wires the two libraries together (README: "The main job" for the
+outputs, "Layout" for which module owns which stage)::
 
     gis.io.open_raster (validate) -> segcore.predict.load_predictor (weights + metadata)
       -> gis.inference.run_tiled_inference(predict_fn)  -> <stem>_prob.tif, <stem>_mask.tif (COGs)
