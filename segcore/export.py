@@ -54,7 +54,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import SegcoreError
-from .meta import export_metadata_path, meta_as_dict, read_export_doc
+from .meta import export_metadata_path, meta_as_dict, meta_get, read_export_doc
 
 logger = logging.getLogger(__name__)
 
@@ -600,14 +600,13 @@ def export_model(model: Any, out_path: PathLike, format: str = "MINDIR",
 def _network_stride(meta: Any) -> Optional[int]:
     """The input-size multiple of the exported network (registry, else metadata), recorded so
     that ONNX inference needs neither the registry nor MindSpore."""
-    name = getattr(meta, "model", None) if not isinstance(meta, dict) else meta.get("model")
+    name = meta_get(meta, "model")
     try:
         from .registry import model_info
 
         return int(model_info(str(name)).stride)
     except Exception:  # noqa: BLE001  a bare network without metadata / unregistered name
-        stride = getattr(meta, "stride", None) if not isinstance(meta, dict) else meta.get(
-            "stride")
+        stride = meta_get(meta, "stride")
         return int(stride) if stride else None
 
 
