@@ -340,18 +340,16 @@ def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: "os.PathLike[str] | str", *, hidden_name: Optional[str] = None
-                ) -> Iterator[Path]:
+def atomic_file(path: "os.PathLike[str] | str") -> Iterator[Path]:
     """Write one file through a hidden temporary name beside ``path``.
 
     Yields the temporary path (it keeps ``path``'s suffix, so GDAL/OGR pick the same driver);
     when the block ends without an exception the file is flushed to disk and renamed to
     ``path`` (replacing an existing file), otherwise it is removed. A check that must see the
     finished file before it replaces anything (``overwrite``) goes at the end of the block.
-    ``hidden_name`` overrides the temporary file name.
     """
     p = Path(path)
-    tmp = p.with_name(hidden_name or f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
+    tmp = p.with_name(f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
     try:
         yield tmp
         if tmp.is_file():
