@@ -88,7 +88,7 @@ def write_batches(image: Path, meta: Dict[str, Any], tiles_dir: Path, overlap_px
                   aoi: str | None) -> List[Dict[str, Any]]:
     """Write the normalised tile batches of ``image`` as ``<stem>_b<NNNNN>.bin`` files (the
     last batch zero-padded to the model's batch size); returns ``[{"file", "tiles"}, ...]``."""
-    from app.service.extraction import _processing_grid
+    from app.service.grid import processing_grid
     from gis.aoi import load_aoi
     from gis.inference import TileBatchReader, plan_inference
     from gis.io import open_raster
@@ -100,7 +100,7 @@ def write_batches(image: Path, meta: Dict[str, Any], tiles_dir: Path, overlap_px
         raise UserError(f"overlap {overlap} px must be less than half the tile size {h} px")
     bands = tuple(meta.get("bands") or range(1, c + 1))
     info = open_raster(image, allow_pixel_coords=True)
-    grid = _processing_grid(req, info, None)  # the model's GSD (req.gsd), as extraction reads
+    grid = processing_grid(req, info, None)  # the model's GSD (req.gsd), as extraction reads
     files: List[Dict[str, Any]] = []
     try:
         plan = plan_inference(grid.path, tile_size_px=h, overlap_px=overlap, bands=bands,

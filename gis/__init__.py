@@ -20,8 +20,6 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
   ``MASK_NODATA`` (255).
 * :mod:`gis.aoi`: ``AOI``, ``load_aoi(path, raster_crs=None)``, ``bbox_aoi(minx, miny, maxx, maxy,
   crs)``, ``aoi_window(aoi, raster_info)``, ``aoi_mask(aoi, window, transform)``.
-* :mod:`gis.postprocess`: ``threshold``, ``remove_small_objects_m2``, ``remove_small_holes_m2``,
-  ``morphological_cleanup``, ``clean_mask``.
 * :mod:`gis.inference`: ``run_tiled_inference(src_path, predict_fn, out_prob_path, out_mask_path,
   *, tile_size_px=512, overlap_px=64, batch_size=4, bands=None, normalize=None,
   threshold=0.5, aoi=None, on_progress=None, should_cancel=None, overwrite=False,
@@ -32,7 +30,8 @@ Raster half (stable API; names are re-exported here lazily, so ``import gis`` st
 
 Vector half (import the modules): :mod:`gis.vectorize` (``vectorize_mask`` for arrays,
 ``vectorize_mask_file`` for GeoTIFFs, ``vectorize_source`` for any
-:class:`gis.maskstrips.MaskSource`; all work in row strips, see :mod:`gis.maskstrips`),
+:class:`gis.maskstrips.MaskSource`; all work in row strips, see :mod:`gis.maskstrips`, whose
+``clean_mask_strips`` is the mask clean-up: small objects removed, small holes filled),
 :mod:`gis.graph`, :mod:`gis.vector_io`, :mod:`gis.styles`, :mod:`gis.evaluate`.
 """
 from __future__ import annotations

@@ -31,6 +31,8 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import AOIError, CRSError
+from .units import grid_centre_lonlat, is_metric
+from .units import metric_crs as _metric_crs
 
 __all__ = ["chip_offsets", "chip_windows", "ChipSplit", "split_windows_by_area",
            "line_widths_m", "rasterize_lines", "align_mask", "window_bounds"]
@@ -181,8 +183,8 @@ def rasterize_lines(gdf, *, crs: CRS, transform: Affine, width: int, height: int
         crs, transform, width, height: the target grid (the image's).
         width_m: full road width in metres (default when the attribute is absent).
         width_attr, attr_scale_m: per-feature width from an attribute (see :func:`line_widths_m`).
-        metric_crs: a metric CRS for buffering; default the UTM zone of the grid centre when
-            ``crs`` is geographic, else ``crs`` itself (assumed metric).
+        metric_crs: a metric CRS for buffering; default ``crs`` itself when it is projected in
+            metres, else the UTM zone of the grid centre (:func:`gis.units.metric_crs`).
         source: name of the label file for error messages.
 
     Returns:
@@ -206,13 +208,8 @@ def rasterize_lines(gdf, *, crs: CRS, transform: Affine, width: int, height: int
         raise AOIError(f"{source}: no LineString features to rasterise")
     crs = CRS.from_user_input(crs)
     if metric_crs is None:
-        if crs.is_geographic:
-            from .io import utm_crs_for_lonlat
-
-            cx, cy = transform @ (width / 2.0, height / 2.0)
-            metric_crs = utm_crs_for_lonlat(float(cx), float(cy))
-        else:
-            metric_crs = crs
+        metric_crs = crs if is_metric(crs) else \
+            _metric_crs(crs, grid_centre_lonlat(crs, transform, width, height))
     widths = line_widths_m(lines, width_m, width_attr, attr_scale_m)
     metric = lines.to_crs(metric_crs)
     # round caps: separate lines that meet at a node join without notches (a dead end gets

@@ -13,6 +13,7 @@ from scipy.sparse import csgraph
 from shapely import union_all
 
 from gis.errors import CRSError
+from gis.units import bounds_centre_lonlat, is_metric, metric_crs
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ def _geoseries(lines: Lines, name: str) -> gpd.GeoSeries:
 
 def metric_crs_for(lines: Lines):
     """The CRS in which lengths of ``lines`` are measured: a projected metre CRS stays, anything
-    else (geographic, feet) becomes the local UTM zone (``estimate_utm_crs``)."""
+    else (geographic, feet) becomes the UTM zone at the centre of the lines
+    (:func:`gis.units.metric_crs`)."""
     s = _geoseries(lines, "lines")
-    crs = s.crs
-    if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_conversion_factor == 1.0:
-        return crs
-    return s.estimate_utm_crs()
+    if is_metric(s.crs):
+        return s.crs
+    return metric_crs(s.crs, bounds_centre_lonlat(s.crs, s.total_bounds))
 
 
 def buffered_precision_recall(

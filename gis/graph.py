@@ -127,8 +127,9 @@ def skeleton_pixels_to_graph(rows: np.ndarray, cols: np.ndarray,
         node_label = rank[comp] + 1
         lab[node_idx] = node_label
         cnt = np.bincount(node_label, minlength=n_nodes + 1)[1:].astype(float)
-        # centroids summed in padded coordinates, as the dense tracing of earlier versions did,
-        # so that results do not change by a rounding difference
+        # node centroids are averaged in the padded grid's coordinates (+1) and shifted back:
+        # float rounding of the mean depends on that offset, and node positions are defined
+        # with it (the strip-wise and whole-mask tracings give identical vertices)
         rsum = np.bincount(node_label, weights=r_of[node_idx] + 1.0, minlength=n_nodes + 1)[1:]
         csum = np.bincount(node_label, weights=c_of[node_idx] + 1.0, minlength=n_nodes + 1)[1:]
         for i in range(n_nodes):

@@ -48,6 +48,7 @@ from gis.errors import (
     RasterReadError,
     RasterWriteError,
 )
+from gis.units import grid_centre_lonlat, pixel_size_m, utm_epsg_for_lonlat
 
 __all__ = [
     "RasterInfo",
@@ -86,11 +87,9 @@ DEFAULT_PERCENTILES: Tuple[float, float] = (2.0, 98.0)
 # CRS helpers
 # --------------------------------------------------------------------------------------------
 def utm_crs_for_lonlat(lon: float, lat: float) -> CRS:
-    """The WGS 84 / UTM zone CRS (EPSG:326xx north, 327xx south) containing ``(lon, lat)``."""
-    lon = ((lon + 180.0) % 360.0) - 180.0
-    zone = int(math.floor((lon + 180.0) / 6.0)) + 1
-    zone = min(max(zone, 1), 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    """The WGS 84 / UTM zone (as a rasterio CRS) containing ``(lon, lat)``
+    (:func:`gis.units.utm_epsg_for_lonlat`)."""
+    return CRS.from_epsg(utm_epsg_for_lonlat(lon, lat))
 
 
 def geodesic_box_area_m2(crs: CRS, left: float, bottom: float, right: float,
@@ -153,39 +152,15 @@ def _crs_name(crs: CRS) -> str:
 
 
 def _centre_lonlat(crs: CRS, transform: Affine, width: int, height: int) -> Tuple[float, float]:
-    from pyproj import Transformer
-
-    x, y = transform @ (width / 2.0, height / 2.0)
-    if crs.is_geographic and crs.to_epsg() == 4326:
-        return float(x), float(y)
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lon, lat = tr.transform(x, y)
-    return float(lon), float(lat)
+    return grid_centre_lonlat(crs, transform, width, height)
 
 
 def _resolution_m(
     crs: Optional[CRS], transform: Affine, width: int, height: int
 ) -> Optional[Tuple[float, float]]:
-    """Pixel size ``(x, y)`` in metres; for geographic CRS measured at the raster centre in UTM."""
-    if crs is None:
-        return None
-    if crs.is_projected:
-        factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-        return (
-            float(math.hypot(transform.a, transform.d) * factor),
-            float(math.hypot(transform.b, transform.e) * factor),
-        )
-    from pyproj import Transformer
-
-    lon, lat = _centre_lonlat(crs, transform, width, height)
-    utm = utm_crs_for_lonlat(lon, lat)
-    tr = Transformer.from_crs(crs, utm, always_xy=True)
-    cx, cy = width / 2.0, height / 2.0
-    pts = [transform @ (cx, cy), transform @ (cx + 1, cy), transform @ (cx, cy + 1)]
-    xs, ys = tr.transform([p[0] for p in pts], [p[1] for p in pts])
-    rx = math.hypot(xs[1] - xs[0], ys[1] - ys[0])
-    ry = math.hypot(xs[2] - xs[0], ys[2] - ys[0])
-    return float(rx), float(ry)
+    """Pixel size ``(x, y)`` in metres; for geographic CRS measured at the raster centre in UTM
+    (:func:`gis.units.pixel_size_m`)."""
+    return pixel_size_m(crs, transform, width, height)
 
 
 # --------------------------------------------------------------------------------------------

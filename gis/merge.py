@@ -24,7 +24,6 @@ rasters and no task engine here.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -38,6 +37,7 @@ from shapely.ops import unary_union
 from shapely.prepared import prep
 
 from gis.errors import CRSError
+from gis.units import metric_crs
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,7 @@ def _crs(value: object) -> ProjCRS:
 
 def metric_crs_for(crs: object, lonlat_centre: Tuple[float, float]) -> ProjCRS:
     """``crs`` when it is projected in metres, else the UTM zone at ``lonlat_centre``."""
-    c = _crs(crs)
-    if c.is_projected and c.axis_info and abs(c.axis_info[0].unit_conversion_factor - 1) < 1e-12:
-        return c
-    lon, lat = lonlat_centre
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return ProjCRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return metric_crs(_crs(crs), lonlat_centre)
 
 
 def reproject_geometry(geom, src: object, dst: object, densify: Optional[float] = None):

@@ -34,7 +34,6 @@ per tile) so that lines cross tile boundaries without breaks.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
@@ -48,6 +47,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point
 
 from gis.errors import CRSError, VectorizeError
+from gis.units import metre_factor, utm_crs_for_lonlat
 from gis.vectorize_params import VectorizeParams
 from gis.graph import (
     attach_metric,
@@ -89,11 +89,6 @@ __all__ = [
 ]
 
 
-def _utm_for_lonlat(lon: float, lat: float) -> ProjCRS:
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return ProjCRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-
-
 class MetricFrame:
     """Maps pixel (row, col) and CRS coordinates of one raster grid to metres.
 
@@ -115,12 +110,11 @@ class MetricFrame:
         self._scale = 1.0
         if self.crs.is_geographic:
             lon, lat = self._centre_lonlat()
-            self.metric_crs = _utm_for_lonlat(lon, lat)
+            self.metric_crs = utm_crs_for_lonlat(lon, lat)
             self._transformer = Transformer.from_crs(self.crs, self.metric_crs, always_xy=True)
         elif self.crs.is_projected:
             self.metric_crs = self.crs
-            unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
-            self._scale = float(unit or 1.0)
+            self._scale = metre_factor(self.crs)
         else:
             raise CRSError(f"CRS {self.crs.to_string()} is neither projected nor geographic")
         c = np.array([[h / 2.0, w / 2.0], [h / 2.0, w / 2.0 + 1.0], [h / 2.0 + 1.0, w / 2.0]])

@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import ConfigError, SegcoreError
 from .metrics import ConfusionMatrix, topk_accuracy
-from .onnx_infer import _meta_get
+from .meta import meta_get
 from .predict import normalization_from_meta
 from .tta import TTA_MODES, tta_pairs, with_tta
 
@@ -204,13 +204,13 @@ def build_eval_dataset(cfg: EvalConfig, meta: Any):
     kw: Dict[str, Any] = dict(augment="none" if cfg.dataset != "imagenet" else None,
                               mean=(0.0,), std=(1.0,), scale=1.0,
                               ignore_index=cfg.ignore_index)
-    bands = _meta_get(meta, "bands", None)
+    bands = meta_get(meta, "bands", None)
     if bands and cfg.dataset in ("chips",):
         kw["bands"] = list(bands)
     if cfg.crop_size:
         kw["crop_size"] = int(cfg.crop_size)
     if cfg.dataset in ("cityscapes", "voc"):
-        kw["num_classes"] = int(_meta_get(meta, "num_classes", 0) or 0) or None
+        kw["num_classes"] = int(meta_get(meta, "num_classes", 0) or 0) or None
     if cfg.dataset == "imagenet":
         kw.pop("augment")
         kw.pop("ignore_index")
@@ -232,20 +232,20 @@ def evaluate(predictor: Any, cfg: EvalConfig, meta: Any = None, batch_size: int 
     Returns the report dict (see :func:`write_report`).
     """
     meta = meta if meta is not None else getattr(predictor, "meta", None)
-    task = str(_meta_get(meta, "task", "segmentation"))
+    task = str(meta_get(meta, "task", "segmentation"))
     if cfg.dataset == "imagenet" and task != "classification":
-        raise ConfigError(f"dataset imagenet needs a classifier, {_meta_get(meta, 'model')} is a "
+        raise ConfigError(f"dataset imagenet needs a classifier, {meta_get(meta, 'model')} is a "
                           f"{task} model")
     if cfg.dataset != "imagenet" and task == "classification":
-        raise ConfigError(f"{_meta_get(meta, 'model')} is a classifier: evaluate it with "
+        raise ConfigError(f"{meta_get(meta, 'model')} is a classifier: evaluate it with "
                           "--dataset imagenet")
     normalize = normalization_from_meta(meta)
     ds = build_eval_dataset(cfg, meta)
     total = len(ds) if cfg.limit is None else min(len(ds), int(cfg.limit))
     if total == 0:
         raise ConfigError(f"{cfg.root}: no samples to evaluate")
-    num_classes = int(_meta_get(meta, "num_classes", 0) or getattr(predictor, "num_classes", 0))
-    tile = cfg.tile_size or int(_meta_get(meta, "tile_size_px", 0) or 0) or None
+    num_classes = int(meta_get(meta, "num_classes", 0) or getattr(predictor, "num_classes", 0))
+    tile = cfg.tile_size or int(meta_get(meta, "tile_size_px", 0) or 0) or None
     t0 = time.perf_counter()
     if task == "classification":
         return _evaluate_classifier(predictor, ds, total, normalize, cfg, meta, batch_size,
@@ -266,7 +266,7 @@ def evaluate(predictor: Any, cfg: EvalConfig, meta: Any = None, batch_size: int 
         if on_progress is not None:
             on_progress(i + 1, total, "evaluate")
     seconds = time.perf_counter() - t0
-    names = list(_meta_get(meta, "class_names", ()) or ())
+    names = list(meta_get(meta, "class_names", ()) or ())
     if binary:
         cls_names = ["background", "road"]
         summary = cm.summary(positive_class=1, class_names=cls_names)
@@ -321,9 +321,9 @@ def _evaluate_classifier(predictor, ds, total, normalize, cfg, meta, batch_size,
 def _report(cfg: EvalConfig, meta: Any, predictor: Any, samples: int, seconds: float,
             metrics: Dict[str, Any], tile: Optional[int]) -> Dict[str, Any]:
     return {
-        "model": _meta_get(meta, "model"),
-        "task": _meta_get(meta, "task", "segmentation"),
-        "num_classes": _meta_get(meta, "num_classes"),
+        "model": meta_get(meta, "model"),
+        "task": meta_get(meta, "task", "segmentation"),
+        "num_classes": meta_get(meta, "num_classes"),
         "checkpoint": getattr(predictor, "source", None),
         "backend": type(predictor).__name__,
         "dataset": {"kind": cfg.dataset, "root": str(cfg.root), "split": cfg.split,
@@ -331,7 +331,7 @@ def _report(cfg: EvalConfig, meta: Any, predictor: Any, samples: int, seconds: f
         "inference": {"tta": cfg.tta, "scales": list(cfg.scales), "flip": cfg.flip,
                       "mode": cfg.mode, "tile_size": tile if cfg.mode == "sliding" else None,
                       "overlap": cfg.overlap if cfg.mode == "sliding" else None,
-                      "normalization": _meta_get(meta, "normalization")},
+                      "normalization": meta_get(meta, "normalization")},
         "metrics": metrics,
         "seconds": round(float(seconds), 3),
         "seconds_per_sample": round(float(seconds) / max(samples, 1), 4),

@@ -39,7 +39,6 @@ operator; no file is written.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -55,6 +54,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import SegcoreError
+from .meta import export_metadata_path, meta_as_dict, meta_get, read_export_doc
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ def export_suffix(format: str) -> str:
 
 def metadata_path(exported: PathLike) -> Path:
     """The metadata JSON written beside an exported file: ``<name>.json``."""
-    p = Path(exported)
-    return p.with_name(p.name + ".json")
+    return export_metadata_path(exported)
 
 
 def read_export_metadata(exported: PathLike) -> Dict[str, Any]:
@@ -105,30 +104,7 @@ def read_export_metadata(exported: PathLike) -> Dict[str, Any]:
     ``output_name``, ``source_sha256``). Raises :class:`ExportError` naming the file when absent
     or unreadable.
     """
-    side = metadata_path(exported)
-    if not side.exists():
-        raise ExportError(f"{exported}: metadata file {side.name} not found (not exported by "
-                          "roadseg export?)")
-    try:
-        with open(side, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{side}: unreadable export metadata ({exc})") from exc
-    if not isinstance(doc, dict) or "export" not in doc:
-        raise ExportError(f"{side}: not RoadSeg export metadata (no 'export' entry)")
-    return doc
-
-
-def _meta_dict(meta: Any) -> Dict[str, Any]:
-    if meta is None:
-        return {}
-    if isinstance(meta, dict):
-        return dict(meta)
-    if hasattr(meta, "to_dict"):
-        return meta.to_dict()
-    if dataclasses.is_dataclass(meta):
-        return dataclasses.asdict(meta)
-    return dict(vars(meta))
+    return read_export_doc(exported, ExportError)
 
 
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -604,7 +580,7 @@ def export_model(model: Any, out_path: PathLike, format: str = "MINDIR",
             written = _export_onnx(net, tmpdir, x, dynamic_batch, info, name)
         if verify:
             _verify(net, written, fmt, x, info, name)
-        doc = _meta_dict(meta)
+        doc = meta_as_dict(meta)
         if ck_path is not None:
             doc["source_checkpoint"] = ck_path.name
             info["source_sha256"] = file_sha256(ck_path)
@@ -624,14 +600,13 @@ def export_model(model: Any, out_path: PathLike, format: str = "MINDIR",
 def _network_stride(meta: Any) -> Optional[int]:
     """The input-size multiple of the exported network (registry, else metadata), recorded so
     that ONNX inference needs neither the registry nor MindSpore."""
-    name = getattr(meta, "model", None) if not isinstance(meta, dict) else meta.get("model")
+    name = meta_get(meta, "model")
     try:
         from .models import model_info
 
         return int(model_info(str(name)).stride)
     except Exception:  # noqa: BLE001  a bare network without metadata / unregistered name
-        stride = getattr(meta, "stride", None) if not isinstance(meta, dict) else meta.get(
-            "stride")
+        stride = meta_get(meta, "stride")
         return int(stride) if stride else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -147,5 +147,82 @@ def meta_from_dict(doc: Mapping[str, Any]) -> Any:
         return dict(doc)
 
 
-__all__ = ["CheckpointMeta", "FORMAT_VERSION", "read_metadata", "read_checkpoint_train_state",
-           "sidecar_path", "meta_from_dict"]
+def meta_get(meta: Any, key: str, default: Any = None) -> Any:
+    """Field ``key`` of checkpoint metadata held either as a :class:`CheckpointMeta` or as the
+    dict written beside an exported model (or ``None``: ``default``)."""
+    if meta is None:
+        return default
+    if isinstance(meta, Mapping):
+        return meta.get(key, default)
+    return getattr(meta, key, default)
+
+
+def meta_as_dict(meta: Any) -> Dict[str, Any]:
+    """Checkpoint metadata (:class:`CheckpointMeta`, dict, other dataclass or ``None``) as a
+    plain dict."""
+    if meta is None:
+        return {}
+    if isinstance(meta, dict):
+        return dict(meta)
+    if hasattr(meta, "to_dict"):
+        return meta.to_dict()
+    if is_dataclass(meta):
+        return asdict(meta)
+    return dict(vars(meta))
+
+
+# --------------------------------------------------------------------------------------------
+# exported models (.onnx / .mindir) and one reader for all three kinds
+# --------------------------------------------------------------------------------------------
+#: suffixes of exported models; their metadata is ``<name>.json`` (``model.onnx.json``)
+EXPORT_SUFFIXES: Tuple[str, ...] = (".onnx", ".mindir")
+
+
+def export_metadata_path(exported: PathLike) -> Path:
+    """The metadata JSON written beside an exported file: ``<name>.json``."""
+    p = Path(exported)
+    return p.with_name(p.name + ".json")
+
+
+def read_export_doc(exported: PathLike, error: type = CheckpointError) -> Dict[str, Any]:
+    """The metadata dict beside an exported model: the checkpoint metadata fields where known,
+    plus ``export`` (format, input shape, ...). ``error`` (a :class:`SegcoreError` class) is
+    raised, naming the file, when it is absent, unreadable or not export metadata."""
+    side = export_metadata_path(exported)
+    if not side.exists():
+        raise error(f"{exported}: metadata file {side.name} not found (not exported by "
+                    "roadseg export?)")
+    try:
+        with open(side, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise error(f"{side}: unreadable export metadata ({exc})") from exc
+    if not isinstance(doc, dict) or "export" not in doc:
+        raise error(f"{side}: not RoadSeg export metadata (no 'export' entry)")
+    return doc
+
+
+def read_checkpoint_doc(path: PathLike) -> Dict[str, Any]:
+    """The metadata dict of a ``.ckpt`` (its ``<stem>.json`` sidecar) or of an exported
+    ``.onnx``/``.mindir`` (``<name>.json``). Raises :class:`CheckpointError` naming the file."""
+    if Path(path).suffix.lower() in EXPORT_SUFFIXES:
+        return read_export_doc(path)
+    return _read_sidecar(path)
+
+
+def read_checkpoint_meta(path: PathLike) -> CheckpointMeta:
+    """The :class:`CheckpointMeta` of a ``.ckpt``, ``.onnx`` or ``.mindir`` file, without
+    loading weights. Raises :class:`CheckpointError` naming the file."""
+    if Path(path).suffix.lower() not in EXPORT_SUFFIXES:
+        return read_metadata(path)
+    try:
+        return CheckpointMeta.from_dict(read_export_doc(path))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{export_metadata_path(path)}: invalid checkpoint metadata "
+                              f"({exc})") from exc
+
+
+__all__ = ["CheckpointMeta", "FORMAT_VERSION", "EXPORT_SUFFIXES", "read_metadata",
+           "read_checkpoint_train_state", "sidecar_path", "meta_from_dict", "meta_get", "meta_as_dict",
+           "export_metadata_path", "read_export_doc", "read_checkpoint_doc",
+           "read_checkpoint_meta"]

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .errors import CheckpointError, InputSizeError
-from .meta import meta_from_dict, sidecar_path
+from .meta import (export_metadata_path, meta_from_dict, meta_get, read_export_doc,
+                   sidecar_path)
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ def available_cores() -> int:
     except ValueError:
         n = 0
     return n if n > 0 else (os.cpu_count() or 1)
-
-
-def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    if meta is None:
-        return default
-    if isinstance(meta, dict):
-        return meta.get(key, default)
-    return getattr(meta, key, default)
 
 
 def _check_batch(batch: np.ndarray, channels: Optional[int], where: str) -> np.ndarray:
@@ -114,23 +107,9 @@ def pad_to_multiple(batch: np.ndarray, stride: int, min_hw: Optional[Tuple[int, 
 
 
 def read_export_sidecar(exported: PathLike) -> Dict[str, Any]:
-    """The metadata dict beside an exported file (``<name>.json``; see
-    :func:`segcore.export.read_export_metadata`, which this mirrors without MindSpore)."""
-    import json
-
-    p = Path(exported)
-    side = p.with_name(p.name + ".json")
-    if not side.exists():
-        raise CheckpointError(f"{exported}: metadata file {side.name} not found (not exported "
-                              "by roadseg export?)")
-    try:
-        with open(side, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{side}: unreadable export metadata ({exc})") from exc
-    if not isinstance(doc, dict) or "export" not in doc:
-        raise CheckpointError(f"{side}: not RoadSeg export metadata (no 'export' entry)")
-    return doc
+    """The metadata dict beside an exported file (``<name>.json``), read without MindSpore
+    (:func:`segcore.meta.read_export_doc`)."""
+    return read_export_doc(exported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +162,7 @@ def onnx_cache_path(checkpoint: PathLike, input_hw: Tuple[int, int],
 
 
 def _usable(path: Path) -> bool:
-    side = path.with_name(path.name + ".json")
+    side = export_metadata_path(path)
     return (path.is_file() and side.is_file() and os.access(path, os.R_OK)
             and os.access(side, os.R_OK))
 
@@ -217,7 +196,7 @@ def remove_cached(path: PathLike) -> bool:
     p = Path(path)
     if not os.access(p.parent, os.W_OK | os.X_OK):
         return False
-    for q in (p, p.with_name(p.name + ".json")):
+    for q in (p, export_metadata_path(p)):
         try:
             q.unlink()
         except FileNotFoundError:
@@ -295,13 +274,13 @@ class OnnxPredictor:
         self.input_name = inp.name
         shape = list(inp.shape)
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.in_channels = shape[1] if isinstance(shape[1], int) else _meta_get(meta,
+        self.in_channels = shape[1] if isinstance(shape[1], int) else meta_get(meta,
                                                                                  "in_channels")
         self.fixed_hw = (tuple(shape[2:4]) if len(shape) == 4 and all(
             isinstance(v, int) for v in shape[2:4]) else None)
-        self.task = str(_meta_get(meta, "task", "segmentation"))
-        self.stride = int(export_info.get("stride") or _meta_get(meta, "stride", 1) or 1)
-        self.num_classes = int(_meta_get(meta, "num_classes", 0) or 0)
+        self.task = str(meta_get(meta, "task", "segmentation"))
+        self.stride = int(export_info.get("stride") or meta_get(meta, "stride", 1) or 1)
+        self.num_classes = int(meta_get(meta, "num_classes", 0) or 0)
         self.export_info = export_info
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

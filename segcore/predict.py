@@ -29,12 +29,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import CheckpointError, ConfigError, SegcoreError
 from .meta import meta_from_dict as _meta_from_dict
+from .meta import meta_get
 from .onnx_infer import OnnxPredictor as _LeanOnnxPredictor
 from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores, run_in_fixed_batches,  # noqa: F401
                          checkpoint_key, cpu_has_int8_dot,
@@ -56,14 +57,6 @@ BACKENDS = ("auto", "mindspore", "onnx")
 # ---------------------------------------------------------------------------------------------
 # normalisation (numpy only)
 # ---------------------------------------------------------------------------------------------
-def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    if meta is None:
-        return default
-    if isinstance(meta, Mapping):
-        return meta.get(key, default)
-    return getattr(meta, key, default)
-
-
 def normalization_from_meta(meta: Any, stretch: Optional[Tuple[Sequence[float], Sequence[float]]]
                             = None) -> Callable[[np.ndarray], np.ndarray]:
     """The function turning raw tiles into network input, from checkpoint metadata: the
@@ -113,7 +106,7 @@ class _Base:
 
 
 def _stride_of(meta: Any, model_name: Optional[str]) -> int:
-    stride = _meta_get(meta, "stride", None)
+    stride = meta_get(meta, "stride", None)
     if model_name:
         try:
             from .models import model_info
@@ -155,11 +148,11 @@ class MindSporePredictor(_Base):
         net.set_train(False)
         self.net = net
         self.meta = meta
-        name = _meta_get(meta, "model", None)
+        name = meta_get(meta, "model", None)
         self.stride = int(stride) if stride is not None else _stride_of(meta, name)
-        self.num_classes = int(_meta_get(meta, "num_classes", 0) or 0)
-        self.in_channels = _meta_get(meta, "in_channels", None)
-        self.task = str(_meta_get(meta, "task", "segmentation"))
+        self.num_classes = int(meta_get(meta, "num_classes", 0) or 0)
+        self.in_channels = meta_get(meta, "in_channels", None)
+        self.task = str(meta_get(meta, "task", "segmentation"))
         self._ms = ms
         self._fn = ms.jit(self.net.construct) if jit else self.net
 
@@ -222,9 +215,9 @@ class MindIRPredictor(OnnxPredictor):
         self.fixed_batch = None if info.get("dynamic_batch") else shape[0]
         self.in_channels = shape[1]
         self.fixed_hw = (shape[2], shape[3]) if shape[2] and shape[3] else None
-        self.task = str(_meta_get(self.meta, "task", "segmentation"))
-        self.stride = _stride_of(self.meta, _meta_get(self.meta, "model", None))
-        self.num_classes = int(_meta_get(self.meta, "num_classes", 0) or 0)
+        self.task = str(meta_get(self.meta, "task", "segmentation"))
+        self.stride = _stride_of(self.meta, meta_get(self.meta, "model", None))
+        self.num_classes = int(meta_get(self.meta, "num_classes", 0) or 0)
         self._ms = ms
 
     def _run(self, x: np.ndarray) -> np.ndarray:

@@ -223,3 +223,27 @@ def test_extract_panchromatic_with_repeated_band(capsys, tmp_path, enet_ckpt):
     rc, _, err = _run(capsys, "extract", src, "-o", tmp_path / "c", "--bands", "x")
     assert rc == 2
     _one_line_error(err, "--bands")
+
+
+def test_a_subcommand_module_that_fails_to_import_is_not_dropped(monkeypatch, tmp_path):
+    """A command module that cannot be imported stops ``roadseg`` with that error instead of
+    the command silently missing from ``roadseg --help``."""
+    import app.cli as cli_pkg
+
+    (tmp_path / "roadseg_broken_cmd.py").write_text("import roadseg_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli_pkg, "_SUBCOMMAND_MODULES",
+                        cli_pkg._SUBCOMMAND_MODULES + ("roadseg_broken_cmd",))
+    monkeypatch.setattr(cli_pkg, "__path__", list(cli_pkg.__path__) + [str(tmp_path)])
+    with pytest.raises(ModuleNotFoundError, match="roadseg_no_such_dependency"):
+        main(["--help"])
+    with pytest.raises(ModuleNotFoundError, match="app.cli.roadseg_no_such_cmd"):
+        monkeypatch.setattr(cli_pkg, "_SUBCOMMAND_MODULES", ("roadseg_no_such_cmd",))
+        main(["--help"])
+
+
+@pytest.mark.parametrize("command", [("extract",), ("vectorize",), ("export",), ("eval",),
+                                     ("convert",), ("train",), ("dataset", "build")])
+def test_shared_overwrite_option_on_every_writing_command(capsys, command):
+    rc, out, _ = _run(capsys, *command, "--help")
+    assert rc == 0 and "--overwrite" in out

@@ -309,7 +309,7 @@ def test_no_crs_needs_allow_pixel_coords(tmp_path):
 def test_does_not_import_segcore_or_mindspore():
     import subprocess
 
-    code = ("import sys, gis.inference, gis.io, gis.aoi, gis.mosaic, gis.postprocess;"
+    code = ("import sys, gis.inference, gis.io, gis.aoi, gis.mosaic;"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('segcore','mindspore')];"
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
@@ -335,62 +335,6 @@ def test_real_uint16_percentile(shared_data, tmp_path):
     # 2-98 % stretch: ~2 % of pixels at each end of the range, the rest spread between
     assert 0.01 < (prob == 0).mean() < 0.05 and 0.01 < (prob == PROB_SCALE).mean() < 0.05
     assert 60 < prob.mean() < 200
-
-
-# ---------------------------------------------------------------- post-processing of the outputs
-from gis.postprocess import (  # noqa: E402
-    area_to_pixels,
-    clean_mask,
-    morphological_cleanup,
-    pixel_area_m2,
-    remove_small_holes_m2,
-    remove_small_objects_m2,
-    threshold,
-)
-
-
-def test_threshold_float_and_uint8():
-    p = np.array([[0.2, 0.5, 0.9]], np.float32)
-    assert threshold(p, 0.5).tolist() == [[False, True, True]]
-    q = np.array([[0, 126, 127, 254, PROB_NODATA]], np.uint8)
-    assert threshold(q, 0.5).tolist() == [[False, False, True, True, False]]
-    assert threshold(p, 0.1, valid=np.array([[True, False, True]])).tolist() == [[True, False, True]]
-
-
-def test_small_objects_and_holes_in_square_metres():
-    px_area = pixel_area_m2(utm_transform(0.5))
-    assert px_area == 0.25 and area_to_pixels(2.25, px_area) == 9
-    m = np.zeros((20, 20), bool)
-    m[1:4, 1:4] = True  # 9 px = 2.25 m2
-    m[10:14, 10:14] = True  # 16 px = 4 m2
-    out = remove_small_objects_m2(m, 3.0, px_area)
-    assert not out[1:4, 1:4].any() and out[10:14, 10:14].all()
-    assert remove_small_objects_m2(m, 2.0, px_area).sum() == 25
-
-    ring = np.ones((12, 12), bool)
-    ring[4:6, 4:6] = False  # 4 px hole = 1 m2
-    ring[0, 8:] = False  # background touching the border is never a hole
-    filled = remove_small_holes_m2(ring, 1.5, px_area)
-    assert filled[4:6, 4:6].all() and not filled[0, 8:].any()
-    assert not remove_small_holes_m2(ring, 0.9, px_area)[4:6, 4:6].any()
-
-
-def test_morphology_and_clean_mask():
-    road = np.zeros((15, 30), bool)
-    road[6:9, 2:14] = True
-    road[6:9, 15:28] = True  # a one-pixel gap at column 14
-    assert not road[7, 14]
-    closed = morphological_cleanup(road, closing_px=1)
-    from scipy import ndimage
-
-    assert ndimage.label(road)[1] == 2 and ndimage.label(closed)[1] == 1  # gap bridged
-    assert closed[7, 14] and (closed & ~road).sum() <= 3
-    speck = road.copy()
-    speck[1, 1] = True
-    valid = np.ones_like(road)
-    valid[:, 25:] = False
-    out = clean_mask(speck, 1.0, min_object_m2=4, closing_px=1, valid=valid)
-    assert not out[1, 1] and out[7, 14] and not out[:, 25:].any()
 
 
 def test_memory_bounded_to_one_strip_on_a_tall_raster(tmp_path):

@@ -134,7 +134,7 @@ def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) ->
     best = out / "best.ckpt"
     assert reported == [str(best)] and panel.best_checkpoint == str(best)
     # the extraction panel's checkpoint list sees it with its metrics; so does this panel
-    from app.service.extraction import list_checkpoints
+    from app.service.checkpoints import list_checkpoints
 
     entry = [e for e in list_checkpoints([out]) if Path(e.path).name == "best.ckpt"][0]
     assert entry.meta.model == "enet" and "iou" in entry.meta.metrics

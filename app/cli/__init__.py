@@ -66,11 +66,9 @@ def _load_subcommands(argv=None) -> None:
 
 
 def _import_subcommand(name: str) -> None:
-    try:
-        importlib.import_module(f"app.cli.{name}")
-    except ModuleNotFoundError as exc:  # a module still being written
-        if exc.name != f"app.cli.{name}":
-            raise
+    """Import one subcommand module. One that fails to import is a broken installation: the
+    error propagates (with its traceback) instead of the command silently missing."""
+    importlib.import_module(f"app.cli.{name}")
 
 
 def main(argv=None) -> int:

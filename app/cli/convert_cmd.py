@@ -1,6 +1,6 @@
 """``roadseg convert``: import published PyTorch weights into a RoadSeg checkpoint.
 
-Options map onto :func:`segcore.convert.convert_checkpoint`; the file is read without PyTorch
+Options map onto :func:`app.service.convert.convert_checkpoint`; the file is read without PyTorch
 and without running pickled code.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Optional
 import click
 
 from app.cli import cli
-from app.service.errors import EXPECTED_ERRORS, as_user_error
-from segcore.convert import LAYOUTS, convert_checkpoint
+from app.cli.options import json_option, overwrite_option
+from app.service.convert import LAYOUTS, convert_checkpoint
 
 
 @cli.command("convert")
@@ -28,8 +28,8 @@ from segcore.convert import LAYOUTS, convert_checkpoint
               help="Key layout of the PyTorch file [default: detected from its keys].")
 @click.option("--no-strict", is_flag=True,
               help="Write even when torch weights are unused or network parameters missing.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output checkpoint.")
-@click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
+@overwrite_option("Replace an existing output checkpoint.")
+@json_option("Print the conversion report as JSON.")
 def convert_cmd(src: str, out: str, model: str, num_classes: Optional[int], in_channels: int,
                 source: Optional[str], no_strict: bool, overwrite: bool, as_json: bool) -> None:
     """Convert the PyTorch checkpoint SRC (.pth/.th, zip or legacy) into OUT (.ckpt + .json).
@@ -38,12 +38,9 @@ def convert_cmd(src: str, out: str, model: str, num_classes: Optional[int], in_c
     davidtvs/PyTorch-ENet, ydhongHIT/DDRNet (segmentation and ImageNet), lxtGH/GALD-DGCNet and
     torchvision's deeplabv3_resnet101 backbone.
     """
-    try:
-        report = convert_checkpoint(src, model, out, num_classes=num_classes,
-                                    in_channels=in_channels, strict=not no_strict,
-                                    source=source, overwrite=overwrite)
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc
+    report = convert_checkpoint(src, model, out, num_classes=num_classes,
+                                in_channels=in_channels, strict=not no_strict,
+                                source=source, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 import click
 
 from app.cli import cli
+from app.cli.options import overwrite_option, quiet_option
 from app.service.dataset import STATUSES, DatasetBuildRequest, build_chip_dataset
 
 
@@ -50,8 +51,8 @@ def dataset_group() -> None:
                    "default: use 'accepted' for labels that need no review.")
 @click.option("--bands", default=None, help="Comma-separated 1-based bands to copy "
                                             "[default: all].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@overwrite_option("Replace an existing --out folder.")
+@quiet_option()
 def build_command(image: str, labels: str, out_dir: str, width_m: float,
                   width_attr: Optional[str], width_attr_scale_m: float, chip_size_px: int,
                   overlap_px: int, val_fraction: float, gap_px: Optional[int],
@@ -94,8 +95,8 @@ def build_command(image: str, labels: str, out_dir: str, width_m: float,
               show_default=True, help="Chip size in pixels at the target resolution.")
 @click.option("--gap", "gap_px", type=click.IntRange(min=0), default=32, show_default=True,
               help="Unused pixels between the training area and the validation band.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@overwrite_option("Replace an existing --out folder.")
+@quiet_option()
 def assemble_command(sources: str, gsd_m: float, out_dir: str, data_root: Optional[str],
                      chip_px: int, gap_px: int, overwrite: bool, quiet: bool) -> None:
     """Build one training corpus at one ground resolution from the sources listed in SOURCES

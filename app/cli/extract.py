@@ -13,10 +13,10 @@ import click
 from rasterio.errors import NotGeoreferencedWarning
 
 from app.cli import cli
+from app.cli.options import device_option, json_option, overwrite_option
 from app.service.errors import UserError
 from app.service.extraction import (
     BACKENDS,
-    DEVICES,
     FORMATS,
     PRECISIONS,
     TTA_MODES,
@@ -136,7 +136,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="Checkpoint (.ckpt with its .json metadata, or exported .onnx/.mindir).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@device_option()
 @click.option("--precision", type=click.Choice(PRECISIONS),
               default=ExtractionRequest.__dataclass_fields__["precision"].default,
               show_default=True, help="ONNX on the CPU: int8 is made at first use (calibrated on "
@@ -169,10 +169,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
                    "[default: the model's, e.g. 1.0 m]; 'native' uses the input as it is.")
 @click.option("--input-gsd", type=float, default=None, metavar="METRES",
               help="Ground resolution of a raster without CRS (with --pixel-coords).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@overwrite_option()
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 @_vectorize_options
 def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional[str],
             backend: str, device: str, precision: str, aoi: Optional[str],
@@ -251,7 +251,7 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
 @click.option("--polygons", is_flag=True, help="Also write road-surface polygons.")
 @click.option("--target-crs", default=None, help="CRS of the outputs.")
 @click.option("--pixel-coords", is_flag=True, help="Accept a raster without CRS.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@overwrite_option()
 @_vectorize_options
 def vectorize(mask: str, output: str, threshold: Optional[float], prob_path: Optional[str],
               formats: Tuple[str, ...], polygons: bool, target_crs: Optional[str],
@@ -281,7 +281,7 @@ def vectorize(mask: str, output: str, threshold: Optional[float], prob_path: Opt
 # --------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@json_option("Print the facts as JSON.")
 def info(image: str, as_json: bool) -> None:
     """Size, bands, dtype, CRS, resolution, nodata and bounds of a raster."""
     d = raster_info(image)

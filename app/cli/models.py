@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import click
 
 from app.cli import cli
+from app.cli.options import device_option, json_option, overwrite_option
 from app.service.line_eval import LineEvalRequest, run_line_evaluation
 from app.service.models import (
     EVAL_BACKENDS,
@@ -33,7 +34,7 @@ def _fmt_params(n: Optional[int]) -> str:
 
 @cli.command("models")
 @click.option("--no-params", is_flag=True, help="Skip parameter counting (builds every network).")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@json_option("Print the table as JSON.")
 def models_cmd(no_params: bool, as_json: bool) -> None:
     """List the registered networks: task, stride, default classes, parameters."""
     rows = list_model_rows(count_params=not no_params)
@@ -58,7 +59,7 @@ def models_cmd(no_params: bool, as_json: bool) -> None:
 @click.option("--batch", type=int, default=1, show_default=True,
               help="Batch size of the example input.")
 @click.option("--static-batch", is_flag=True, help="Keep the batch axis fixed.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@overwrite_option("Replace an existing output file.")
 @click.option("--precision", type=click.Choice(("fp32", "int8")), default="fp32",
               show_default=True, help="int8: ONNX Runtime static (QDQ) quantisation, "
               "calibrated on real tiles (ONNX only).")
@@ -101,12 +102,11 @@ def export_cmd(checkpoint: str, fmt: str, out: str, input_size: Optional[Tuple[i
 @click.option("--limit", type=int, default=None, help="Only the first N samples.")
 @click.option("--backend", type=click.Choice(EVAL_BACKENDS), default="mindspore",
               show_default=True)
-@click.option("--device", type=click.Choice(("cpu", "gpu", "ascend")), default="cpu",
-              show_default=True)
+@device_option()
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--out", "-o", default=None,
               help="JSON report path (required with --checkpoint).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@overwrite_option("Replace an existing report.")
 @click.option("--lines", "lines", default=None,
               help="Score road lines instead: a vector file (GeoPackage edges layer, GeoJSON, "
               "Shapefile), e.g. roads.gpkg written by 'roadseg extract'.")

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 import click
 
 from app.cli import cli
+from app.cli.options import device_option, overwrite_option, quiet_option
 from app.service.training import TrainingRequest, list_configs, run_training
 
 
@@ -139,12 +140,11 @@ _RECIPES = ", ".join(p.stem for p in list_configs())
               help="Batch size per device.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Base learning rate.")
-@click.option("--device", type=click.Choice(["cpu", "gpu", "ascend"]), default=None,
-              help="Device (default: the config's).")
+@device_option(default=None, help="Device (default: the config's).")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision O2 with dynamic loss scaling (GPU/Ascend; fp32 on CPU).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
-@click.option("--overwrite", is_flag=True, help="Start again in a directory that holds a run.")
+@overwrite_option("Start again in a directory that holds a run.")
 @click.option("--init-checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from these weights (a different class count keeps a fresh head).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1,
@@ -158,7 +158,7 @@ _RECIPES = ", ".join(p.stem for p in list_configs())
 @click.option("--master-port", type=click.IntRange(min=1, max=65535), default=None,
               help="Port of the msrun scheduler on node 0 (default: a free port; set it "
                    "explicitly for multi-node runs).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@quiet_option()
 def train_cmd(config: str, overrides, data_root, output_dir, epochs, batch_size, lr, device,
               amp, resume, overwrite, init_checkpoint, nproc, nnodes, node_rank, master_addr,
               master_port, quiet) -> None:

@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
         """A finished training run's best checkpoint: listed for extraction (not selected) and
         offered beside the current model with both models' metrics; the extraction model
         changes only when the analyst says so."""
-        from app.service.viewing import describe_checkpoint
+        from app.service.checkpoints import describe_checkpoint
 
         try:
             self.extraction_panel.add_checkpoint(path, select=False)

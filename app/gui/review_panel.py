@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (QApplication, QButtonGroup, QColorDialog, QComboB
                                QToolButton, QVBoxLayout, QWidget)
 
 from app.service.errors import UserError
-from app.service.extraction import list_checkpoints
+from app.service.checkpoints import list_checkpoints
 from app.service.review import (DIFF_FN, DIFF_FP, DIFF_TP, STATUSES, ChipPredictor,
                                 MaskEditor, ReviewDataset, diff_codes, diff_stats)
 

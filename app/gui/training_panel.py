@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
                                QVBoxLayout, QWidget)
 
 from app.service.errors import UserError
-from app.service.extraction import list_checkpoints
+from app.service.checkpoints import list_checkpoints
 from app.service.training_runner import (DEVICES, STATE_FILE, TYPED_KEYS, TrainingForm,
                                          TrainingProcess, check_config, config_fields,
                                          format_value, list_networks, list_recipes,
@@ -390,7 +390,7 @@ class TrainingPanel(QWidget):
         f, _ = QFileDialog.getOpenFileName(self, "Initial weights", "",
                                            "Checkpoints (*.ckpt);;All files (*)")
         if f:
-            from app.service.models import check_checkpoint
+            from app.service.checkpoints import check_checkpoint
 
             try:
                 check_checkpoint(f)
@@ -688,7 +688,7 @@ class TrainingPanel(QWidget):
             self.best_checkpoint = best
             metrics: Dict[str, Any] = {}
             try:
-                from app.service.viewing import describe_checkpoint
+                from app.service.checkpoints import describe_checkpoint
 
                 metrics = dict(describe_checkpoint(best).get("metrics") or {})
             except Exception as exc:  # noqa: BLE001

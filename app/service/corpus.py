@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import UserError
+from .staging import replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -331,12 +332,3 @@ def assemble_corpus(sources: Sequence[CorpusSource], out: os.PathLike, gsd_m: fl
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` (built beside ``out``) under the name ``out``, replacing
-    an earlier one, under a journal a killed run's successor finishes
-    (:func:`app.service.staging.replace_folder`)."""
-    from app.service.staging import replace_folder as journaled_replace
-
-    journaled_replace(tmp, out)

@@ -40,8 +40,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from app.service.corpus import replace_folder
-from app.service.staging import recover_folder
+from app.service.staging import atomic_file, atomic_write_text, recover_folder, replace_folder
 from gis.chips import chip_windows, split_windows_by_area
 
 logger = logging.getLogger(__name__)
@@ -399,12 +398,9 @@ def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, floa
                      "demo scene Vegas img0 (never trained on)"],
         "recipe": "resources/configs/road_model_train.yaml"}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_ckpt = dest.with_name(dest.name + ".tmp")
-    tmp_json = dest.with_suffix(".json.tmp")
-    shutil.copyfile(checkpoint, tmp_ckpt)
-    tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_ckpt, dest)
-    os.replace(tmp_json, dest.with_suffix(".json"))
+    with atomic_file(dest) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    atomic_write_text(dest.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return dest
 
 

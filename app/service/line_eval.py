@@ -8,13 +8,13 @@ as a JSON report (temporary name + rename).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import atomic_file
 
 __all__ = ["LineEvalRequest", "read_lines", "run_line_evaluation"]
 
@@ -82,15 +82,9 @@ def read_lines(path: str, layer: Optional[str] = None):
 
 def _write_json(report: Dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, allow_nan=False)
+        f.write("\n")
 
 
 def run_line_evaluation(req: LineEvalRequest) -> Dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
+from app.service.checkpoints import check_checkpoint
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
 
 if TYPE_CHECKING:  # segcore.evaluate (numpy, the predictors) is imported when evaluating
@@ -75,31 +76,6 @@ def list_model_rows(count_params: bool = True) -> List[ModelRow]:
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
-def check_checkpoint(path: PathLike) -> Path:
-    """``path`` as a readable checkpoint (``.ckpt`` with its sidecar) or exported
-    ``.onnx``/``.mindir`` (with ``<name>.json``);
-    :class:`UserError` naming the file otherwise. Reads the metadata (cheap), not the weights."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: checkpoint not found")
-    if not p.is_file():
-        raise UserError(f"{p}: not a file")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"{p}: checkpoint is not readable (permission denied)")
-    try:
-        if p.suffix.lower() in (".onnx", ".mindir"):
-            from segcore.export import read_export_metadata
-
-            read_export_metadata(p)
-        else:
-            from segcore.checkpoint import read_metadata
-
-            read_metadata(p)
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc
-    return p
-
-
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists (use --overwrite)")

@@ -22,7 +22,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import atomic_file, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +43,6 @@ DIFF_TN, DIFF_TP, DIFF_FP, DIFF_FN = 0, 1, 2, 3
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -190,7 +174,7 @@ class ReviewDataset:
         review["updated_at"] = _now()
         review["counts"] = {k: v for k, v in self.counts().items() if k != "total"}
         try:
-            _atomic_write_text(self.manifest_path, json.dumps(self.doc, indent=1))
+            atomic_write_text(self.manifest_path, json.dumps(self.doc, indent=1))
         except OSError as exc:
             raise UserError(f"{self.manifest_path}: cannot save the review ({exc})") from exc
 
@@ -257,16 +241,10 @@ class ReviewDataset:
         except Exception:
             profile = {"driver": "GTiff", "height": m.shape[0], "width": m.shape[1]}
         profile.update(driver="GTiff", count=1, dtype="uint8", nodata=None, compress="deflate")
-        tmp = p.with_name(f".{p.stem}.edit-{os.getpid()}.tif")
         try:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with atomic_file(p) as tmp, rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(m[None])
-            os.replace(tmp, p)
         except Exception as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
             if isinstance(exc, EXPECTED_ERRORS):
                 raise as_user_error(exc) from exc
             raise UserError(f"{p}: cannot write the edited mask ({exc})") from exc

@@ -1,4 +1,6 @@
-"""Crash-safe output commits: a hidden staging folder, a commit journal and recovery.
+"""Crash-safe output commits: a hidden staging folder, a commit journal and recovery; and the
+single-file and whole-folder forms of the same rule (:func:`atomic_file`,
+:func:`atomic_write_text`, :func:`replace_folder`) that every other writer in the service uses.
 
 Every job writes its outputs into ``OUT/.roadseg-staging-<id>/`` and, when the whole set is
 complete, :meth:`Staging.commit` moves it into ``OUT``:
@@ -37,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from gis.errors import OutputDirError, OutputExistsError
 
@@ -464,4 +466,55 @@ def recover_folder(out: Path) -> Optional[str]:
             pass
 
 
-__all__ = ["Staging", "Recovered", "recover", "PREFIX", "replace_folder", "recover_folder"]
+# --------------------------------------------------------------------------------------------
+# single files (complete under a hidden name, then renamed)
+# --------------------------------------------------------------------------------------------
+def missing_dir(out: Path) -> str:
+    """Why ``out``'s folder cannot hold it: the nearest existing ancestor is a file, or the
+    folder does not exist."""
+    for anc in out.parents:
+        if anc.exists():
+            if not anc.is_dir():
+                return f"{out}: {anc} is a file, not a directory"
+            break
+    return f"{out}: output directory {out.parent} does not exist"
+
+
+def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    """:class:`OutputExistsError` for the first of ``paths`` that exists, unless ``overwrite``."""
+    if overwrite:
+        return
+    for p in paths:
+        if p.exists():
+            raise OutputExistsError(f"{p}: output exists (use overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_file(path: "os.PathLike[str] | str") -> Iterator[Path]:
+    """Write one file through a hidden temporary name beside ``path``.
+
+    Yields the temporary path (it keeps ``path``'s suffix, so GDAL/OGR pick the same driver);
+    when the block ends without an exception the file is flushed to disk and renamed to
+    ``path`` (replacing an existing file), otherwise it is removed. A check that must see the
+    finished file before it replaces anything (``overwrite``) goes at the end of the block.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
+    try:
+        yield tmp
+        if tmp.is_file():
+            _fsync_file(tmp)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: "os.PathLike[str] | str", text: str) -> None:
+    """``path`` replaced by ``text`` (UTF-8) as a whole, never half written."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+__all__ = ["Staging", "Recovered", "recover", "PREFIX", "missing_dir", "refuse_existing",
+           "atomic_file", "atomic_write_text", "replace_folder", "recover_folder"]

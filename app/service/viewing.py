@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -23,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
+from app.service.staging import atomic_file, atomic_write_text
+from app.service.vectors import is_pixel_crs
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -48,7 +49,6 @@ __all__ = [
     "is_vector_file",
     "scale_denominator",
     "available_models",
-    "describe_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,19 +172,15 @@ def frame_for_vectors(bounds: Sequence[float], crs: Optional[str]) -> GeoFrame:
     pad = res * 50
     w = int(math.ceil((maxx - minx + 2 * pad) / res))
     h = int(math.ceil((maxy - miny + 2 * pad) / res))
+    transform = (res, 0.0, minx - pad, 0.0, -res, maxy + pad)
     res_m = None
-    if crs is not None:
-        from pyproj import CRS
+    if crs is not None and not is_pixel_crs(crs):
+        from affine import Affine
 
-        c = CRS.from_user_input(crs)
-        if c.is_projected:
-            f = c.axis_info[0].unit_conversion_factor if c.axis_info else 1.0
-            res_m = (res * f, res * f)
-        elif c.is_geographic:
-            lat = math.radians((miny + maxy) / 2)
-            res_m = (res * 111320.0 * math.cos(lat), res * 110540.0)
-    return GeoFrame(width=w, height=h, transform=(res, 0.0, minx - pad, 0.0, -res, maxy + pad),
-                    crs=crs, resolution_m=res_m, path="")
+        from gis.units import pixel_size_m
+
+        res_m = pixel_size_m(crs, Affine(*transform), w, h)
+    return GeoFrame(width=w, height=h, transform=transform, crs=crs, resolution_m=res_m, path="")
 
 
 def scale_denominator(frame: GeoFrame, raster_px_per_screen_px: float, dpi: float = 96.0) -> \
@@ -512,20 +508,13 @@ def export_raster(src: PathLike, dst: PathLike, overwrite: bool = False,
                 raise UserError(f"{p}: output exists (allow overwriting to replace it)")
     if not d.parent.is_dir():
         raise UserError(f"{d}: output directory {d.parent} does not exist")
-    tmp = d.with_name(f".{d.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        shutil.copyfile(s, tmp)
-        os.replace(tmp, d)
+        with atomic_file(d) as tmp:
+            shutil.copyfile(s, tmp)
         if style:
-            q = d.with_suffix(".qml")
-            qtmp = q.with_name(f".{q.name}.tmp-{uuid.uuid4().hex[:8]}")
-            qtmp.write_text(raster_qml(style, road_value=1), encoding="utf-8")
-            os.replace(qtmp, q)
+            atomic_write_text(d.with_suffix(".qml"), raster_qml(style, road_value=1))
     except OSError as exc:
         raise UserError(f"{d}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return [str(p) for p in outs]
 
 
@@ -641,16 +630,12 @@ def write_aoi(polygons_px: Sequence[np.ndarray], frame: GeoFrame, path: PathLike
     if not polys:
         raise UserError("no AOI drawn")
     p = Path(path)
-    tmp = p.with_name(f".{p.stem}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
     try:
-        gpd.GeoDataFrame({"name": ["aoi"] * len(polys)}, geometry=polys,
-                         crs=frame.crs).to_file(tmp, driver="GPKG", layer="aoi")
-        os.replace(tmp, p)
+        with atomic_file(p) as tmp:
+            gpd.GeoDataFrame({"name": ["aoi"] * len(polys)}, geometry=polys,
+                             crs=frame.crs).to_file(tmp, driver="GPKG", layer="aoi")
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{p}: cannot write AOI: {str(exc).splitlines()[0]}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return str(p)
 
 
@@ -859,17 +844,3 @@ def available_models() -> List[Dict[str, Any]]:
         out.append({"name": name, "stride": int(info.stride),
                     "description": str(getattr(info, "description", ""))})
     return out
-
-
-def describe_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Metadata of a checkpoint file as a JSON-ready dict (``segcore.checkpoint`` sidecar).
-
-    Raises:
-        UserError: not a RoadSeg checkpoint (missing/unreadable sidecar).
-    """
-    from segcore.checkpoint import read_metadata
-
-    try:
-        return read_metadata(path).to_dict()
-    except EXPECTED_ERRORS as exc:
-        raise as_user_error(exc) from exc

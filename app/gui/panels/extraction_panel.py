@@ -14,10 +14,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
-from app.service.extraction import (BACKENDS, DEVICES, TTA_MODES, ExtractionRequest,
-                                    list_checkpoints)
+from app.service.checkpoints import describe_checkpoint, list_checkpoints
 from app.service.errors import UserError
-from app.service.viewing import available_models, describe_checkpoint
+from app.service.requests import BACKENDS, DEVICES, TTA_MODES, ExtractionRequest
+from app.service.viewing import available_models
 
 log = logging.getLogger(__name__)
 ANY_NETWORK = "(any network)"
@@ -308,7 +308,7 @@ class ExtractionPanel(QWidget):
     def choose_checkpoint(self, path: str) -> bool:
         """The user picked checkpoint file ``path``: checked now (a warning naming the file
         when it is not a usable checkpoint), then listed and selected."""
-        from app.service.models import check_checkpoint
+        from app.service.checkpoints import check_checkpoint
 
         try:
             check_checkpoint(path)
