@@ -14,8 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (test extra) writes the real .pth files")
 
 from segcore.errors import CheckpointError  # noqa: E402
-from segcore.torch_reader import MAX_NESTING, load_torch_file
-MAX_NESTING = 100  # noqa: E402
+from segcore.torch_reader import MAX_NESTING, load_torch_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
