@@ -1,13 +1,12 @@
-"""Shared fixtures: paths to ../shared/data, the bundled model and sample scene, tiny synthetic
-GeoTIFFs, a random ENet checkpoint and a chips dataset of the real Las Vegas tile."""
+"""Shared fixtures: paths to ../shared/data, the bundled model and sample scene (each skips with a
+reason where absent), a random ENet checkpoint and a chips dataset of the real Las Vegas tile.
+Tiny synthetic GeoTIFFs: :mod:`gis_fixtures` (``write_geotiff``)."""
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -61,19 +60,6 @@ def vegas_scene(shared_data: Path) -> Path:
 def vegas_lines(shared_data: Path) -> Path:
     """The road centre lines of :func:`vegas_scene` (GeoJSON, lon/lat)."""
     return _existing(shared_data / VEGAS_LINES, "the Las Vegas road centre lines")
-
-
-@pytest.fixture()
-def geotiff(tmp_path: Path) -> Callable[..., Path]:
-    """``geotiff(name, array, **kw)`` writes a GeoTIFF into the test's ``tmp_path`` with
-    :func:`gis_fixtures.write_geotiff` (UTM 33N, 1 m unless ``crs``/``transform`` say
-    otherwise) and returns its path."""
-    from gis_fixtures import write_geotiff
-
-    def write(name: str, array: np.ndarray, **kw) -> Path:
-        return write_geotiff(tmp_path / name, array, **kw)
-
-    return write
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ def _key(w: DatasetReviewPanel, key, modifier=Qt.NoModifier) -> None:
     QTest.keyClick(w.windowHandle(), key, modifier)
 
 
+@pytest.mark.slow
 def test_review_accept_reject_edit_undo_and_reopen(qtbot, vegas_chips: Path) -> None:
     chips = vegas_chips
     w = _panel(qtbot, chips)

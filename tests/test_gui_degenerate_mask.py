@@ -18,6 +18,7 @@ from app.gui.settings import AppSettings  # noqa: E402
 from app.service.extraction import ExtractionRequest, run_extraction  # noqa: E402
 
 
+@pytest.mark.slow
 def test_summary_shows_the_degenerate_mask_warning(qtbot, tmp_path, demo_scene: Path):
     crop = tmp_path / "crop.tif"
     with rasterio.open(demo_scene) as ds:

@@ -20,6 +20,9 @@ from rasterio.windows import Window  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
 
+# real extractions through the window (each test ~5-50 s on a loaded 2-core machine)
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def vegas_crop(vegas_scene: Path, tmp_path_factory) -> Path:
     """256 x 256 px RGB crop of the SpaceNet Las Vegas tile (EPSG:4326, ~0.3 m)."""

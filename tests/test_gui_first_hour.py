@@ -162,6 +162,7 @@ def test_a_new_users_workspace_is_made_when_the_first_extraction_starts(
 
 
 # ------------------------------------------------------------------------------ item 4
+@pytest.mark.slow
 def test_opening_another_image_asks_before_discarding_review_edits(
         qtbot, win: MainWindow, image: Path, network: Path, tmp_path: Path) -> None:
     other = _image(tmp_path / "other.tif", seed=1)
@@ -240,6 +241,7 @@ def _run_checkpoint(path: Path, miou: float) -> Path:
     return Path(save_checkpoint(create_model("enet", num_classes=1), path, meta))
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_offered_beside_the_current_model_never_auto_selected(
         qtbot, win: MainWindow, tmp_path: Path, settings: AppSettings,
         bundled_checkpoint: Path) -> None:
@@ -347,6 +349,7 @@ def chips(tmp_path: Path, image: Path, network: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_dataset_keys_and_map_keys_do_not_collide(qtbot, win: MainWindow, chips: Path,
                                                   image: Path) -> None:
     dp = win.dataset_panel

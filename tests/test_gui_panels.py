@@ -178,6 +178,7 @@ def test_layers_panel_visibility_opacity_bands(qtbot, raster: Path) -> None:
     assert stack.layers == [vec]
 
 
+@pytest.mark.slow
 def test_extraction_panel_builds_request(qtbot, settings, enet_checkpoint: Path,
                                          tmp_path) -> None:
     checkpoint = enet_checkpoint

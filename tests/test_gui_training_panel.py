@@ -61,6 +61,7 @@ def test_chart_and_eta(qtbot) -> None:
     assert format_eta(75) == "1:15" and format_eta(3725) == "1:02:05" and format_eta(None) == "?"
 
 
+@pytest.mark.slow
 def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     reported = []
