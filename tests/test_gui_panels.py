@@ -238,7 +238,7 @@ def test_progress_panel_stages_eta_and_log(qtbot) -> None:
     assert format_seconds(3725) == "1:02:05" and format_seconds(65) == "1:05"
 
 
-def test_review_panel_shows_attributes(qtbot) -> None:
+def test_network_review_panel_shows_attributes(qtbot) -> None:
     panel = NetworkReviewPanel()
     qtbot.addWidget(panel)
     assert not panel.delete_btn.isEnabled() and not panel.undo_btn.isEnabled()

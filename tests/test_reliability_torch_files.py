@@ -44,6 +44,7 @@ def _record(path: Path, suffix: str) -> str:
         return next(n for n in zf.namelist() if n.endswith(suffix))
 
 
+@pytest.mark.slow
 def test_zip_bomb_behind_a_four_byte_tensor_is_read_in_bounded_memory(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": torch.tensor([1.5])}, str(good))  # one float32: 4 bytes
@@ -68,6 +69,7 @@ def test_zip_bomb_behind_a_four_byte_tensor_is_read_in_bounded_memory(tmp_path):
     assert int(grown_mb) < 100, f"reading the bomb grew the process by {grown_mb} MB"
 
 
+@pytest.mark.slow
 def test_zip_bomb_declaring_a_huge_tensor_is_refused(tmp_path):
     big = tmp_path / "big.pth"
     torch.save({"w": torch.zeros(1 << 8)}, str(big))
@@ -93,6 +95,7 @@ def _nested_pickle(depth: int) -> bytes:
             + b"s.")
 
 
+@pytest.mark.slow
 def test_deeply_nested_pickle_is_refused_in_one_line(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": [1.0]}, str(good))
