@@ -31,8 +31,7 @@ sysdeps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
 	      || echo "note: could not install $$missing; the tests that need them will skip"; fi; fi
 
-test: install sysdeps
-	$(VENV)/bin/lint-imports --config setup.cfg
+test: lint sysdeps
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-unprivileged
 
@@ -43,10 +42,14 @@ UNPRIVILEGED_TESTS := tests/test_cli_extract.py tests/test_lean_inference.py
 test-unprivileged: install
 	$(PY) scripts/run_unprivileged.py $(UNPRIVILEGED_TESTS)
 
-test-fast: install
+# everything but the tests marked slow (training, full-size exports, real-data runs): a few
+# minutes on a 2-core machine
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
+# ruff (rules in ruff.toml) and the import contracts (setup.cfg); `make test` runs it first
 lint: install
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --config setup.cfg
 
 demo: install
@@ -68,4 +71,4 @@ quality: install
 	$(PY) -m app.service.demo_data evaluate
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo_output .pytest_cache
+	rm -rf $(VENV) build *.egg-info demo_output .pytest_cache .ruff_cache

@@ -102,7 +102,7 @@ def main() -> int:
             quit_at=time.monotonic(),
             result=getattr(win.result, "status", None),
             running=win.runner.is_running(),
-            thread_alive=win.runner.thread is not None,
+            thread_alive=win.runner.worker is not None,
             tool=win.canvas.tool,
             dataset_current=dp.current,
             dataset_status=[dp.ds.status(i) for i in range(len(dp.ds))] if dp.ds else [],

@@ -85,6 +85,7 @@ def emulate_device(model_path: Path, tiles: Path, result: Path) -> int:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "mindir"])
+@pytest.mark.slow
 def test_host_round_trip_matches_roadseg_extract(tmp_path, scene, exported, fmt):
     import preprocess
     import postprocess
@@ -155,6 +156,7 @@ def test_run_script_usage_error():
     assert p.returncode == 2 and "usage" in p.stderr
 
 
+@pytest.mark.slow
 def test_host_helpers_compile_and_pass(tmp_path):
     if not shutil.which("cmake") or not shutil.which("g++"):
         pytest.skip("cmake/g++ not installed")

@@ -50,6 +50,7 @@ def small_tif(tmp_path) -> Path:
 # --------------------------------------------------------------------------------------------
 # extract
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_extract_writes_outputs_and_prints_summary(capsys, tmp_path, small_tif, enet_ckpt):
     out = tmp_path / "out"
     rc, stdout, err = _run(capsys, "extract", small_tif, "-o", out, "--checkpoint", enet_ckpt,

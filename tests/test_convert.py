@@ -139,6 +139,7 @@ def test_not_a_checkpoint_and_truncated(tmp_path):
 
 # ---------------------------------------------------------------------------------- networks
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_dlinknet34_release_matches_torch(tmp_path, dink34, fmt):
     model, x, ref = dink34
     src = _save(model.state_dict(), tmp_path / "log01_dink34.th", fmt)
@@ -157,6 +158,7 @@ def test_dlinknet34_release_matches_torch(tmp_path, dink34, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_enet_matches_torch(tmp_path, enet_ref, fmt):
     model, x, ref = enet_ref
     src = _save(model.state_dict(), tmp_path / "ENet.pth", fmt)
@@ -168,6 +170,7 @@ def test_enet_matches_torch(tmp_path, enet_ref, fmt):
     assert _rel_diff(out, ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_dataparallel_prefix_nested_and_legacy_names(tmp_path, enet_ref):
     """davidtvs' released files: {'state_dict': ...} with DataParallel's 'module.' prefix;
     older releases call the output activation 'out_prelu'."""
@@ -190,6 +193,7 @@ def test_dataparallel_prefix_nested_and_legacy_names(tmp_path, enet_ref):
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_torchvision_resnet34_into_backbone(tmp_path):
     torch.manual_seed(4)
     model = tr.resnet34(num_classes=10)
@@ -247,6 +251,7 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path, enet_ref):
     assert not (tmp_path / "x.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_strict_unexpected_and_missing(tmp_path, enet_ref):
     model, _, _ = enet_ref
     sd = dict(model.state_dict())
@@ -275,6 +280,7 @@ def test_wrong_layout_is_explained(tmp_path, enet_ref):
         convert_checkpoint(src, "dlinknet34", tmp_path / "d.ckpt")
 
 
+@pytest.mark.slow
 def test_converter_runs_without_torch(tmp_path, enet_ref):
     """The runtime path must not need torch: convert in a process where importing it fails."""
     model, x, ref = enet_ref
@@ -296,6 +302,7 @@ def test_converter_runs_without_torch(tmp_path, enet_ref):
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_cli_convert(tmp_path, enet_ref, capsys):
     import app.cli.convert_cmd  # noqa: F401  (registers `roadseg convert`)
     from app.cli import main
@@ -328,6 +335,7 @@ def test_reader_refuses_views_outside_their_storage():
             _materialise(_TensorRef(st, offset, size, stride), "f")
 
 
+@pytest.mark.slow
 def test_ddrnet23_slim_release_matches_torch(tmp_path):
     """ydhongHIT/DDRNet key layout, HRNet-style 'model.' prefix, training-time aux head."""
     torch.manual_seed(6)
@@ -347,6 +355,7 @@ def test_ddrnet23_slim_release_matches_torch(tmp_path):
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_dgcnet_release_matches_torch(tmp_path):
     """GALD-DGCNet layout (stem Sequential, Conv1d graph weights, dsn head) into our DGCNet
     (ResNet-50 variant to keep the test small; the mapping is depth-independent)."""
@@ -371,6 +380,7 @@ def test_dgcnet_release_matches_torch(tmp_path):
     assert _rel_diff(net(ms.Tensor(x)).asnumpy(), ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_live_torch_state_dict_is_accepted(enet_ref):
     """A caller that has torch may pass model.state_dict() directly (array-likes)."""
     model, x, ref = enet_ref

@@ -30,15 +30,10 @@ def _write_gray(path: Path, arr: np.ndarray) -> Path:
 
 
 def _write_tif(path: Path, arr_chw: np.ndarray) -> Path:
-    import rasterio
-    from affine import Affine
+    from gis_fixtures import utm_transform, write_geotiff
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    c, h, w = arr_chw.shape
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c,
-                       dtype=arr_chw.dtype.name, crs="EPSG:32633",
-                       transform=Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 5000000.0)) as dst:
-        dst.write(arr_chw)
-    return path
+    return write_geotiff(path, arr_chw, crs="EPSG:32633", transform=utm_transform(0.5))
 
 
 def _deepglobe_folder(root: Path, n: int = 3, size: int = 32, seed: int = 0) -> Path:

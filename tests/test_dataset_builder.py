@@ -43,6 +43,7 @@ def _mosaic(out: Path, manifest: dict, width: int, height: int) -> np.ndarray:
     return full
 
 
+@pytest.mark.slow
 def test_masks_follow_the_lines_in_metres(built):
     image, lines, out, res = built
     manifest = json.loads((out / "manifest.json").read_text())
@@ -137,6 +138,7 @@ def test_skip_empty_and_accepted_status(built, tmp_path):
     assert all(s["road_fraction"] > 0 and s["status"] == "accepted" for s in res2.samples)
 
 
+@pytest.mark.slow
 def test_lines_in_another_crs_give_the_same_mask(shared_data, tmp_path):
     image, lines = _paths(shared_data)
     gdf = gpd.read_file(lines)
@@ -154,6 +156,7 @@ def test_lines_in_another_crs_give_the_same_mask(shared_data, tmp_path):
             assert diff.mean() < 0.002  # only edge pixels may flip after the round trip
 
 
+@pytest.mark.slow
 def test_mask_raster_labels_on_the_same_grid(shared_data, tmp_path):
     image = shared_data / "geotiff" / "road_mask_input.tif"
     mask = shared_data / "roads" / "spacenet" / "sample_road_raster_mask.tif"

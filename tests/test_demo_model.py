@@ -65,6 +65,7 @@ def _road_window() -> Window:
                                         w.col_off:w.col_off + CROP].sum())
 
 
+@pytest.mark.slow
 def test_mask_on_a_crop_of_the_sample_scene(tmp_path):
     from app.service.extraction import ExtractionRequest, run_extraction
 

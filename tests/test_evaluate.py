@@ -133,6 +133,7 @@ def test_eval_config_rejects_bad_options():
 
 
 # ------------------------------------------------------------------------------ roadseg eval
+@pytest.mark.slow
 def test_eval_on_real_deepglobe_crops_gives_a_well_formed_report(road_ckpt, deepglobe, tmp_path):
     out = tmp_path / "report.json"
     rc = cli_main(["eval", "--checkpoint", str(road_ckpt), "--data", str(deepglobe),
@@ -186,6 +187,7 @@ def test_cli_missing_checkpoint_is_one_line_error(command, tmp_path, capsys):
     assert err.count("\n") == 0 and str(missing) in err and "not found" in err
 
 
+@pytest.mark.slow
 def test_cli_unreadable_checkpoint_is_one_line_error(road_ckpt, tmp_path, capsys):
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"this is not a checkpoint")
@@ -201,6 +203,7 @@ def test_cli_unreadable_checkpoint_is_one_line_error(road_ckpt, tmp_path, capsys
     assert rc == 2 and "nometa.json" in err
 
 
+@pytest.mark.slow
 def test_cli_export_onnx_and_refuse_overwrite(road_ckpt, tmp_path, capsys):
     out = tmp_path / "enet"
     rc = cli_main(["export", "-c", str(road_ckpt), "--format", "onnx", "-o", str(out),
@@ -218,6 +221,7 @@ def test_cli_export_onnx_and_refuse_overwrite(road_ckpt, tmp_path, capsys):
     assert rc == 2 and "multiples of" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_models_lists_the_registry(capsys):
     rc = cli_main(["models", "--no-params"])
     out = capsys.readouterr().out
@@ -232,6 +236,7 @@ def test_models_lists_the_registry(capsys):
 
 
 # ------------------------------------------------------------------------------ classifier
+@pytest.mark.slow
 def test_classifier_eval_reports_top1_top5(tmp_path):
     from PIL import Image
 
@@ -289,6 +294,7 @@ def _tiny_voc(root) -> int:
     return ignored
 
 
+@pytest.mark.slow
 def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
     from segcore.evaluate import evaluate
 
@@ -309,6 +315,7 @@ def test_multiclass_eval_miou_with_ignore_and_multiscale_flip(tmp_path):
     assert report["inference"]["scales"] == [0.75, 1.0] and report["inference"]["flip"]
 
 
+@pytest.mark.slow
 def test_eval_progress_and_cancel(tmp_path):
     from segcore.evaluate import EvaluationCancelled, evaluate
 

@@ -306,6 +306,7 @@ def test_no_crs_needs_allow_pixel_coords(tmp_path):
     assert prof["crs"] is None and res.crs is None
 
 
+@pytest.mark.slow
 def test_does_not_import_segcore_or_mindspore():
     import subprocess
 

@@ -390,6 +390,7 @@ def spacenet(shared_data):
         return mask_tif, ds.read(1) > 0, ds.transform, ds.crs, ref
 
 
+@pytest.mark.slow
 def test_spacenet_mask_gives_back_its_centre_lines(spacenet):
     """The sample mask is the nine reference centre lines buffered by ~2 m (checked: every mask
     pixel lies within 8.3 px of a line and every line pixel is in the mask), so the extracted lines
@@ -462,6 +463,7 @@ def test_ring_road_is_one_closed_edge():
     assert net.edges.width_m.iloc[0] == pytest.approx(5.0, rel=0.1)
 
 
+@pytest.mark.slow
 def test_vegas_ground_truth_round_trip_junctions(shared_data):
     """SpaceNet Vegas img0: its 38 ground-truth centre lines (long, not split at junctions) buffered
     by 2 m and burned on the tile's own grid; vectorizing must give back the lines and put a node

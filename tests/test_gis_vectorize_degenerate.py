@@ -71,7 +71,8 @@ def test_real_road_mask_is_not_degenerate(shared_data):
     assert net.degenerate is None and len(net.edges) > 5
 
 
-@pytest.mark.parametrize("res", [0.3, 1.0, 10.0])
+@pytest.mark.parametrize("res", [0.3, pytest.param(1.0, marks=pytest.mark.slow),
+                                 pytest.param(10.0, marks=pytest.mark.slow)])
 def test_dense_street_grid_is_not_degenerate_at_any_resolution(res):
     # a 30 km/km² grid (denser than most city centres): 1-2 px roads at 10 m, 7 m roads at 0.3 m
     spacing_m, width_m = 66.0, max(7.0, 1.5 * res)

@@ -195,6 +195,7 @@ def write_tif(path, arr, dtype, nodata=None, transform=T_UTM, crs=UTM):
     return path
 
 
+@pytest.mark.slow
 def test_raster_source_reads_masks_and_probabilities_by_strips(tmp_path):
     m = road_scene()
     prob = np.where(m, 0.85, 0.05)
@@ -241,6 +242,7 @@ def test_cancel_between_strips():
     assert len(calls) == 4
 
 
+@pytest.mark.slow
 def test_real_vegas_mask_in_strips(shared_data):
     """SpaceNet Vegas img0 ground truth buffered by 2 m: strips of 100 rows give the network of
     the whole 1300 x 1300 mask."""

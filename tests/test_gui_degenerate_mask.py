@@ -17,13 +17,11 @@ from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
 from app.service.extraction import ExtractionRequest, run_extraction  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / \
-    "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 
-
-def test_summary_shows_the_degenerate_mask_warning(qtbot, tmp_path):
+@pytest.mark.slow
+def test_summary_shows_the_degenerate_mask_warning(qtbot, tmp_path, demo_scene: Path):
     crop = tmp_path / "crop.tif"
-    with rasterio.open(SAMPLE) as ds:
+    with rasterio.open(demo_scene) as ds:
         win = Window(0, 0, 512, 512)
         prof = ds.profile.copy()
         prof.update(width=512, height=512, count=3, transform=ds.window_transform(win))

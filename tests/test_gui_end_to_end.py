@@ -20,14 +20,14 @@ from rasterio.windows import Window  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
 
-VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-
+# real extractions through the window (each test ~5-50 s on a loaded 2-core machine)
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
-def vegas_crop(shared_data: Path, tmp_path_factory) -> Path:
+def vegas_crop(vegas_scene: Path, tmp_path_factory) -> Path:
     """256 x 256 px RGB crop of the SpaceNet Las Vegas tile (EPSG:4326, ~0.3 m)."""
     out = tmp_path_factory.mktemp("img") / "vegas_crop.tif"
-    with rasterio.open(shared_data / VEGAS) as ds:
+    with rasterio.open(vegas_scene) as ds:
         win = Window(500, 300, 256, 256)
         prof = ds.profile.copy()
         prof.update(width=256, height=256, count=3, transform=ds.window_transform(win))
@@ -35,25 +35,6 @@ def vegas_crop(shared_data: Path, tmp_path_factory) -> Path:
     with rasterio.open(out, "w", **prof) as dst:
         dst.write(data)
     return out
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised ENet (1 class) saved with segcore.checkpoint (seeded: an unlucky
-    initialisation can predict no road at all)."""
-    import mindspore as ms
-
-    from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.models import create_model
-
-    ms.set_seed(7)
-
-    d = tmp_path_factory.mktemp("ckpt")
-    meta = CheckpointMeta(model="enet", num_classes=1, bands=(1, 2, 3),
-                          normalization={"method": "meanstd", "mean": [0.485, 0.456, 0.406],
-                                         "std": [0.229, 0.224, 0.225], "scale": 255},
-                          tile_size_px=128, stride=8)
-    return save_checkpoint(create_model("enet", num_classes=1), d / "enet_random.ckpt", meta)
 
 
 @pytest.fixture()
@@ -81,7 +62,8 @@ def _configure(w: MainWindow, checkpoint: Path, out: Path, tile: int = 128,
     p.out_dir.setText(str(out))
 
 
-def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, checkpoint: Path,
+def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path,
+                               enet_checkpoint: Path,
                                tmp_path: Path) -> None:
     w = window
     assert w.open_image(str(vegas_crop))
@@ -100,7 +82,7 @@ def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, chec
     w.canvas.aoiDrawn.emit(ring)
     assert not w.aoi_layer.is_empty()
 
-    _configure(w, checkpoint, tmp_path / "out")
+    _configure(w, enet_checkpoint, tmp_path / "out")
     w.extraction_panel.threshold.setValue(0.2)  # random weights: keep plenty of "road"
     progress = []
     w.runner.progress.connect(lambda d, t, s: progress.append(s))
@@ -135,7 +117,7 @@ def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, chec
     mid = pts[len(pts) // 2]
     picked = w.select_edge_at(float(mid[0]), float(mid[1]))
     assert picked is not None
-    assert w.review_panel.table.rowCount() > 3
+    assert w.network_panel.table.rowCount() > 3
     assert w.delete_selected() == 1
     assert len(w.edit) == s["edges"] - 1 and w.act_undo.isEnabled()
     w.undo()
@@ -178,12 +160,13 @@ def test_extract_review_export(qtbot, window: MainWindow, vegas_crop: Path, chec
     assert len(w.edit) == n_left
 
 
-def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path, checkpoint: Path,
+def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path,
+                             enet_checkpoint: Path,
                              tmp_path: Path) -> None:
     w = window
     assert w.open_image(str(vegas_crop))
     w.extraction_panel.use_aoi.setChecked(False)
-    _configure(w, checkpoint, tmp_path / "out", tile=32, overlap=0, batch=1)  # 64 tiles
+    _configure(w, enet_checkpoint, tmp_path / "out", tile=32, overlap=0, batch=1)  # 64 tiles
     seen = []
 
     def on_progress(done: int, total: int, stage: str) -> None:
@@ -205,7 +188,7 @@ def test_cancel_really_stops(qtbot, window: MainWindow, vegas_crop: Path, checkp
 
 
 def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Path,
-                                       vegas_crop: Path, checkpoint: Path) -> None:
+                                       vegas_crop: Path, enet_checkpoint: Path) -> None:
     w = window
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"not a tiff at all")
@@ -219,7 +202,7 @@ def test_errors_are_dialogs_not_crashes(qtbot, window: MainWindow, tmp_path: Pat
     assert "open an image" in w.last_error
     # a run that fails in the worker (output folder under a missing parent) ends in a dialog
     assert w.open_image(str(vegas_crop))
-    _configure(w, checkpoint, tmp_path / "missing" / "out")
+    _configure(w, enet_checkpoint, tmp_path / "missing" / "out")
     w.last_error = None
     assert w.start_extraction()
     qtbot.waitUntil(lambda: not w.is_running(), timeout=240000)
@@ -260,10 +243,10 @@ def test_excepthook_turns_slot_errors_into_dialogs(qtbot, window: MainWindow) ->
 
 
 def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared_data: Path,
-                                               tmp_path: Path) -> None:
+                                               vegas_scene: Path, tmp_path: Path) -> None:
     """Dropped files open; lon/lat lines land on the right pixels of a UTM image; AOI
     vertices can be dragged, and the AOI can be saved, cleared and loaded from a file."""
-    from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 
     w = window
@@ -312,8 +295,8 @@ def test_drop_vector_in_other_crs_and_edit_aoi(qtbot, window: MainWindow, shared
     assert w.open_path(str(img)) and len(w.stack.layers) == n_layers + 1
     assert w.image_path == str(img)
     # another image: new session, the output folder follows it (the user had not chosen one)
-    assert w.open_path(str(shared_data / VEGAS))
-    assert w.image_path == str(shared_data / VEGAS)
+    assert w.open_path(str(vegas_scene))
+    assert w.image_path == str(vegas_scene)
     assert w.aoi_layer.is_empty() and w.stack.first("vector") is None
     out = Path(w.extraction_panel.out_dir.text())
     assert out.parent == tmp_path / "workspace"

@@ -30,8 +30,6 @@ from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
 from gis_fixtures import utm_transform, write_geotiff  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "resources" / "models" / "road_demo.ckpt"
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -164,6 +162,7 @@ def test_a_new_users_workspace_is_made_when_the_first_extraction_starts(
 
 
 # ------------------------------------------------------------------------------ item 4
+@pytest.mark.slow
 def test_opening_another_image_asks_before_discarding_review_edits(
         qtbot, win: MainWindow, image: Path, network: Path, tmp_path: Path) -> None:
     other = _image(tmp_path / "other.tif", seed=1)
@@ -242,11 +241,12 @@ def _run_checkpoint(path: Path, miou: float) -> Path:
     return Path(save_checkpoint(create_model("enet", num_classes=1), path, meta))
 
 
-@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled model is not in resources/models")
+@pytest.mark.slow
 def test_a_finished_run_is_offered_beside_the_current_model_never_auto_selected(
-        qtbot, win: MainWindow, tmp_path: Path, settings: AppSettings) -> None:
+        qtbot, win: MainWindow, tmp_path: Path, settings: AppSettings,
+        bundled_checkpoint: Path) -> None:
     ep = win.extraction_panel
-    ep.select_checkpoint(str(BUNDLED))
+    ep.select_checkpoint(str(bundled_checkpoint))
     current = ep.checkpoint_path()
     best = _run_checkpoint(tmp_path / "run" / "best.ckpt", 0.595)
     win.training_panel.fill_checkpoints(extra=[str(best)])
@@ -349,6 +349,7 @@ def chips(tmp_path: Path, image: Path, network: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_dataset_keys_and_map_keys_do_not_collide(qtbot, win: MainWindow, chips: Path,
                                                   image: Path) -> None:
     dp = win.dataset_panel

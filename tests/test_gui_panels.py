@@ -17,8 +17,8 @@ from app.gui.layers import LayerStack, RasterLayer, VectorLayer  # noqa: E402
 from app.gui.map_canvas import MapCanvas  # noqa: E402
 from app.gui.panels.extraction_panel import ANY_NETWORK, ExtractionPanel  # noqa: E402
 from app.gui.panels.layers_panel import LayersPanel  # noqa: E402
+from app.gui.panels.network_review import NetworkReviewPanel  # noqa: E402
 from app.gui.panels.progress_panel import ProgressPanel, format_seconds  # noqa: E402
-from app.gui.panels.review_panel import ReviewPanel  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
 from app.service import viewing  # noqa: E402
 from app.service.errors import UserError  # noqa: E402
@@ -37,20 +37,6 @@ def raster(tmp_path: Path) -> Path:
     x = np.linspace(0, 255, w, dtype=np.float32)[None, None, :].repeat(h, 1)
     arr = np.concatenate([x, 255 - x, np.full_like(x, 80)]).astype(np.uint8)
     return write_geotiff(tmp_path / "img.tif", arr, crs="EPSG:32633", transform=utm_transform())
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A real (randomly initialised) ENet checkpoint with its metadata sidecar."""
-    from segcore.checkpoint import CheckpointMeta, save_checkpoint
-    from segcore.models import create_model
-
-    d = tmp_path_factory.mktemp("ckpt")
-    meta = CheckpointMeta(model="enet", num_classes=1, bands=(1, 2, 3),
-                          normalization={"method": "meanstd", "mean": [0.485, 0.456, 0.406],
-                                         "std": [0.229, 0.224, 0.225], "scale": 255},
-                          tile_size_px=128, stride=8, metrics={"road_iou": 0.123})
-    return save_checkpoint(create_model("enet", num_classes=1), d / "enet_test.ckpt", meta)
 
 
 def _canvas_with_image(qtbot, raster: Path):
@@ -192,7 +178,10 @@ def test_layers_panel_visibility_opacity_bands(qtbot, raster: Path) -> None:
     assert stack.layers == [vec]
 
 
-def test_extraction_panel_builds_request(qtbot, settings, checkpoint: Path, tmp_path) -> None:
+@pytest.mark.slow
+def test_extraction_panel_builds_request(qtbot, settings, enet_checkpoint: Path,
+                                         tmp_path) -> None:
+    checkpoint = enet_checkpoint
     panel = ExtractionPanel(settings)
     qtbot.addWidget(panel)
     panel.checkpoint.clear()  # the bundled demo checkpoint may be listed by default
@@ -249,8 +238,8 @@ def test_progress_panel_stages_eta_and_log(qtbot) -> None:
     assert format_seconds(3725) == "1:02:05" and format_seconds(65) == "1:05"
 
 
-def test_review_panel_shows_attributes(qtbot) -> None:
-    panel = ReviewPanel()
+def test_network_review_panel_shows_attributes(qtbot) -> None:
+    panel = NetworkReviewPanel()
     qtbot.addWidget(panel)
     assert not panel.delete_btn.isEnabled() and not panel.undo_btn.isEnabled()
     panel.set_selection({"length_m": 12.3456, "u": 3}, True, 1)

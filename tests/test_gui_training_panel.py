@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,22 +17,14 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from app.gui.training_panel import LineChart, TrainingPanel, format_eta  # noqa: E402
 
-VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-VEGAS_LINES = ("graphs/apls_sample/gt_json_prop_wkt/ground_truth_randomized/"
-               "AOI_2_Vegas_img0.geojson")
-
 
 @pytest.fixture(scope="module")
-def chips(shared_data: Path, tmp_path_factory) -> Path:
+def chips(vegas_chips_built: Path, tmp_path_factory) -> Path:
     """Chips of the real SpaceNet tile + lines, reviewed: every other training chip and every
     validation chip accepted, the rest rejected."""
-    from app.service.dataset import DatasetBuildRequest, build_chip_dataset
     from app.service.review import ReviewDataset
 
-    out = tmp_path_factory.mktemp("traingui") / "chips"
-    build_chip_dataset(DatasetBuildRequest(
-        image=str(shared_data / VEGAS), labels=str(shared_data / VEGAS_LINES),
-        out_dir=str(out), chip_size_px=256, bands=(1, 2, 3)))
+    out = Path(shutil.copytree(vegas_chips_built, tmp_path_factory.mktemp("traingui") / "chips"))
     ds = ReviewDataset(out)
     for i in range(len(ds)):
         keep = i % 2 == 0 or ds.samples[i]["split"] == "val"
@@ -68,6 +61,7 @@ def test_chart_and_eta(qtbot) -> None:
     assert format_eta(75) == "1:15" and format_eta(3725) == "1:02:05" and format_eta(None) == "?"
 
 
+@pytest.mark.slow
 def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     reported = []
@@ -143,9 +137,9 @@ def test_train_stop_resume_and_checkpoint(qtbot, chips: Path, tmp_path: Path) ->
     assert panel.form().init_checkpoint == str(best)
 
     # ... and the review panel computes its prediction-vs-label diff with it
-    from app.gui.review_panel import ReviewPanel
+    from app.gui.dataset_review import DatasetReviewPanel
 
-    review = ReviewPanel(dataset_dir=str(chips), checkpoint_dirs=[str(out)])
+    review = DatasetReviewPanel(dataset_dir=str(chips), checkpoint_dirs=[str(out)])
     qtbot.addWidget(review)
     review.set_checkpoint(str(best))
     assert review.mode_combo.currentText() == "diff"

@@ -160,6 +160,7 @@ def test_network_edit_delete_keep_undo() -> None:
     assert edit.undo() is None and not edit.can_undo()
 
 
+@pytest.mark.slow
 def test_network_edit_export_leaves_out_deleted_edges(tmp_path: Path) -> None:
     edit = viewing.NetworkEdit(*_network())
     edit.delete([1])

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
 
@@ -162,16 +162,11 @@ def test_make_gui_shows_a_real_window(display: str, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ item 3
 @pytest.mark.slow
-def test_quit_during_extraction_does_not_freeze_and_leaves_nothing(display: str,
-                                                                   tmp_path: Path) -> None:
-    if not SAMPLE.exists():
-        pytest.skip("the sample scene is not in resources/sample")
-    ckpt = ROOT / "resources" / "models" / "road_demo.ckpt"
-    if not ckpt.exists():
-        pytest.skip("the bundled model is not in resources/models")
+def test_quit_during_extraction_does_not_freeze_and_leaves_nothing(
+        display: str, tmp_path: Path, demo_scene: Path, bundled_checkpoint: Path) -> None:
     out = tmp_path / "out"
-    proc = _harness(display, tmp_path, "extract", "--image", str(SAMPLE), "--checkpoint",
-                    str(ckpt), "--out", str(out))
+    proc = _harness(display, tmp_path, "extract", "--image", str(demo_scene), "--checkpoint",
+                    str(bundled_checkpoint), "--out", str(out))
     ready = Path(str(tmp_path / "state.json") + ".ready")
     try:
         win = _window(display, proc)

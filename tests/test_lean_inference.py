@@ -163,6 +163,7 @@ def test_exported_onnx_model_extracts_without_mindspore(ckpt_dir, scene_crop, tm
 # ---------------------------------------------------------------------------------------------
 # the export cache: broken files, read-only folders, other users
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_corrupt_cache_file_is_rebuilt(tmp_path, caplog):
     from segcore.predict import OnnxPredictor, load_predictor, onnx_cache_path
 
@@ -330,6 +331,7 @@ def test_int8_bundled_model_finds_the_same_roads(tmp_path):
     assert (a & near).sum() / a.sum() > 0.9
 
 
+@pytest.mark.slow
 def test_export_precision_errors_are_one_line(ckpt_dir, tmp_path, capsys):
     from app.cli import main
 

@@ -15,7 +15,8 @@ RTOL = 1e-5
 IGN = 255
 
 
-@pytest.fixture(params=["pynative", "graph"])
+# graph mode compiles every loss (~5-30 s each on a loaded 2-core machine): slow
+@pytest.fixture(params=["pynative", pytest.param("graph", marks=pytest.mark.slow)])
 def mode(request):
     old = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE if request.param == "pynative" else ms.GRAPH_MODE)

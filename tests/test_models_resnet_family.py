@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
+# full-size networks built, run and trained (5 s to minutes each on a loaded 2-core machine)
+pytestmark = pytest.mark.slow
 from mindspore import nn  # noqa: E402
 
 from segcore.errors import ConfigError, InputSizeError  # noqa: E402

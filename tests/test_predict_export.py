@@ -92,6 +92,7 @@ def test_normalization_band_count_mismatch_is_a_config_error():
         fn(np.zeros((4, 2, 2), np.uint8))
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_import_without_mindspore():
     """The gis pipeline calls normalization_from_meta: importing it must not pull MindSpore."""
     import subprocess
@@ -127,6 +128,7 @@ def test_pad_to_multiple_and_crop_back():
     assert same.shape == (2, 3, 56, 48)
 
 
+@pytest.mark.slow
 def test_mindspore_predictor_pads_to_stride_and_crops(slim_ckpt):
     ckpt, net = slim_ckpt
     pred = MindSporePredictor(net, meta=segcore.checkpoint.read_metadata(ckpt))
@@ -141,6 +143,7 @@ def test_mindspore_predictor_pads_to_stride_and_crops(slim_ckpt):
 
 
 # ------------------------------------------------------------------------------ backends
+@pytest.mark.slow
 def test_backends_agree_and_onnx_cache_is_keyed_by_hash(slim_ckpt):
     ckpt, _ = slim_ckpt
     msp = load_predictor(ckpt, backend="mindspore")
@@ -222,6 +225,7 @@ SLOW = ["ddrnet23", "deeplabv3_resnet101", "deeplabv3_resnet101_os8", "dgcnet_re
 
 
 @pytest.mark.parametrize("name", FAST)
+@pytest.mark.slow
 def test_onnx_roundtrip(name, tmp_path):
     # the dynamic-batch probe is exercised once (D-LinkNet); ENet keeps a fixed batch anyway
     path, net = _roundtrip(name, tmp_path, "ONNX", dynamic_batch=(name == "dlinknet34"))
@@ -237,6 +241,7 @@ def test_onnx_roundtrip(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", FAST)
+@pytest.mark.slow
 def test_mindir_roundtrip(name, tmp_path):
     _roundtrip(name, tmp_path, "MINDIR", dynamic_batch=False)
 
@@ -268,6 +273,7 @@ class _AsymmetricPads(nn.Cell):
         return self.tconv(self.conv2(self.conv(x)))
 
 
+@pytest.mark.slow
 def test_onnx_conv_padding_order_is_fixed(tmp_path):
     net = _AsymmetricPads()
     net.set_train(False)
@@ -286,6 +292,7 @@ class _UsesPadV3(nn.Cell):
         return ops.pad(x, (1, 1, 1, 1), mode="reflect")
 
 
+@pytest.mark.slow
 def test_unsupported_op_raises_naming_it_and_leaves_no_file(tmp_path):
     net = _UsesPadV3()
     with pytest.raises(ExportError, match="PadV3"):
@@ -293,6 +300,7 @@ def test_unsupported_op_raises_naming_it_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_export_from_checkpoint_writes_metadata(slim_ckpt, tmp_path):
     ckpt, _ = slim_ckpt
     out = export_model(ckpt, tmp_path / "slim", format="MINDIR", dynamic_batch=False)

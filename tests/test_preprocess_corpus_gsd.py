@@ -124,6 +124,7 @@ def test_assemble_refuses_a_missing_mask_naming_it(tmp_path):
         load_sources_yaml(yml)
 
 
+@pytest.mark.slow
 def test_cli_dataset_assemble(tmp_path):
     import subprocess
     import sys
@@ -200,6 +201,7 @@ def test_same_scene_at_three_resolutions_gives_the_same_network(tmp_path):
         assert abs(m.res[0] - 0.6) < 0.02
 
 
+@pytest.mark.slow
 def test_raster_without_crs_needs_the_input_gsd(tmp_path):
     from app.service.extraction import ExtractionRequest, run_extraction
 

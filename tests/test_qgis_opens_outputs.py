@@ -27,6 +27,7 @@ def _has_qgis() -> bool:
 
 
 @pytest.mark.skipif(not _has_qgis(), reason="QGIS not installed (apt-get install python3-qgis)")
+@pytest.mark.slow
 def test_outputs_open_in_qgis(tmp_path, shared_data):
     from app.service.extraction import ExtractionRequest, run_extraction
 

@@ -80,6 +80,7 @@ def _killed_commit(out: Path, after_renames: int) -> None:
 
 
 @pytest.mark.parametrize("after_renames", [1, 3])
+@pytest.mark.slow
 def test_killed_commit_is_completed_by_roadseg_recover(tmp_path, after_renames):
     out = tmp_path / "out"
     _killed_commit(out, after_renames)
@@ -103,6 +104,7 @@ def test_killed_commit_is_completed_by_roadseg_recover(tmp_path, after_renames):
     assert p.returncode == 0 and "nothing to recover" in p.stdout
 
 
+@pytest.mark.slow
 def test_next_run_into_the_folder_completes_the_commit_and_sweeps(tmp_path, shared_data):
     from app.service.extraction import vectorize_mask
 

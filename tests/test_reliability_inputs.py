@@ -113,6 +113,7 @@ def test_global_raster_area_is_geodesic(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------- item 11
+@pytest.mark.slow
 def test_constant_image_is_refused(tmp_path, capsys):
     if not CKPT.is_file():
         pytest.skip(f"{CKPT} not found")

@@ -14,8 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (test extra) writes the real .pth files")
 
 from segcore.errors import CheckpointError  # noqa: E402
-from segcore.torch_reader import MAX_NESTING, load_torch_file
-MAX_NESTING = 100  # noqa: E402
+from segcore.torch_reader import MAX_NESTING, load_torch_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +44,7 @@ def _record(path: Path, suffix: str) -> str:
         return next(n for n in zf.namelist() if n.endswith(suffix))
 
 
+@pytest.mark.slow
 def test_zip_bomb_behind_a_four_byte_tensor_is_read_in_bounded_memory(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": torch.tensor([1.5])}, str(good))  # one float32: 4 bytes
@@ -69,6 +69,7 @@ def test_zip_bomb_behind_a_four_byte_tensor_is_read_in_bounded_memory(tmp_path):
     assert int(grown_mb) < 100, f"reading the bomb grew the process by {grown_mb} MB"
 
 
+@pytest.mark.slow
 def test_zip_bomb_declaring_a_huge_tensor_is_refused(tmp_path):
     big = tmp_path / "big.pth"
     torch.save({"w": torch.zeros(1 << 8)}, str(big))
@@ -94,6 +95,7 @@ def _nested_pickle(depth: int) -> bytes:
             + b"s.")
 
 
+@pytest.mark.slow
 def test_deeply_nested_pickle_is_refused_in_one_line(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": [1.0]}, str(good))

@@ -15,32 +15,9 @@ from app.service.review import (DIFF_FN, DIFF_FP, DIFF_TN, DIFF_TP, MaskEditor, 
 from app.service.training_runner import (EventTail, TrainingForm, config_fields,
                                          launch_command, overrides_for, write_launch_config)
 
-VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-VEGAS_LINES = ("graphs/apls_sample/gt_json_prop_wkt/ground_truth_randomized/"
-               "AOI_2_Vegas_img0.geojson")
 
-
-@pytest.fixture(scope="module")
-def chips(shared_data: Path, tmp_path_factory) -> Path:
-    """Chips of the real SpaceNet Vegas tile and its centre lines (status unreviewed)."""
-    from app.service.dataset import DatasetBuildRequest, build_chip_dataset
-
-    out = tmp_path_factory.mktemp("review") / "chips"
-    build_chip_dataset(DatasetBuildRequest(
-        image=str(shared_data / VEGAS), labels=str(shared_data / VEGAS_LINES),
-        out_dir=str(out), chip_size_px=256, bands=(1, 2, 3)))
-    return out
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    import shutil
-
-    shutil.copytree(src, dst)
-    return dst
-
-
-def test_manifest_state_persists_atomically(chips: Path, tmp_path: Path) -> None:
-    root = _copy(chips, tmp_path / "ds")
+def test_manifest_state_persists_atomically(vegas_chips: Path) -> None:
+    root = vegas_chips
     ds = ReviewDataset(root)
     n = len(ds)
     assert n > 4 and ds.counts()["unreviewed"] == n
@@ -67,10 +44,10 @@ def test_manifest_state_persists_atomically(chips: Path, tmp_path: Path) -> None
         again.set_status(0, "maybe")
 
 
-def test_mask_edit_written_as_hard_geotiff(chips: Path, tmp_path: Path) -> None:
+def test_mask_edit_written_as_hard_geotiff(vegas_chips: Path) -> None:
     import rasterio
 
-    root = _copy(chips, tmp_path / "ds")
+    root = vegas_chips
     ds = ReviewDataset(root)
     i = max(range(len(ds)), key=lambda k: ds.samples[k]["road_fraction"])
     m = ds.read_mask(i)

@@ -74,6 +74,7 @@ def _hidden(d: Path):
 # --------------------------------------------------------------------------------------------
 # success path with a hand-made model
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cross_gives_mask_and_centre_lines_of_the_right_length(cross_tif, tmp_path):
     out = tmp_path / "out"
     events = []
@@ -128,6 +129,7 @@ def test_cross_gives_mask_and_centre_lines_of_the_right_length(cross_tif, tmp_pa
     assert _hidden(out) == []
 
 
+@pytest.mark.slow
 def test_more_formats_polygons_and_target_crs(cross_tif, tmp_path):
     out = tmp_path / "out"
     res = run_extraction(_req(cross_tif, out, formats=("gpkg", "shp", "geojson"),
@@ -338,6 +340,7 @@ def test_export_edited_network(cross_tif, tmp_path):
     assert (tmp_path / "edited_edges.geojson").is_file()
 
 
+@pytest.mark.slow
 def test_list_and_resolve_checkpoints(tmp_path, enet_checkpoint):
     d = enet_checkpoint.parent
     (d / "junk.ckpt").write_bytes(b"no sidecar")
@@ -376,6 +379,7 @@ def _vegas_crop(shared_data, dst: Path, size: int = 256) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_real_enet_checkpoint_on_vegas_crop(shared_data, tmp_path, enet_checkpoint):
     crop = _vegas_crop(shared_data, tmp_path / "vegas.tif")
     out = tmp_path / "out"
@@ -435,6 +439,7 @@ def test_demo_says_clearly_when_the_checkpoint_is_missing(tmp_path, capsys, cros
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys, cross_tif, enet_checkpoint):
     from app import demo
 

@@ -139,6 +139,7 @@ def deepglobe(shared_data) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_cli_train_run_events_and_checkpoints(tmp_path, deepglobe):
     from app.cli import main
     from segcore.checkpoint import read_metadata
@@ -184,6 +185,7 @@ def _weights(path):
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
 
 
+@pytest.mark.slow
 def test_stop_and_exact_resume(tmp_path, deepglobe):
     from segcore.checkpoint import OPTIMIZER_PREFIX
     from segcore.train import train

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,6 +17,7 @@ from PySide6.QtGui import (QBrush, QColor, QImage, QPainter, QPainterPath, QPen,
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsItemGroup, QGraphicsPathItem,
                                QGraphicsPixmapItem, QGraphicsScene)
 
+from app.gui.worker import Worker, WorkerPool
 from app.service import viewing
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: longest side of the whole-extent overview image of a raster layer
 OVERVIEW_MAX_PX = 1536
 #: shared reader thread for view-dependent raster windows (one: GDAL handles are per read)
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadseg-view")
+_VIEW_POOL = WorkerPool("roadseg-view", 1)
 
 
 def rgba_to_pixmap(rgba: np.ndarray) -> QPixmap:
@@ -97,9 +97,6 @@ class RasterLayer(Layer):
     """A raster drawn as RGB imagery (``rgb``), probability heat map (``heat``) or binary mask
     (``mask``)."""
 
-    _detail_ready = Signal(int, object, object)
-    _overview_ready = Signal(int, object, object, object, object)
-
     def __init__(self, name: str, scene: QGraphicsScene, source: "viewing.RasterSource",
                  render: str = "rgb", bands: Optional[Sequence[int]] = None,
                  stretch: str = "none", colour: Tuple[int, int, int] = (255, 40, 40)) -> None:
@@ -126,8 +123,6 @@ class RasterLayer(Layer):
         self.detail_reads = 0
         self.overview_ready = False
         self._ov_gen = 0
-        self._detail_ready.connect(self._on_detail)
-        self._overview_ready.connect(self._place_overview)
         self.refresh()
 
     @property
@@ -163,13 +158,15 @@ class RasterLayer(Layer):
         log.info("%s: no overviews, reading a decimated view in the background (build "
                  "overviews, e.g. gdaladdo, for faster display)", self.source.path)
 
-        def job() -> None:
-            try:
-                self._overview_ready.emit(gen, *self._read_overview())
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s: overview read failed: %s", self.source.path, exc)
+        job = Worker(lambda: (gen, *self._read_overview()), pool=_VIEW_POOL, owner=self,
+                     name="overview")
+        job.returned.connect(lambda res: self._place_overview(*res))
+        job.errored.connect(self._read_failed)
+        job.start()
 
-        _EXECUTOR.submit(job)
+    def _read_failed(self, exc: BaseException) -> None:
+        """A background read failed: shown in the log, the layer keeps what it shows."""
+        log.warning("%s: read failed: %s", self.source.path, exc)
 
     def _read_overview(self):
         lo, hi = self.lo, self.hi
@@ -225,15 +222,14 @@ class RasterLayer(Layer):
         out = (int(vw * 1.3), int(vh * 1.3))
         bands, src = self.bands, self.source
 
-        def job() -> None:
-            try:
-                view = viewing.read_view(src, r, out, bands)
-                rgba = self._colourize(view) if view is not None else None
-                self._detail_ready.emit(gen, view, rgba)
-            except Exception as exc:  # noqa: BLE001 - shown in the log, the overview stays
-                log.warning("%s: detail read failed: %s", src.path, exc)
+        def read() -> Tuple[int, Any, Any]:
+            view = viewing.read_view(src, r, out, bands)
+            return gen, view, (self._colourize(view) if view is not None else None)
 
-        _EXECUTOR.submit(job)
+        job = Worker(read, pool=_VIEW_POOL, owner=self, name="detail")
+        job.returned.connect(lambda res: self._on_detail(*res))
+        job.errored.connect(self._read_failed)
+        job.start()
 
     def _on_detail(self, gen: int, view: Any, rgba: Any) -> None:
         if gen != self._gen or view is None:

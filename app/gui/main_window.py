@@ -16,20 +16,20 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow,
                                QMessageBox, QScrollArea, QTabWidget, QToolBar, QWidget)
 
+from app.gui.dataset_review import DatasetReviewPanel
 from app.gui.layers import (AoiLayer, EdgesLayer, Layer, LayerStack, RasterLayer, VectorLayer)
 from app.gui.map_canvas import MapCanvas
 from app.gui.panels.export_dialog import ExportDialog
 from app.gui.panels.extraction_panel import ExtractionPanel
 from app.gui.panels.layers_panel import LayersPanel
+from app.gui.panels.network_review import NetworkReviewPanel
 from app.gui.panels.progress_panel import ProgressPanel
-from app.gui.panels.review_panel import ReviewPanel
-from app.gui.review_panel import ReviewPanel as DatasetReviewPanel
 from app.gui.training_panel import TrainingPanel
 from app.gui.settings import AppSettings
-from app.gui.worker import ExtractionRunner
+from app.gui.worker import ExtractionRunner, Worker, error_details, error_text
 from app.service import viewing
 from app.service.errors import UserError
 
@@ -165,7 +165,7 @@ class MainWindow(QMainWindow):
         self.layers_panel = LayersPanel(self.stack)
         self.extraction_panel = ExtractionPanel(self.settings)
         self.extraction_panel.set_workspace(self.workspace)
-        self.review_panel = ReviewPanel()
+        self.network_panel = NetworkReviewPanel()
         self.dataset_panel = DatasetReviewPanel(self)
         self.training_panel = TrainingPanel(self, on_checkpoint_ready=self._on_trained_checkpoint)
         self.training_panel.set_default_output(str(Path(self.workspace) / "training" / "run"))
@@ -198,7 +198,7 @@ class MainWindow(QMainWindow):
         self.layers_dock = dock("Layers", self.layers_panel, Qt.LeftDockWidgetArea, "layersDock")
         self.tabs = QTabWidget()
         self.tabs.addTab(self.extraction_panel, "Extraction")
-        self.tabs.addTab(self.review_panel, "Review")
+        self.tabs.addTab(self.network_panel, "Review")
         self.params_dock = dock("Parameters", self.tabs, Qt.RightDockWidgetArea, "paramsDock")
         self.log_dock = dock("Progress and log", self.progress_panel, Qt.BottomDockWidgetArea,
                              "logDock")
@@ -406,7 +406,7 @@ class MainWindow(QMainWindow):
         self.progress_panel.cancelRequested.connect(self.cancel_extraction)
         self.runner.progress.connect(self.progress_panel.set_progress)
         self.runner.finished.connect(self._on_finished)
-        rp = self.review_panel
+        rp = self.network_panel
         rp.deleteRequested.connect(self.delete_selected)
         rp.keepRequested.connect(self.keep_selected)
         rp.undoRequested.connect(self.undo)
@@ -624,8 +624,8 @@ class MainWindow(QMainWindow):
         self.scale_label.setText("")
         self.result = None
         self.result_layers = []
-        self.review_panel.set_summary(None)
-        self.review_panel.set_selection({}, False)
+        self.network_panel.set_summary(None)
+        self.network_panel.set_selection({}, False)
         self.extraction_panel.summary.setText("")
 
     def add_raster(self, path: str, render: str = "rgb", name: Optional[str] = None) \
@@ -759,7 +759,7 @@ class MainWindow(QMainWindow):
         if a is not None and not a.isChecked():
             a.setChecked(True)
         if tool == "select":
-            self.tabs.setCurrentWidget(self.review_panel)
+            self.tabs.setCurrentWidget(self.network_panel)
 
     # ------------------------------------------------------------------------------------
     # AOI
@@ -1005,16 +1005,16 @@ class MainWindow(QMainWindow):
 
     def _refresh_review(self) -> None:
         if self.edit is None or self.edges_layer is None:
-            self.review_panel.set_summary(None)
-            self.review_panel.set_selection({}, False)
+            self.network_panel.set_summary(None)
+            self.network_panel.set_selection({}, False)
             self._update_actions()
             return
         sel = sorted(self.edges_layer.selected)
         attrs = self.edit.attributes(sel[-1]) if sel else {}
         if sel:
             attrs = {"edge id": sel[-1], **attrs}
-        self.review_panel.set_selection(attrs, self.edit.can_undo(), len(sel))
-        self.review_panel.set_summary(self.edit.summary())
+        self.network_panel.set_selection(attrs, self.edit.can_undo(), len(sel))
+        self.network_panel.set_summary(self.edit.summary())
         self._update_actions()
 
     def delete_selected(self) -> int:
@@ -1146,8 +1146,6 @@ class MainWindow(QMainWindow):
 
     def _build_chips(self, out_dir: Optional[str], labels: str, chip_size_px: int,
                      width_m: float, overwrite: bool) -> bool:
-        from concurrent.futures import ThreadPoolExecutor
-
         from app.service.dataset import DatasetBuildRequest, build_chip_dataset
 
         if self.chips_job is not None:
@@ -1170,37 +1168,30 @@ class MainWindow(QMainWindow):
                                   width_m=float(width_m), width_attr=width_attr,
                                   chip_size_px=int(chip_size_px), skip_empty=True,
                                   overwrite=bool(overwrite))
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadseg-chips")
-        fut = pool.submit(build_chip_dataset, req, None, lambda: self._closing)
-        pool.shutdown(wait=False)
-        timer = QTimer(self)
-        timer.setInterval(100)
-        self.chips_job = (fut, timer, out, len(edges))
-        timer.timeout.connect(self._chips_poll)
-        timer.start()
+        job = Worker(build_chip_dataset, req, cancel_arg="should_cancel", owner=self, name="chips")
+        job.returned.connect(self._on_chips_built)
+        job.errored.connect(self._on_chips_failed)
+        job.finished.connect(self._on_chips_finished)
+        self.chips_job = job
+        job.start()
         self.act_build_chips.setEnabled(False)
         log.info("building %d px training chips from %s and %d %s edge(s) into %s",
                  chip_size_px, Path(self.image_path).name, len(edges),
                  "kept" if labels == "kept" else "not deleted", out)
         return True
 
-    def _chips_poll(self) -> None:
-        if self.chips_job is None or not self.chips_job[0].done():
-            return
-        fut, timer, out, n = self.chips_job
-        timer.stop()
-        timer.deleteLater()
+    def _on_chips_finished(self) -> None:
         self.chips_job = None
-        self.act_build_chips.setEnabled(True)
-        try:
-            res = fut.result()
-        except UserError as exc:
+        if not self._closing:
+            self.act_build_chips.setEnabled(True)
+
+    def _on_chips_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, UserError):
             self.show_error("Cannot build chips", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - shown, logged, never a crash
-            self.show_error("Cannot build chips", f"{type(exc).__name__}: {exc}",
-                            traceback.format_exc())
-            return
+        else:
+            self.show_error("Cannot build chips", error_text(exc), error_details(exc))
+
+    def _on_chips_built(self, res: Any) -> None:
         c = res.counts
         log.info("chips dataset %s: %s (%d chips without road left out)", res.out_dir,
                  ", ".join(f"{v} {k}" for k, v in c.items()), res.skipped_empty)
@@ -1212,13 +1203,10 @@ class MainWindow(QMainWindow):
 
     def wait_chips(self, timeout_s: float = 120.0) -> bool:
         """Block until a running chips build is done (tests, scripts); True when it is."""
-        if self.chips_job is None:
+        job = self.chips_job
+        if job is None:
             return True
-        try:
-            self.chips_job[0].result(timeout=timeout_s)
-        except Exception:  # noqa: BLE001 - reported by _chips_poll
-            pass
-        self._chips_poll()
+        job.wait(timeout_s)
         return self.chips_job is None
 
     # ------------------------------------------------------------------------------------
@@ -1266,6 +1254,8 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._closing = True
+        if self.chips_job is not None:
+            self.chips_job.cancel()  # the build stops at its next chip, leaving nothing behind
         for box in self.findChildren(QMessageBox):
             box.close()
         self.main_tabs.setCurrentIndex(self.TAB_MAP)  # the saved state has the map's docks

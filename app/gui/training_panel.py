@@ -15,11 +15,12 @@ import argparse
 import logging
 import math
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
 import yaml
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox,
                                QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBo
                                QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
+from app.gui.worker import Worker, error_text
 from app.service.errors import UserError
 from app.service.checkpoints import list_checkpoints
 from app.service.training_runner import (DEVICES, STATE_FILE, TYPED_KEYS, TrainingForm,
@@ -39,6 +41,30 @@ log = logging.getLogger(__name__)
 DEFAULT_RECIPE = "road_demo_train"
 #: Keys of the recipe that the form does not show (set elsewhere or meaningless in the GUI).
 HIDDEN_KEYS = set(TYPED_KEYS) | {"debug_save_rank_weights"}
+
+
+#: seconds between two looks at a running training's events file
+WATCH_INTERVAL_S = 0.25
+
+
+def watch_training(proc: TrainingProcess, should_cancel: Callable[[], bool],
+                   interval_s: float = WATCH_INTERVAL_S
+                   ) -> Generator[List[Dict[str, Any]], None, Optional[int]]:
+    """Follow a started :class:`TrainingProcess` (in a :class:`Worker` thread): yields each
+    batch of new events, returns the exit code once the process has ended and its last events
+    were read, or None when cancelled first."""
+    while not should_cancel():
+        events = proc.poll_events()
+        if events:
+            yield events
+        rc = proc.returncode
+        if rc is not None:
+            events = proc.poll_events()  # written between the read above and the exit
+            if events:
+                yield events
+            return rc
+        time.sleep(interval_s)
+    return None
 
 
 def format_eta(seconds: Optional[float]) -> str:
@@ -349,9 +375,7 @@ class TrainingPanel(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(split)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(250)
-        self.timer.timeout.connect(self.poll)
+        self.monitor: Optional[Worker] = None   # follows the running process's events
 
         self.config.currentIndexChanged.connect(self._on_config)
         self.network.currentTextChanged.connect(self._on_network)
@@ -575,7 +599,15 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
         self.state_label.setText("starting roadseg train…")
-        self.timer.start()
+        if self.monitor is not None:
+            self.monitor.cancel()
+        proc = self.process
+        self.monitor = Worker(watch_training, proc, cancel_arg="should_cancel", owner=self,
+                              name="training-monitor")
+        self.monitor.yielded.connect(self._on_events)
+        self.monitor.returned.connect(lambda rc, proc=proc: self._on_exit(proc, rc))
+        self.monitor.errored.connect(self._on_monitor_error)
+        self.monitor.start()
         self._update_buttons()
 
     def stop(self) -> None:
@@ -601,18 +633,21 @@ class TrainingPanel(QWidget):
         self.resume_btn.setEnabled(can_resume)
 
     # -- events ----------------------------------------------------------------------------
-    def poll(self) -> None:
-        """Read new events and notice the end of the process (the timer calls this)."""
-        if self.process is None:
-            return
-        for ev in self.process.poll_events():
+    def _on_events(self, events: List[Dict[str, Any]]) -> None:
+        for ev in events:
             self.handle_event(ev)
-        rc = self.process.returncode
-        if rc is not None:
-            for ev in self.process.poll_events():
-                self.handle_event(ev)
-            self.timer.stop()
-            self._finished(rc)
+
+    def _on_exit(self, proc: TrainingProcess, rc: Optional[int]) -> None:
+        """The monitored process ended with ``rc`` (None: monitoring was cancelled)."""
+        if rc is None or proc is not self.process:
+            return
+        self.monitor = None
+        self._finished(rc)
+
+    def _on_monitor_error(self, exc: BaseException) -> None:
+        self.monitor = None
+        self._message(f"cannot follow the training: {error_text(exc)}")
+        self._update_buttons()
 
     def handle_event(self, ev: Dict[str, Any]) -> None:
         """Show one training event (curves, progress, log)."""
@@ -702,7 +737,9 @@ class TrainingPanel(QWidget):
 
     def closeEvent(self, ev) -> None:  # noqa: N802
         # training keeps running in its own process; the run folder can be resumed later
-        self.timer.stop()
+        if self.monitor is not None:
+            self.monitor.cancel()
+            self.monitor = None
         super().closeEvent(ev)
 
 

@@ -6,8 +6,8 @@ Everything is persisted at once through :mod:`app.service.review`: every finishe
 and redo rewrites the mask file atomically (status ``edited``), every status change rewrites
 ``manifest.json`` atomically, and the manifest remembers the sample the review was at.
 
-Embed: ``ReviewPanel(parent)`` (then ``open_dataset(path)``), or run standalone:
-``python -m app.gui.review_panel DATASET_DIR [--checkpoint CKPT] [--screenshot PNG]``.
+Embed: ``DatasetReviewPanel(parent)`` (then ``open_dataset(path)``), or run standalone:
+``python -m app.gui.dataset_review DATASET_DIR [--checkpoint CKPT] [--screenshot PNG]``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (QApplication, QButtonGroup, QColorDialog, QComboB
                                QMessageBox, QPushButton, QSlider, QSpinBox, QSplitter,
                                QToolButton, QVBoxLayout, QWidget)
 
+from app.gui.worker import Worker, WorkerPool, error_details
 from app.service.errors import UserError
 from app.service.checkpoints import list_checkpoints
 from app.service.review import (DIFF_FN, DIFF_FP, DIFF_TP, STATUSES, ChipPredictor,
@@ -408,7 +408,7 @@ class MaskView(QWidget):
 
 
 # ------------------------------------------------------------------------------ panel
-class ReviewPanel(QWidget):
+class DatasetReviewPanel(QWidget):
     """Review of a chips dataset (see the module docstring).
 
     Signals:
@@ -433,11 +433,8 @@ class ReviewPanel(QWidget):
         self.checkpoint_dirs = list(checkpoint_dirs) if checkpoint_dirs else None
         self._predictors: Dict[str, ChipPredictor] = {}
         self._pred_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._job: Optional[tuple] = None
-        self._job_timer = QTimer(self)
-        self._job_timer.setInterval(100)
-        self._job_timer.timeout.connect(self._collect)
+        self._pool: Optional[WorkerPool] = None   # one prediction at a time, in order
+        self._job: Optional[tuple] = None         # (key, Worker) of the latest prediction
 
         # left: dataset, filter, list
         self.open_btn = QPushButton("Open dataset…")
@@ -658,11 +655,12 @@ class ReviewPanel(QWidget):
     def shutdown(self) -> None:
         """Save the review position and stop a running diff prediction (window closing)."""
         self.save_position()
-        self._job_timer.stop()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        if self._job is not None:
+            self._job[1].cancel()
             self._job = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def set_build_hint(self, can_build: bool) -> None:
         self.build_btn.setEnabled(True)
@@ -1060,41 +1058,41 @@ class ReviewPanel(QWidget):
         if key in self._pred_cache:
             return self._pred_cache[key]
         if self._job is None or self._job[0] != key:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1,
-                                                    thread_name_prefix="review-diff")
-            fut = self._executor.submit(self._predict_job, path, str(self.ds.image_path(i)))
-            self._job = (key, fut)
+            if self._pool is None:
+                self._pool = WorkerPool("review-diff", 1)
+            job = Worker(self._predict_job, path, str(self.ds.image_path(i)), pool=self._pool,
+                         owner=self, name="review-diff")
+            job.returned.connect(lambda pred, key=key: self._on_prediction(key, pred))
+            job.errored.connect(lambda exc, key=key: self._on_prediction_failed(key, exc))
+            if self._job is not None:
+                self._job[1].cancel()  # not started yet: skipped; running: its result is kept
+            self._job = (key, job)
             self.diff_label.setText("predicting…")
-            self._job_timer.start()
+            job.start()
         if wait:
-            self._job[1].result()
-            self._collect()
+            self._job[1].wait()
             return self._pred_cache.get(key)
         return None
 
-    def _collect(self) -> None:
-        """Take a finished prediction (the poll timer calls this) and show its diff."""
-        if self._job is None or not self._job[1].done():
-            return
-        key, fut = self._job
-        self._job = None
-        self._job_timer.stop()
-        try:
-            self._pred_cache[key] = fut.result()
-        except UserError as exc:
-            self._error(exc)
-            self.diff_label.setText("prediction failed")
-            return
-        except Exception as exc:  # noqa: BLE001  a broken checkpoint must not end the app
-            log.exception("prediction failed")
-            self._error(UserError(f"{key[0]}: prediction failed ({exc})"))
-            self.diff_label.setText("prediction failed")
-            return
+    def _on_prediction(self, key: tuple, pred: np.ndarray) -> None:
+        """A finished prediction: cached, and its diff shown when it is the sample shown."""
+        if self._job is not None and self._job[0] == key:
+            self._job = None
+        self._pred_cache[key] = pred
         if len(self._pred_cache) > 64:
             self._pred_cache.popitem(last=False)
         if key == (self.ckpt_combo.currentData(), self.current):
             self._refresh_diff()
+
+    def _on_prediction_failed(self, key: tuple, exc: BaseException) -> None:
+        if self._job is not None and self._job[0] == key:
+            self._job = None
+        if isinstance(exc, UserError):
+            self._error(exc)
+        else:  # a broken checkpoint must not end the app
+            log.error("prediction failed:\n%s", error_details(exc))
+            self._error(UserError(f"{key[0]}: prediction failed ({exc})"))
+        self.diff_label.setText("prediction failed")
 
     def _refresh_diff(self, recompute: bool = True) -> None:
         path = self.ckpt_combo.currentData()
@@ -1117,8 +1115,8 @@ class ReviewPanel(QWidget):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m app.gui.review_panel DATASET_DIR [--checkpoint C] [--screenshot PNG]``."""
-    ap = argparse.ArgumentParser(prog="python -m app.gui.review_panel")
+    """``python -m app.gui.dataset_review DATASET_DIR [--checkpoint C] [--screenshot PNG]``."""
+    ap = argparse.ArgumentParser(prog="python -m app.gui.dataset_review")
     ap.add_argument("dataset", nargs="?", help="chips dataset folder (with manifest.json)")
     ap.add_argument("--checkpoint", help="checkpoint for the prediction-vs-label diff")
     ap.add_argument("--mode", choices=VIEW_MODES, default=None)
@@ -1126,7 +1124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--screenshot", help="save a PNG of the panel and exit")
     args = ap.parse_args(argv)
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    w = ReviewPanel(dataset_dir=args.dataset)
+    w = DatasetReviewPanel(dataset_dir=args.dataset)
     w.setWindowTitle("RoadSeg Studio — dataset review")
     w.resize(1000, 680)
     if args.grid:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,32 +14,12 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app.gui.review_panel import SHORTCUTS, ReviewPanel  # noqa: E402
+from app.gui.dataset_review import SHORTCUTS, DatasetReviewPanel  # noqa: E402
 from app.service.review import ReviewDataset  # noqa: E402
 
-VEGAS = "geotiff/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-VEGAS_LINES = ("graphs/apls_sample/gt_json_prop_wkt/ground_truth_randomized/"
-               "AOI_2_Vegas_img0.geojson")
 
-
-@pytest.fixture(scope="module")
-def built(shared_data: Path, tmp_path_factory) -> Path:
-    from app.service.dataset import DatasetBuildRequest, build_chip_dataset
-
-    out = tmp_path_factory.mktemp("reviewgui") / "chips"
-    build_chip_dataset(DatasetBuildRequest(
-        image=str(shared_data / VEGAS), labels=str(shared_data / VEGAS_LINES),
-        out_dir=str(out), chip_size_px=256, bands=(1, 2, 3)))
-    return out
-
-
-@pytest.fixture()
-def chips(built: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(built, tmp_path / "chips"))
-
-
-def _panel(qtbot, root: Path) -> ReviewPanel:
-    w = ReviewPanel(dataset_dir=str(root), checkpoint_dirs=[str(root / "none")])
+def _panel(qtbot, root: Path) -> DatasetReviewPanel:
+    w = DatasetReviewPanel(dataset_dir=str(root), checkpoint_dirs=[str(root / "none")])
     w.resize(1000, 680)
     qtbot.addWidget(w)
     w.show()
@@ -51,18 +30,20 @@ def _panel(qtbot, root: Path) -> ReviewPanel:
     return w
 
 
-def _key(w: ReviewPanel, key, modifier=Qt.NoModifier) -> None:
+def _key(w: DatasetReviewPanel, key, modifier=Qt.NoModifier) -> None:
     """A key press through the window (the way a user's key reaches the shortcut map)."""
     QTest.keyClick(w.windowHandle(), key, modifier)
 
 
-def test_review_accept_reject_edit_undo_and_reopen(qtbot, chips: Path) -> None:
+@pytest.mark.slow
+def test_review_accept_reject_edit_undo_and_reopen(qtbot, vegas_chips: Path) -> None:
+    chips = vegas_chips
     w = _panel(qtbot, chips)
     n = len(w.ds)
     assert w.model.rowCount() == n and w.current == 0
     assert f"{n}</b> samples" in w.counts_label.text()
     # shortcuts are shown in the panel
-    for key, what in SHORTCUTS:
+    for _shortcut, what in SHORTCUTS:
         assert what in w.shortcut_label.text()
 
     # accept with the keyboard shortcut, reject with the button
@@ -126,7 +107,8 @@ def test_review_accept_reject_edit_undo_and_reopen(qtbot, chips: Path) -> None:
     assert np.array_equal(w2.editor.mask, after)
 
 
-def test_views_grid_and_many_samples(qtbot, chips: Path) -> None:
+def test_views_grid_and_many_samples(qtbot, vegas_chips: Path) -> None:
+    chips = vegas_chips
     w = _panel(qtbot, chips)
     for mode in ("side by side", "swipe", "overlay", "diff"):
         w.mode_combo.setCurrentText(mode)

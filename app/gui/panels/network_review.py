@@ -1,14 +1,23 @@
-"""Review of the extracted network: attributes of the clicked edge, delete / keep, undo."""
+"""Review of the extracted road network (Map tab; the chips dataset review is
+:mod:`app.gui.dataset_review`): attributes of the clicked edge, delete / keep, undo."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget, QHeaderView)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 
-class ReviewPanel(QWidget):
+class NetworkReviewPanel(QWidget):
     """Shows the selected edges and the review actions (the main window applies them)."""
 
     deleteRequested = Signal()
