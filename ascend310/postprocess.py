@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"postprocess: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - CLI entry point: one-line error, exit status 2
         print(f"postprocess: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
               file=sys.stderr)
         return 2

@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"preprocess: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # library errors carry file + problem in their first line
+    except Exception as exc:  # noqa: BLE001 - library errors carry file + problem in line 1
         print(f"preprocess: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
               file=sys.stderr)
         return 2

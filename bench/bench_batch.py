@@ -132,7 +132,7 @@ def bench_merge(ks=(2, 4, 6)) -> list:
         parts, km = _grid_parts(k)
         edges = sum(len(p.edges) for p in parts)
         t0 = time.perf_counter()
-        m, grew = _peak_rss_during(lambda: merge_networks(parts, snap_m=6.0))
+        m, grew = _peak_rss_during(lambda parts=parts: merge_networks(parts, snap_m=6.0))
         dt = time.perf_counter() - t0
         rows.append([f"{k}x{k}", f"{km:.0f}", edges, len(m.edges), m.stats["joined_pairs"],
                      f"{dt:.2f}", f"{dt / km:.4f}", f"{grew:.0f}"])

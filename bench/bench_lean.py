@@ -95,7 +95,8 @@ def _run_child(args: List[str]) -> dict:
 
 #: the demo scene's runs: the bundled model at the scene's 0.3 m, and read at 0.5 m through a
 #: resampling VRT (780² instead of 1300²: what a model declaring gsd_m 0.5 does)
-DEMO_CASES = (("demo scene 1300² (0.3 m)", ()), ("demo scene at --gsd 0.5 (780²)", ("--gsd", "0.5")))
+DEMO_CASES = (("demo scene 1300² (0.3 m)", ()),
+              ("demo scene at --gsd 0.5 (780²)", ("--gsd", "0.5")))
 
 
 def demo_rows(runs: int = 3, precision: str = "fp32", log=print, cases=DEMO_CASES) -> list:

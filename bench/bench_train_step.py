@@ -7,8 +7,9 @@ For DDRNet-23-slim and D-LinkNet-34 (the two road-model candidates of issue 14),
 * MindSpore graph mode (the same step under ``ms.jit``, as ``mode: graph`` / ``jit: true``);
 * PyTorch eager, the same architecture from ``tests/torch_reference.py`` (peer figure);
 * crop size: the PyNative step at 384² as well (pixels per second is the comparable figure);
-* the data pipeline: seconds to draw one augmented batch from a chips corpus with 1, 2 (and 4 where there are
-  4 cores) loader threads (needs ``--data``, e.g. the corpus ``roadseg dataset assemble`` builds).
+* the data pipeline: seconds to draw one augmented batch from a chips corpus with 1, 2 (and 4
+  where there are 4 cores) loader threads (needs ``--data``, e.g. the corpus
+  ``roadseg dataset assemble`` builds).
 
 Run: ``.venv/bin/python bench/bench_train_step.py [--data ~/.cache/roadseg/corpus_05m]
 [--steps 6] [--networks ddrnet23_slim,dlinknet34]``. Markdown goes to stdout, progress to stderr.
@@ -160,20 +161,22 @@ def main(argv=None) -> int:
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]
     rows = []
     for name in nets:
-        cases = [("MindSpore PyNative", args.crop, lambda c: mindspore_step(name, args.batch, c,
-                                                                            False, args.steps)),
+        # (name is bound as a default argument: each case runs in this iteration anyway)
+        cases = [("MindSpore PyNative", args.crop,
+                  lambda c, name=name: mindspore_step(name, args.batch, c, False, args.steps)),
                  ("MindSpore graph (ms.jit)", args.crop,
-                  lambda c: mindspore_step(name, args.batch, c, True, args.steps)),
-                 ("PyTorch eager", args.crop, lambda c: torch_step(name, args.batch, c,
-                                                                   args.steps))]
+                  lambda c, name=name: mindspore_step(name, args.batch, c, True, args.steps)),
+                 ("PyTorch eager", args.crop,
+                  lambda c, name=name: torch_step(name, args.batch, c, args.steps))]
         if name == nets[0]:
-            cases.append(("MindSpore PyNative", 384, lambda c: mindspore_step(
-                name, args.batch, c, False, args.steps)))
+            cases.append(("MindSpore PyNative", 384,
+                          lambda c, name=name: mindspore_step(name, args.batch, c, False,
+                                                              args.steps)))
         for label, crop, fn in cases:
             log(f"{name}: {label} crop {crop}")
             try:
                 t = fn(crop)
-            except Exception as exc:  # a failing case is a row, not the end of the bench
+            except Exception as exc:  # noqa: BLE001 - a failing case is a row, not the end
                 rows.append([name, label, f"{args.batch}x{crop}²", "failed", str(exc)[:60], ""])
                 log(f"  failed: {exc}")
                 continue

@@ -194,6 +194,23 @@ def backend_rows(networks, tiles, batches, repeats, workdir: Path, log=print):
     return rows
 
 
+def _train_step_fn(net, loss_fn, opt, x, y):
+    """One optimizer step of ``net`` on the batch ``(x, y)``: ``step(_) -> loss``."""
+    import mindspore as ms
+
+    def forward(x, y):
+        return loss_fn(net(x), y)
+
+    grad_fn = ms.value_and_grad(forward, None, opt.parameters)
+
+    def step(_):
+        loss, grads = grad_fn(x, y)
+        opt(grads)
+        return float(loss.asnumpy())
+
+    return step
+
+
 def training_rows(networks, crop: int, batch: int, steps: int, log=print):
     """Seconds per optimizer step of ``roadseg train``'s step (PyNative, Adam, one sigmoid road
     output with BCE + Dice, the networks' auxiliary heads on) on random crops."""
@@ -211,20 +228,10 @@ def training_rows(networks, crop: int, batch: int, steps: int, log=print):
         net.set_train(True)
         loss_fn = build_loss(cfg, "segmentation", None)
         opt = build_optimizer(cfg, net.trainable_params(), 1e-4)
-
-        def forward(x, y):
-            return loss_fn(net(x), y)
-
-        grad_fn = ms.value_and_grad(forward, None, opt.parameters)
         rng = np.random.default_rng(0)
         x = ms.Tensor(rng.standard_normal((batch, 3, crop, crop)).astype(np.float32))
         y = ms.Tensor((rng.random((batch, crop, crop)) < 0.1).astype(np.int32))
-
-        def step(_):
-            loss, grads = grad_fn(x, y)
-            opt(grads)
-            return float(loss.asnumpy())
-
+        step = _train_step_fn(net, loss_fn, opt, x, y)
         t = time_fn(step, None, steps, budget_s=60.0) / 1000.0
         rows.append([name, f"{batch}x3x{crop}x{crop}", t, batch / t])
         log(f"  train {name}: {t:.2f} s/step")
@@ -508,9 +515,9 @@ def main() -> int:
                 "in parallel; target <= 1.15); `of which predict` is the network's own time "
                 "inside the pipeline (it shares the two cores with the reader and the blender). "
                 "Model loading, vectorising and vector writing are shown apart.", "",
-                table(["network", "scene px", "tiles", "bare inference s", "infer+mosaic s", "ratio",
-                       "of which predict s", "of which COG s", "read+load s", "vectorize s",
-                       "vector write s", "total s", "road km"], pipe), ""]
+                table(["network", "scene px", "tiles", "bare inference s", "infer+mosaic s",
+                       "ratio", "of which predict s", "of which COG s", "read+load s",
+                       "vectorize s", "vector write s", "total s", "road km"], pipe), ""]
         log("vectorization")
         vec = vectorize_rows([4000] if args.quick else [4000, 10000], log=log)
         out += ["### Vectorization (`gis.vectorize.vectorize_mask`, synthetic road mask)", "",

@@ -91,7 +91,8 @@ class AOI:
 
 def _polygonal(geom: BaseGeometry, source: str) -> BaseGeometry:
     geom = shapely.make_valid(geom) if not geom.is_valid else geom
-    polys = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [g for g in getattr(geom, "geoms", [geom])
+             if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polys:
         raise AOIError(f"{source}: AOI has no polygon geometry (got {geom.geom_type})")
     return shapely.union_all(polys)
@@ -175,7 +176,8 @@ def aoi_window(aoi: AOI, raster_info) -> Window:
     r1 = min(raster_info.height, int(math.ceil(w.row_off + w.height - eps)))
     if c1 <= c0 or r1 <= r0:
         raise AOIError(
-            f"{aoi.source or 'AOI'}: AOI overlaps the raster {raster_info.path} by less than a pixel"
+            f"{aoi.source or 'AOI'}: AOI overlaps the raster {raster_info.path} "
+            "by less than a pixel"
         )
     return Window(c0, r0, c1 - c0, r1 - r0)
 

@@ -413,7 +413,7 @@ def bridge_gaps(
     used_ends = set()
     joined_pairs = set()
     joins = []  # (end node, target) with target ("node", id) or ("split", edge index, vertex index)
-    for dist, e, ei, j in proposals:
+    for _dist, e, ei, j in proposals:
         if e in used_ends:
             continue
         u, v, k, d = edge_list[ei]
@@ -510,7 +510,7 @@ def merge_close_junctions(g: nx.MultiGraph, max_length_m: float) -> int:
                 d["start"] = u
             g.add_edge(u, other, **d)
         g.remove_node(v)
-        for a, b, kk, d in g.edges(u, keys=True, data=True):
+        for a, b, _k, d in g.edges(u, keys=True, data=True):
             if a == b:
                 ends = (0, -1)  # a loop: both of its ends are at u
             else:

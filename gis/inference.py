@@ -147,7 +147,8 @@ class InferenceResult:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _build_normalizer(spec: NormalizeSpec, info, bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+def _build_normalizer(spec: NormalizeSpec, info,
+                      bands: Tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     """``None``/``"auto"``/``"uint8"``/``"percentile"``/``"none"``, a mapping of
     :func:`gis.io.make_normalizer` keyword arguments (``method``, ``mean``, ``std``,
     ``percentiles``), or a ready callable."""
@@ -161,7 +162,8 @@ def _build_normalizer(spec: NormalizeSpec, info, bands: Tuple[int, ...]) -> Call
         return make_normalizer(info, bands, **kw)
     if callable(spec):
         return spec
-    raise TypeError(f"normalize must be None, a method name, a mapping or a callable, not {type(spec).__name__}")
+    raise TypeError("normalize must be None, a method name, a mapping or a callable, "
+                    f"not {type(spec).__name__}")
 
 
 def _call_predict(predict_fn: PredictFn, batch: np.ndarray) -> np.ndarray:
@@ -384,7 +386,7 @@ class TileBatchReader:
             self._put(("done", None, None, None))
         except _Stop:
             return
-        except BaseException as exc:  # handed to the consumer
+        except BaseException as exc:  # noqa: BLE001 - worker thread: handed to the consumer
             try:
                 self._put(("error", exc, None, None))
             except _Stop:
@@ -457,7 +459,7 @@ class _Blender(threading.Thread):
                     assert self.acc is not None
                     for i, tile in enumerate(batch):
                         self.acc.add(tile, probs[i], valid[i])
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - worker thread: put() re-raises it
                 self.error = exc
             self.blend_s += (time.perf_counter() - t0) - (self.write_s - w0)
 

@@ -541,7 +541,8 @@ def read_window_raw(
     if out is None:
         out = np.empty(shape, dtype)
     elif out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"read_window_raw: out must be {dtype} {shape}, got {out.dtype} {out.shape}")
+        raise ValueError(
+            f"read_window_raw: out must be {dtype} {shape}, got {out.dtype} {out.shape}")
     if valid_out is None:
         valid_out = np.empty((h, w), bool)
     elif valid_out.shape != (h, w) or valid_out.dtype != bool:
@@ -893,7 +894,10 @@ def make_normalizer(
     here once, on a decimated read of the whole raster) for every other dtype.
     """
     path = src.path if isinstance(src, RasterInfo) else src
-    tup = (lambda v: None if v is None else tuple(float(a) for a in np.ravel(v)))
+
+    def tup(v):
+        return None if v is None else tuple(float(a) for a in np.ravel(v))
+
     if method == "auto":
         if isinstance(src, RasterInfo):
             dtype = src.dtypes[(bands[0] if bands else 1) - 1]
@@ -1024,7 +1028,8 @@ def _remove_quietly(path: PathLike) -> None:
 
 
 def default_overview_count(width: int, height: int, min_size: int = 256) -> int:
-    """Number of 2x overview levels until the longer side is <= ``min_size`` (0 for small rasters)."""
+    """Number of 2x overview levels until the longer side is <= ``min_size`` (0 for small
+    rasters)."""
     n = 0
     size = max(width, height)
     while size > min_size:
@@ -1060,7 +1065,8 @@ def cog_copy(
     dst = Path(dst_path)
     try:
         with _open(src_path) as ds:
-            n = default_overview_count(ds.width, ds.height) if overview_count is None else overview_count
+            n = (default_overview_count(ds.width, ds.height) if overview_count is None
+                 else overview_count)
         opts: dict = dict(
             BLOCKSIZE=int(blocksize),
             COMPRESS=compress,
@@ -1088,7 +1094,8 @@ def cog_copy(
             rasterio.shutil.copy(str(src_path), str(dst), driver="COG", **opts)
     except RasterioError as exc:
         _remove_quietly(dst)
-        raise RasterWriteError(f"{dst}: writing the COG failed: {str(exc).splitlines()[0]}") from exc
+        raise RasterWriteError(
+            f"{dst}: writing the COG failed: {str(exc).splitlines()[0]}") from exc
     except BaseException:
         _remove_quietly(dst)
         raise
@@ -1222,7 +1229,8 @@ class MaskRaster:
 
 
 def read_mask_raster(path: PathLike, window: Optional[Window] = None) -> MaskRaster:
-    """Read band 1 of a mask raster (e.g. the mask COG of :func:`gis.inference.run_tiled_inference`).
+    """Read band 1 of a mask raster (e.g. the mask COG of
+    :func:`gis.inference.run_tiled_inference`).
 
     Nodata is the file's nodata value (255 for our masks). ``window`` (integer, inside the raster)
     reads part of it; default the whole raster, so mind the memory for very large masks.

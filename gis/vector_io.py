@@ -262,7 +262,7 @@ def write_vectors(
             if name in qmls:
                 (tmpdir / sidecars[name].name).write_text(qmls[name], encoding="utf-8")
         if driver == "ESRI Shapefile":
-            for name, p in tmp_targets.items():
+            for p in tmp_targets.values():
                 cpg = p.with_suffix(".cpg")
                 if not cpg.exists():
                     cpg.write_text("UTF-8", encoding="ascii")
@@ -273,7 +273,7 @@ def write_vectors(
 
         # move into place: remove stale parts of replaced shapefiles first
         if overwrite:
-            for name, p in targets.items():
+            for p in targets.values():
                 stale = [p.with_suffix(s) for s in _SHP_PARTS] if driver == "ESRI Shapefile" \
                     else [p]
                 for s in stale:

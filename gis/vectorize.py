@@ -501,7 +501,7 @@ def vectorize_source(
         out.add_node(ids[n], geometry=geom, degree=deg)
         node_rows.append((ids[n], deg, geom))
     edge_rows = []
-    for (u, v, k, d), dist_e, prob_e in zip(edge_list, dists, probs):
+    for (u, v, _k, d), dist_e, prob_e in zip(edge_list, dists, probs):
         a = d["start"]
         b = v if a == u else u
         rc, mxy = d["rc"], d["xy"]

@@ -316,7 +316,7 @@ def _swap_argmax_pools(net, cells, notes: List[str]) -> List[Tuple[Any, str, Any
     from mindspore import ops
 
     found = []
-    for name, cell in net.cells_and_names():
+    for _name, cell in net.cells_and_names():
         for attr, prim in list(getattr(cell, "_primitives", {}).items()):
             if isinstance(prim, ops.MaxPoolWithArgmaxV2):
                 found.append((cell, attr, prim, "pool", _is_2x2(prim, "kernel_size")))
@@ -404,10 +404,10 @@ def _fix_onnx_graph(model) -> int:
             continue
         for attr in list(node.attribute):
             if attr.name == "pads" and len(attr.ints) == 4:
-                t, b, l, r = attr.ints
-                if (t, b, l, r) != (t, l, b, r):
+                t, b, left, r = attr.ints
+                if (t, b, left, r) != (t, left, b, r):
                     del attr.ints[:]
-                    attr.ints.extend([t, l, b, r])
+                    attr.ints.extend([t, left, b, r])
                     changed += 1
             if node.op_type == "ConvTranspose" and attr.name == "output_shape":
                 declared[node.output[0]] = list(attr.ints)[-2:]

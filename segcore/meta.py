@@ -223,6 +223,6 @@ def read_checkpoint_meta(path: PathLike) -> CheckpointMeta:
 
 
 __all__ = ["CheckpointMeta", "FORMAT_VERSION", "EXPORT_SUFFIXES", "read_metadata",
-           "read_checkpoint_train_state", "sidecar_path", "meta_from_dict", "meta_get", "meta_as_dict",
-           "export_metadata_path", "read_export_doc", "read_checkpoint_doc",
+           "read_checkpoint_train_state", "sidecar_path", "meta_from_dict", "meta_get",
+           "meta_as_dict", "export_metadata_path", "read_export_doc", "read_checkpoint_doc",
            "read_checkpoint_meta"]

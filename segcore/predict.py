@@ -37,8 +37,8 @@ from .errors import CheckpointError, ConfigError, SegcoreError
 from .meta import meta_from_dict as _meta_from_dict
 from .meta import meta_get
 from .onnx_infer import OnnxPredictor as _LeanOnnxPredictor
-from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores, run_in_fixed_batches,  # noqa: F401
-                         checkpoint_key, cpu_has_int8_dot,
+from .onnx_infer import (CACHE_DIRNAME, PRECISIONS, _check_batch, available_cores,  # noqa: F401
+                         run_in_fixed_batches, checkpoint_key, cpu_has_int8_dot,
                          logits_to_probabilities, onnx_cache_path, pad_to_multiple,
                          remove_cached, writable_cache_folder)
 from .preprocess import preprocessor_from_meta

@@ -15,9 +15,10 @@ Methods (``normalization["method"]``):
 * ``percentile``: each band is stretched linearly between the scene's ``low`` and ``high``
   percentiles (default 2 and 98) and **quantised to 8-bit levels**
   ``q = rint(clip((raw - lo) / (hi - lo) * 255, 0, 255))``; then ``(q / 255 - mean) / std``
-  (training records mean 0.5, std 0.3125 by default; an entry without them gives ``q / 255``). Training chips store ``q`` as uint8
-  (:func:`stretch_to_uint8`), so a chip and an inference tile of the same pixels give identical
-  arrays. Without scene limits each image's own percentiles are used.
+  (training records mean 0.5, std 0.3125 by default; an entry without them gives ``q / 255``).
+  Training chips store ``q`` as uint8 (:func:`stretch_to_uint8`), so a chip and an inference
+  tile of the same pixels give identical arrays. Without scene limits each image's own
+  percentiles are used.
 * ``none``: cast to float32 only.
 
 All float32 arithmetic runs as per-channel fused affine maps ``x * a + b`` (one output array,

@@ -5,9 +5,10 @@ import-linter contract in setup.cfg keeps it so): the networks in :mod:`segcore.
 to register themselves, and :mod:`segcore.models` (the package) offers ``create_model``,
 ``list_models``, ``model_info`` and ``load_model`` once every builder is registered.
 
-Every builder follows one contract: ``builder(num_classes, in_channels=3, aux=False, **kw) -> nn.Cell``
-whose ``construct`` returns logits at the input resolution (auxiliary outputs only with
-``aux=True`` and only in training mode).
+Every builder follows one contract:
+``builder(num_classes, in_channels=3, aux=False, **kw) -> nn.Cell`` whose ``construct`` returns
+logits at the input resolution (auxiliary outputs only with ``aux=True`` and only in training
+mode).
 """
 from __future__ import annotations
 

@@ -63,7 +63,11 @@ def write_geotiff(
         with rasterio.open(path, "w", **profile) as ds:
             ds.write(arr)
             if alpha_band is not None:
-                ci = [ColorInterp.gray] * c if c < 3 else [ColorInterp.red, ColorInterp.green, ColorInterp.blue] + [ColorInterp.undefined] * (c - 3)
+                if c < 3:
+                    ci = [ColorInterp.gray] * c
+                else:
+                    ci = ([ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+                          + [ColorInterp.undefined] * (c - 3))
                 ci[alpha_band - 1] = ColorInterp.alpha
                 ds.colorinterp = ci
             if internal_mask is not None:

@@ -93,8 +93,10 @@ def test_concurrent_inference_workers_keep_tile_order(tmp_path, workers):
     np.testing.assert_array_equal(_read(par.prob_path)[0][0], k)
     assert par.tiles == seq.tiles and par.positive_pixels == seq.positive_pixels
 
-    def fails_third(batch, n=iter(range(1000))):
-        if next(n) == 2:
+    call_index = iter(range(1000))
+
+    def fails_third(batch):
+        if next(call_index) == 2:
             raise InferenceError("boom in call 3")
         return batch.copy()
 
@@ -202,7 +204,8 @@ def test_aoi_geojson_in_wgs84_over_utm_raster(tmp_path):
     assert aoi.crs == CRS.from_epsg(4326)
     res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
                               tile_size_px=32, overlap_px=8, aoi=aoi)
-    assert (res.window.col_off, res.window.row_off, res.window.width, res.window.height) == (10, 20, 40, 40)
+    assert (res.window.col_off, res.window.row_off, res.window.width,
+            res.window.height) == (10, 20, 40, 40)
     prob, prof, _, _ = _read(res.prob_path)
     assert prof["transform"] == rasterio.windows.transform(res.window, utm_transform(1.0))
     assert prof["transform"].c == ox + 10 and prof["transform"].f == oy - 20

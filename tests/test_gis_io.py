@@ -241,7 +241,8 @@ def test_normalize_into_equals_normalize_bit_for_bit(dtype, method, mean, std):
         info = np.iinfo(dt)
         raw = rng.integers(max(info.min, -3000), min(info.max, 70000), (3, 24, 24)).astype(dt)
     norm = Normalizer(method, None if mean is None else tuple(mean),
-                      None if std is None else tuple(std), (10.0, 0.0, 100.5), (200.0, 255.0, 2500.0))
+                      None if std is None else tuple(std), (10.0, 0.0, 100.5),
+                      (200.0, 255.0, 2500.0))
     assert norm.fusable(3)
     batch = np.full((2, 3, 24, 24), -7.0, np.float32)
     got = norm.normalize_into(raw, batch[1])

@@ -68,7 +68,7 @@ def test_skeleton_to_graph_traces_a_t_junction_and_a_loop():
     assert g.degree(n) == 2 and g.number_of_edges(n, n) == 1
     # the edge paths cover the T's skeleton; only junction-cluster pixels next to a node are off
     pix = set()
-    for u, v, d in g.subgraph(t).edges(data=True):
+    for _u, _v, d in g.subgraph(t).edges(data=True):
         pix.update(map(tuple, np.rint(d["rc"]).astype(int)))
     tee = {(5, c) for c in range(2, 30)} | {(r, 15) for r in range(6, 20)}
     assert pix <= tee
@@ -93,7 +93,7 @@ def test_close_junctions_are_merged_into_a_crossing():
     (hub,) = [n for n in g if g.degree(n) == 4]
     assert np.allclose(g.nodes[hub]["rc"], [20, 20], atol=1.0)
     total = 0.0
-    for u, v, d in g.edges(data=True):
+    for _u, _v, d in g.edges(data=True):
         at_hub = d["xy"][0] if d["start"] == hub else d["xy"][-1]
         assert np.allclose(at_hub, g.nodes[hub]["xy"])
         assert d["length_m"] == pytest.approx(

@@ -46,8 +46,9 @@ def _env(**extra) -> dict:
 
 
 def _probe(args, env=None, user_prefix=(), cwd=None):
-    proc = subprocess.run(list(user_prefix) + [sys.executable, "-c", _PROBE] + [str(a) for a in args],
-                          capture_output=True, text=True, env=env or _env(), cwd=cwd, timeout=300)
+    cmd = list(user_prefix) + [sys.executable, "-c", _PROBE] + [str(a) for a in args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or _env(), cwd=cwd,
+                          timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
     assert line, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     return json.loads(line[-1][6:]), proc

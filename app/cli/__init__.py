@@ -18,7 +18,8 @@ import click
 
 from app.service.errors import UserError
 
-_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd", "recover", "batch")
+_SUBCOMMAND_MODULES = ("extract", "training", "models", "dataset", "convert_cmd", "recover",
+                       "batch")
 #: the module of each command, so that ``roadseg extract ...`` imports only ``app.cli.extract``
 #: (the other modules pull in the training, dataset and batch services: ~0.1 s of imports). A
 #: command missing here still works: every module is loaded when the name is not found.

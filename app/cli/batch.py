@@ -99,7 +99,8 @@ def _extraction_request(out_dir: str, kw: Dict[str, Any]) -> ExtractionRequest:
     bbox = kw.pop("bbox", None)
     gsd, input_gsd = kw.pop("gsd", None), kw.pop("input_gsd", None)
     return ExtractionRequest(
-        gsd=gsd, input_gsd_m=input_gsd, image="", out_dir=out_dir, model=kw.pop("model"), checkpoint=kw.pop("checkpoint"),
+        gsd=gsd, input_gsd_m=input_gsd, image="", out_dir=out_dir, model=kw.pop("model"),
+        checkpoint=kw.pop("checkpoint"),
         backend=kw.pop("backend"), bands=band_list, device=kw.pop("device"), aoi=kw.pop("aoi"),
         bbox=tuple(bbox) if bbox else None, bbox_crs=kw.pop("bbox_crs"),
         tile_size_px=kw.pop("tile_size"), overlap_px=kw.pop("overlap"),

@@ -63,9 +63,9 @@ def build_command(image: str, labels: str, out_dir: str, width_m: float,
     if bands:
         try:
             band_t = tuple(int(b) for b in bands.split(",") if b.strip())
-        except ValueError:
+        except ValueError as exc:
             raise click.BadParameter(f"not a comma-separated list of integers: {bands!r}",
-                                     param_hint="--bands")
+                                     param_hint="--bands") from exc
     req = DatasetBuildRequest(image=image, labels=labels, out_dir=out_dir, width_m=width_m,
                               width_attr=width_attr, width_attr_scale_m=width_attr_scale_m,
                               chip_size_px=chip_size_px, overlap_px=overlap_px,

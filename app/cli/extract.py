@@ -191,8 +191,8 @@ def extract(image: str, out_dir: str, model: Optional[str], checkpoint: Optional
     band_list = parse_bands(bands)
     req = ExtractionRequest(
         image=image, out_dir=out_dir, model=model, checkpoint=checkpoint, backend=backend,
-        bands=band_list, device=device, precision=precision, aoi=aoi, bbox=tuple(bbox) if bbox else None,
-        bbox_crs=bbox_crs,
+        bands=band_list, device=device, precision=precision, aoi=aoi,
+        bbox=tuple(bbox) if bbox else None, bbox_crs=bbox_crs,
         tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, tta=tta,
         threshold=threshold, vectorize=_vectorize_params(vec), formats=formats or ("gpkg",),
         polygons=polygons, target_crs=target_crs, overwrite=overwrite,

@@ -250,7 +250,8 @@ def _read_list(path: Path) -> List[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the list of inputs ({exc.__class__.__name__})")
+        raise UserError(
+            f"{path}: cannot read the list of inputs ({exc.__class__.__name__})") from exc
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -725,7 +726,7 @@ def run_batch(req: BatchRequest, on_event: Optional[EventFn] = None,
     items = {it.key: it for it in items_list}
     scene_of = {s.stem: s for s in scenes}
     if not overwrite:
-        for key, it in items.items():
+        for key in items:
             old = old_items.get(key)
             if old is not None and old.state == "done" and old.summary_path and \
                     Path(old.summary_path).exists():

@@ -57,7 +57,8 @@ def default_checkpoint_dirs() -> List[Path]:
 
 
 def list_checkpoints(dirs: Optional[Sequence[PathLike]] = None) -> List[CheckpointEntry]:
-    """Checkpoints (``.ckpt``/``.onnx``/``.mindir`` with a metadata sidecar) in ``dirs`` (not recursive).
+    """Checkpoints (``.ckpt``/``.onnx``/``.mindir`` with a metadata sidecar) in ``dirs`` (not
+    recursive).
 
     Files without readable metadata are skipped with a warning in the log. Sorted by directory
     order, then file name. ``dirs`` default: :func:`default_checkpoint_dirs`.

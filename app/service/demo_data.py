@@ -21,7 +21,8 @@ so scenes from different sensors and exposures look alike to the network.
 
 The two SpaceNet tiles are split by area (:func:`gis.chips.split_windows_by_area`): their last
 chip column is the validation split, the training chips end before it (no shared pixel). The
-demo scene ``RGB-PanSharpen_AOI_2_Vegas_img0.tif`` is never used. Then train with the committed recipe::
+demo scene ``RGB-PanSharpen_AOI_2_Vegas_img0.tif`` is never used. Then train with the committed
+recipe::
 
     roadseg train --config resources/configs/road_demo_train.yaml \
         --data ~/.cache/roadseg/demo_chips --out runs/road_demo
@@ -262,8 +263,9 @@ def _extract_and_score(checkpoint: Path, image: Path, ref_lines: Path, work: Pat
     area = float(s.get("area_km2") or 0.0)
     return {"precision": round(sc.precision, 4), "recall": round(sc.recall, 4),
             "f1": round(sc.f1, 4), "apls": round(ap.apls, 4),
-            "pred_length_m": round(sc.pred_length_m, 1), "ref_length_m": round(sc.ref_length_m, 1),
-            "buffer_m": buffer_m, "km2_per_hour": round(area / total_s * 3600, 1) if total_s else None,
+            "pred_length_m": round(sc.pred_length_m, 1),
+            "ref_length_m": round(sc.ref_length_m, 1), "buffer_m": buffer_m,
+            "km2_per_hour": round(area / total_s * 3600, 1) if total_s else None,
             "processing_gsd_m": (s.get("processing_grid") or {}).get("gsd_m")}
 
 

@@ -50,7 +50,8 @@ class ProcessingGrid:
 GSD_TOLERANCE = 0.05
 
 
-def processing_grid(req: ExtractionRequest, info: Any, model_gsd: Optional[float]) -> ProcessingGrid:
+def processing_grid(req: ExtractionRequest, info: Any,
+                    model_gsd: Optional[float]) -> ProcessingGrid:
     """Decide the processing ground resolution and, when it differs from the input's, write a
     VRT that resamples the input to it on the fly (area average when shrinking, bilinear when
     enlarging; GDAL reads overviews where present, windows only, so memory stays bounded)."""

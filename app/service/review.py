@@ -238,7 +238,7 @@ class ReviewDataset:
                                     f"file is {src.width}x{src.height}")
         except UserError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - no readable mask file: write one from scratch
             profile = {"driver": "GTiff", "height": m.shape[0], "width": m.shape[1]}
         profile.update(driver="GTiff", count=1, dtype="uint8", nodata=None, compress="deflate")
         try:
