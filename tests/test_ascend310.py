@@ -6,7 +6,6 @@ The result must equal ``roadseg extract`` on the same exported model: same mask,
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

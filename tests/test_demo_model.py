@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
