@@ -17,8 +17,10 @@ Recipes (:func:`recipe`):
   (DDRNet/HRNet ``multi_scale_aug`` and DGCNet/CCNet ``generate_scale_label``).
 * ``roads``: the ``dlinknet`` recipe made stronger for small road datasets from mixed sensors:
   shift-scale-rotate with scale +-30 % and any rotation (roads run in every direction), plus
-  photometric jitter (contrast x0.6-1.4, brightness +-25, gamma 0.6-1.6, each p=0.5) so the
-  network does not learn one sensor's radiometry.
+  photometric jitter (contrast x0.6-1.4, brightness +-25, gamma 0.6-2.2, each p=0.5) so the
+  network does not learn one sensor's radiometry (gamma up to 2.2 darkens a mid-grey to the
+  level of dark 8-bit products whose scene stretch is held open by saturated roofs), grey
+  images (p 0.1) and Gaussian blur (p 0.2).
 * ``none``: no randomness; with ``crop_size`` a centre crop (padded if smaller).
 
 Normalisation: ``x = (raw * scale - mean) / std`` per band. Defaults are ImageNet
@@ -175,8 +177,8 @@ def recipe(name: str, crop_size: Optional[SizeLike] = None,
     if key == "roads":
         return AugmentConfig(crop_size=crop, random_crop=True, hflip=True, vflip=True, rot90=True,
                              hsv=True, shift_scale_rotate=True, scale_limit=0.3,
-                             rotate_limit_deg=180.0, photometric=True, grayscale_p=0.1,
-                             blur_p=0.2, mask_fill=0)
+                             rotate_limit_deg=180.0, photometric=True, gamma_range=(0.6, 2.2),
+                             grayscale_p=0.1, blur_p=0.2, mask_fill=0)
     if key in ("deeplabv3", "ddrnet", "dgcnet"):
         if crop is None:
             raise ConfigError(f"augmentation recipe '{name}' needs a crop_size")
