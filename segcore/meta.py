@@ -101,6 +101,15 @@ def sidecar_path(path: PathLike) -> Path:
 
 
 
+def _load_json_doc(side: Path, error: type, what: str) -> Any:
+    """The parsed JSON of metadata file ``side``; ``error`` naming it when it is unreadable."""
+    try:
+        with open(side, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise error(f"{side}: unreadable {what} ({exc})") from exc
+
+
 def _read_sidecar(path: PathLike) -> Dict[str, Any]:
     ckpt = _ckpt_path(path)
     side = sidecar_path(ckpt)
@@ -109,11 +118,7 @@ def _read_sidecar(path: PathLike) -> Dict[str, Any]:
     if not side.exists():
         raise CheckpointError(f"{ckpt}: metadata sidecar {side.name} not found "
                               "(not a RoadSeg checkpoint?)")
-    try:
-        with open(side, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{side}: unreadable checkpoint metadata ({exc})") from exc
+    doc = _load_json_doc(side, CheckpointError, "checkpoint metadata")
     if not isinstance(doc, dict) or "model" not in doc or "num_classes" not in doc:
         raise CheckpointError(f"{side}: not RoadSeg checkpoint metadata "
                               "(needs 'model' and 'num_classes')")
@@ -192,11 +197,7 @@ def read_export_doc(exported: PathLike, error: type = CheckpointError) -> Dict[s
     if not side.exists():
         raise error(f"{exported}: metadata file {side.name} not found (not exported by "
                     "roadseg export?)")
-    try:
-        with open(side, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise error(f"{side}: unreadable export metadata ({exc})") from exc
+    doc = _load_json_doc(side, error, "export metadata")
     if not isinstance(doc, dict) or "export" not in doc:
         raise error(f"{side}: not RoadSeg export metadata (no 'export' entry)")
     return doc

@@ -48,6 +48,7 @@ from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error, disk_f
 from app.service.grid import GSD_TOLERANCE, ProcessingGrid, processing_grid  # noqa: F401
 from app.service.preview import make_preview, raster_overview
 from app.service.rasters import raster_info
+from app.service import requests as _requests
 from app.service.requests import (BACKENDS, DEVICES, FORMATS, PRECISIONS,  # noqa: F401
                                   STAGES, TTA_MODES, CancelFn, ExtractionRequest,
                                   ExtractionResult, PathLike, PredictFn, ProgressFn,
@@ -64,22 +65,12 @@ from gis.tiff_quiet import quiet_libtiff_errors
 from segcore.meta import meta_get
 
 __all__ = [
-    "STAGES",
-    "FORMATS",
-    "TTA_MODES",
-    "BACKENDS",
-    "DEVICES",
-    "PRECISIONS",
+    *_requests.__all__,
     "CHECKPOINT_SUFFIXES",
     "GSD_TOLERANCE",
     "PIXEL_CRS_WKT",
-    "ExtractionRequest",
-    "VectorizeParams",
-    "ExtractionResult",
-    "VectorizeResult",
     "CheckpointEntry",
     "run_extraction",
-    "output_paths",
     "raster_info",
     "vectorize_mask",
     "export_network",

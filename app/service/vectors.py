@@ -35,7 +35,8 @@ PIXEL_CRS_WKT = (
 )
 
 
-def crs_string(crs: Any) -> Optional[str]:
+def crs_string(crs: Any, wkt: bool = False) -> Optional[str]:
+    """``EPSG:n`` where the CRS has an EPSG code, else its PROJ string (``wkt``: its WKT)."""
     if crs is None:
         return None
     try:
@@ -45,7 +46,7 @@ def crs_string(crs: Any) -> Optional[str]:
     if epsg:
         return f"EPSG:{epsg}"
     try:
-        return crs.to_string()
+        return crs.to_wkt() if wkt else crs.to_string()
     except Exception:  # noqa: BLE001
         return str(crs)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
 from app.service.staging import atomic_file, atomic_write_text
-from app.service.vectors import is_pixel_crs
+from app.service.vectors import crs_string, is_pixel_crs
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -136,16 +136,6 @@ class GeoFrame:
         return "°" if CRS.from_user_input(self.crs).is_geographic else "m"
 
 
-def _crs_text(crs: Any) -> Optional[str]:
-    if crs is None:
-        return None
-    try:
-        epsg = crs.to_epsg()
-    except Exception:  # noqa: BLE001
-        epsg = None
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
 def open_frame(path: PathLike) -> GeoFrame:
     """The :class:`GeoFrame` of a raster (also without CRS: pixel coordinates).
 
@@ -160,7 +150,8 @@ def open_frame(path: PathLike) -> GeoFrame:
         raise as_user_error(exc) from exc
     return GeoFrame(width=int(info.width), height=int(info.height),
                     transform=tuple(float(v) for v in tuple(info.transform)[:6]),
-                    crs=_crs_text(info.crs), resolution_m=info.resolution_m, path=str(path))
+                    crs=crs_string(info.crs, wkt=True), resolution_m=info.resolution_m,
+                    path=str(path))
 
 
 def frame_for_vectors(bounds: Sequence[float], crs: Optional[str]) -> GeoFrame:
@@ -287,7 +278,7 @@ def open_raster_source(path: PathLike, frame: GeoFrame) -> RasterSource:
     p = str(path)
     try:
         with rasterio.open(p) as ds:
-            crs = _crs_text(ds.crs) if ds.crs else None
+            crs = crs_string(ds.crs, wkt=True) if ds.crs else None
             alpha = [i for i, c in enumerate(ds.colorinterp, 1) if c == ColorInterp.alpha]
             data_bands = tuple(b for b in range(1, ds.count + 1) if b not in alpha)
             names = tuple(f"{i}: {ci.name}" + (f" ({d})" if d else "")
