@@ -377,6 +377,64 @@ def evaluate_demo_model(checkpoint: Path, data: Path, chips: Optional[Path] = No
     return out
 
 
+#: BGR colours of the quality figures: reference roads, extracted centre lines
+_FIG_REF = (60, 60, 230)
+_FIG_PRED = (0, 215, 255)
+
+
+def quality_figures(work: Path, data: Path, out_dir: Path, max_size: int = 900) -> List[Path]:
+    """Pictures of what the evaluated model finds and misses, from the extractions that
+    :func:`evaluate_demo_model` left in ``work``: the reference roads in red (DeepGlobe: its
+    mask), the extracted centre lines in yellow over the image, one JPEG per held-out scene
+    (``quality_<name>.jpg`` in ``out_dir``)."""
+    import cv2
+    import geopandas as gpd
+
+    from app.service.preview import draw_lines, line_thickness, pixel_mapper
+    from gis.io import read_overview
+
+    scene = Path(__file__).resolve().parents[2] / "resources" / "sample"
+    cases = (("vegas_img0", scene / "RGB-PanSharpen_AOI_2_Vegas_img0.tif",
+              scene / "AOI_2_Vegas_img0.geojson", work / "vegas"),
+             ("paris_img1447", data / "holdout" / "RGB-PanSharpen_img1447.tif",
+              data / "holdout" / "apls_paris_img1447" / "OSMroads_img1447.geojson",
+              work / "paris"),
+             (f"deepglobe_{DEEPGLOBE_HOLDOUT}", work / f"deepglobe_{DEEPGLOBE_HOLDOUT}.tif",
+              data / "roads" / "deepglobe" / "train" / f"{DEEPGLOBE_HOLDOUT}_mask.png",
+              work / "deepglobe"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, image, ref, run in cases:
+        roads = sorted(run.glob("*_roads.gpkg"))
+        if not image.is_file() or not ref.is_file() or not roads:
+            continue
+        ov = read_overview(image, max_size=max_size)
+        bgr = np.ascontiguousarray(ov.rgb[:, :, ::-1])
+        thick = line_thickness(bgr)
+        to_px = pixel_mapper(ov.transform)
+        if ref.suffix == ".png":  # a reference mask on the image's own pixel grid
+            m = _read_gray(ref) > 127
+            m = cv2.resize(m.astype(np.uint8), (bgr.shape[1], bgr.shape[0]),
+                           interpolation=cv2.INTER_AREA) > 0
+            bgr[m] = (0.4 * bgr[m] + 0.6 * np.array(_FIG_REF)).astype(np.uint8)
+        else:
+            gref = gpd.read_file(ref)
+            if ov.crs is not None:
+                gref = gref.to_crs(ov.crs.to_wkt())
+            draw_lines(bgr, gref.geometry, to_px, _FIG_REF, thick + 2)
+        edges = gpd.read_file(roads[0], layer="edges")
+        if ov.crs is not None and edges.crs is not None:
+            edges = edges.to_crs(ov.crs.to_wkt())
+        draw_lines(bgr, edges.geometry, to_px, _FIG_PRED, thick)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if ok:
+            dest = out_dir / f"quality_{name}.jpg"
+            with atomic_file(dest) as tmp:
+                tmp.write_bytes(buf.tobytes())
+            written.append(dest)
+    return written
+
+
 def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, float]],
                   stage: Optional[Dict[str, object]] = None) -> Path:
     """Copy ``checkpoint`` (+ sidecar) to ``dest`` (``.ckpt``), adding the held-out scores to
@@ -468,6 +526,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                    / "resources" / "models" / "road_demo.ckpt")
     p.add_argument("--stage", default=None,
                    help="package: JSON describing this training stage (model provenance)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="evaluate/package: keep the extractions in this folder "
+                        "[default: a temporary folder]")
+    p.add_argument("--figures", type=Path, default=None,
+                   help="evaluate/package: also draw reference vs extracted roads of the "
+                        "held-out scenes as quality_<scene>.jpg in this folder")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     if a.action == "chips":
@@ -483,8 +547,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         gsd = (json.loads(side.read_text(encoding="utf-8")).get("gsd_m")
                if side.exists() else None)
         a.corpus = default_corpus_dir(float(gsd) if gsd else 1.0)
-    scores = evaluate_demo_model(a.checkpoint, a.data, a.corpus)
+    work = a.work or Path(tempfile.mkdtemp(prefix="roadseg_demo_eval_"))
+    scores = evaluate_demo_model(a.checkpoint, a.data, a.corpus, work)
     print(json.dumps(scores, indent=1))  # noqa: T201
+    if a.figures is not None:
+        for f in quality_figures(work, a.data, a.figures):
+            print(f)  # noqa: T201
     print(scores_markdown(scores))  # noqa: T201
     if a.action == "package":
         stage = json.loads(a.stage) if a.stage else None

@@ -14,7 +14,7 @@ from app.service.staging import atomic_file, missing_dir, refuse_existing
 from app.service.vectors import is_pixel_crs
 from gis.errors import OutputDirError
 
-__all__ = ["make_preview", "raster_overview"]
+__all__ = ["make_preview", "raster_overview", "draw_lines", "pixel_mapper", "line_thickness"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,39 @@ log = logging.getLogger(__name__)
 _PREVIEW_LINE = (0, 215, 255)
 _PREVIEW_END = (60, 60, 230)
 _PREVIEW_JUNCTION = (230, 120, 40)
+#: sub-pixel drawing: coordinates in 1/16 px
+_SHIFT = 4
+
+
+def line_thickness(img: np.ndarray) -> int:
+    """Line width in pixels that reads well on a picture of this size."""
+    return max(2, int(round(max(img.shape[:2]) / 350)))
+
+
+def pixel_mapper(transform: Any):
+    """``coords (N, 2+) in the picture's CRS -> int32 (N, 2)`` pixel positions for OpenCV's
+    sub-pixel drawing (``shift`` = :data:`_SHIFT`) through the picture's affine ``transform``."""
+    inv = ~transform
+
+    def to_px(coords: np.ndarray) -> np.ndarray:
+        c = np.asarray(coords, dtype=float)[:, :2]
+        cols = inv.a * c[:, 0] + inv.b * c[:, 1] + inv.c
+        rows = inv.d * c[:, 0] + inv.e * c[:, 1] + inv.f
+        return np.round(np.column_stack([cols, rows]) * (1 << _SHIFT)).astype(np.int32)
+
+    return to_px
+
+
+def draw_lines(bgr: np.ndarray, geometries: Any, to_px, colour, thick: int) -> None:
+    """Draw (multi)line geometries onto ``bgr`` in place, anti-aliased."""
+    import cv2
+
+    for geom in geometries:
+        if geom is None or geom.is_empty:
+            continue
+        for part in getattr(geom, "geoms", [geom]):
+            cv2.polylines(bgr, [to_px(np.asarray(part.coords))], False, colour,
+                          thickness=thick, lineType=cv2.LINE_AA, shift=_SHIFT)
 
 
 def make_preview(
@@ -71,33 +104,18 @@ def make_preview(
     except EXPECTED_ERRORS + (ValueError, OSError) as exc:
         raise as_user_error(exc) from exc
 
-    inv = ~ov.transform
     bgr = np.ascontiguousarray(ov.rgb[:, :, ::-1])
-    h, w = bgr.shape[:2]
-    thick = max(2, int(round(max(h, w) / 350)))
-    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
-
-    def to_px(coords: np.ndarray) -> np.ndarray:
-        c = np.asarray(coords, dtype=float)[:, :2]
-        cols = inv.a * c[:, 0] + inv.b * c[:, 1] + inv.c
-        rows = inv.d * c[:, 0] + inv.e * c[:, 1] + inv.f
-        return np.round(np.column_stack([cols, rows]) * (1 << shift)).astype(np.int32)
-
-    for geom in layers["edges"].geometry:
-        if geom is None or geom.is_empty:
-            continue
-        parts = getattr(geom, "geoms", [geom])
-        for part in parts:
-            cv2.polylines(bgr, [to_px(np.asarray(part.coords))], False, _PREVIEW_LINE,
-                          thickness=thick, lineType=cv2.LINE_AA, shift=shift)
+    thick = line_thickness(bgr)
+    to_px = pixel_mapper(ov.transform)
+    draw_lines(bgr, layers["edges"].geometry, to_px, _PREVIEW_LINE, thick)
     nodes = layers["nodes"]
     for geom, deg in zip(nodes.geometry, nodes.get("degree", [0] * len(nodes))):
         if geom is None or geom.is_empty or int(deg) == 2:
             continue
         colour = _PREVIEW_END if int(deg) == 1 else _PREVIEW_JUNCTION
         p = to_px(np.array([[geom.x, geom.y]]))[0]
-        cv2.circle(bgr, (int(p[0]), int(p[1])), (thick + 2) << shift, colour, -1, cv2.LINE_AA,
-                   shift)
+        cv2.circle(bgr, (int(p[0]), int(p[1])), (thick + 2) << _SHIFT, colour, -1, cv2.LINE_AA,
+                   _SHIFT)
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise UserError(f"{png}: PNG encoding failed")
