@@ -95,3 +95,32 @@ def test_mask_on_a_crop_of_the_sample_scene(tmp_path):
                           transform=profile["transform"], width=CROP, height=CROP,
                           width_m=10.0) > 0
     assert ref[road].mean() > ref.mean()
+
+
+def test_quality_figures_draw_reference_and_extraction(tmp_path):
+    """`demo_data evaluate --figures`: the held-out scene's picture shows the reference roads
+    (red) and the extracted centre lines (yellow) where they lie; scenes whose extraction or
+    data is missing are left out."""
+    import cv2
+
+    from app.service.demo_data import quality_figures
+
+    work = tmp_path / "work"
+    (work / "vegas").mkdir(parents=True)
+    lines = gpd.read_file(LINES)
+    # an "extraction" that found the western half of the reference lines
+    x0, y0, x1, y1 = lines.total_bounds
+    west = gpd.clip(lines, (x0 - 1, y0 - 1, (x0 + x1) / 2, y1 + 1)).explode(index_parts=False)
+    west = west[west.geom_type == "LineString"]
+    assert len(west) > 0
+    west.to_file(work / "vegas" / "scene_roads.gpkg", layer="edges", driver="GPKG")
+    written = quality_figures(work, tmp_path / "no_shared_data", tmp_path / "figs", max_size=400)
+    assert [p.name for p in written] == ["quality_vegas_img0.jpg"]
+    img = cv2.imread(str(written[0]))
+    assert img.shape[:2] == (400, 400)
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    yellow = (r > 180) & (g > 150) & (b < 90)
+    red = (r > 170) & (g < 110) & (b < 110)
+    half = img.shape[1] // 2
+    assert yellow[:, :half].sum() > 200 and yellow[:, half + 20:].sum() < yellow.sum() * 0.1
+    assert red[:, half + 20:].sum() > 200  # the missed eastern roads stay red
