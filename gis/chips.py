@@ -258,10 +258,16 @@ def align_mask(mask_path: str, *, crs: Optional[CRS], transform: Affine, width: 
         if (src.crs is None) != (crs is None):
             raise CRSError(f"{mask_path}: mask and image grids differ and only one of them has "
                            "a CRS")
-        mcrs = src.crs if src.crs is not None else crs
+        # two rasters in pixel coordinates: any one projected CRS on both sides makes the
+        # reprojection a plain affine resampling (GDAL refuses to warp without a CRS)
+        mcrs = src.crs if src.crs is not None else CRS.from_epsg(3857)
+        dcrs = crs if crs is not None else mcrs
         mb = rasterio.warp.transform_bounds(mcrs, crs, *src.bounds) if src.crs else src.bounds
         ib = rasterio.transform.array_bounds(height, width, transform)
-        if mb[0] >= ib[2] or mb[2] <= ib[0] or mb[1] >= ib[3] or mb[3] <= ib[1]:
+        # (pixel-coordinate grids run y downwards: order each side's bounds before comparing)
+        mx, my = sorted((mb[0], mb[2])), sorted((mb[1], mb[3]))
+        ix, iy = sorted((ib[0], ib[2])), sorted((ib[1], ib[3]))
+        if mx[0] >= ix[1] or mx[1] <= ix[0] or my[0] >= iy[1] or my[1] <= iy[0]:
             raise AOIError(f"{mask_path}: mask does not overlap the image")
         src_arr = src.read(1)
         src_road = (src_arr > 0)
@@ -270,7 +276,7 @@ def align_mask(mask_path: str, *, crs: Optional[CRS], transform: Affine, width: 
         out = np.zeros((height, width), dtype=np.uint8)
         rasterio.warp.reproject(src_road.astype(np.uint8) * 255, out,
                                 src_transform=src.transform, src_crs=mcrs,
-                                dst_transform=transform, dst_crs=crs if crs else mcrs,
+                                dst_transform=transform, dst_crs=dcrs,
                                 resampling=Resampling.nearest, src_nodata=None, dst_nodata=0)
         return out
 

@@ -2,6 +2,8 @@
 runs: the datasets (with their normalisation and augmentation keywords), the per-epoch sample
 order and batches, the loss and the optimizer, and the checkpoint's ``normalization`` entry.
 
+* :func:`resolve_gsd`: the model's ``gsd_m`` (inherited from ``init_checkpoint`` when the
+  config sets none), refused when a chips manifest records another resolution.
 * :func:`build_datasets`: ``(train, val or None)`` from :func:`segcore.data.build_dataset`
   (``val_fraction`` holds out a seeded share of the training samples).
 * :func:`epoch_indices` / :func:`batches`: ``steps_per_epoch * batch_size`` indices of one epoch
@@ -11,6 +13,8 @@ order and batches, the loss and the optimizer, and the checkpoint's ``normalizat
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -18,6 +22,8 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
 
 
 def dataset_kwargs(cfg: TrainConfig, train: bool) -> Dict[str, Any]:
@@ -66,6 +72,44 @@ def inference_normalization(cfg: TrainConfig) -> Dict[str, Any]:
     norm = dict(cfg.normalization)
     norm.pop("prestretched", None)  # how the training data were stored, not a model property
     return normalization_entry(norm)
+
+
+#: a dataset whose recorded ground resolution differs from the model's by more than this
+#: (relative) is refused; the same tolerance as inference's resampling (app.service.grid)
+GSD_TOLERANCE = 0.05
+
+
+def resolve_gsd(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the ground resolution the model will record, checked against the data.
+
+    * no ``gsd_m`` in the config and an ``init_checkpoint`` that records one: the new model
+      inherits it (fine-tuning keeps the resolution the weights were trained at);
+    * a chips dataset whose manifest records a ``gsd_m`` more than 5 % away from the config's:
+      :class:`ConfigError` (one line, both values and the fix), before anything is trained.
+    """
+    from .meta import read_metadata
+
+    origin = "from the config"
+    if cfg.gsd_m is None and cfg.init_checkpoint:
+        inherited = read_metadata(cfg.init_checkpoint).gsd_m
+        if inherited:
+            logger.info("gsd_m %.3g m inherited from %s", inherited, cfg.init_checkpoint)
+            cfg = dataclasses.replace(cfg, gsd_m=float(inherited))
+            origin = f"inherited from {Path(cfg.init_checkpoint).name}"
+    if not cfg.gsd_m or cfg.dataset != "chips" or not cfg.data_root:
+        return cfg
+    from .data.layouts import manifest_gsd
+
+    manifest = cfg.dataset_kwargs.get("manifest")
+    mpath, found = manifest_gsd(Path(cfg.data_root), Path(manifest) if manifest else None)
+    for g in found:
+        if abs(g / float(cfg.gsd_m) - 1.0) > GSD_TOLERANCE:
+            raise ConfigError(
+                f"{mpath}: the chips are at {g:g} m per pixel but the model's gsd_m is "
+                f"{float(cfg.gsd_m):g} m ({origin}): rebuild them with `roadseg dataset build "
+                f"--gsd {float(cfg.gsd_m):g} ...` (or set gsd_m to the chips' resolution to "
+                "train a model for it)")
+    return cfg
 
 
 def build_datasets(cfg: TrainConfig, seed: int):

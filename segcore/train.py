@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .builders import (batches, build_datasets, build_loss, build_optimizer, enet_weights,
-                       epoch_indices, inference_normalization, set_epoch)
+                       epoch_indices, inference_normalization, resolve_gsd, set_epoch)
 from .checkpoint import CheckpointMeta, load_optimizer_state, load_weights, save_checkpoint
 from .config import TrainConfig, save_resolved
 from .errors import CheckpointError, ConfigError, DatasetError, SegcoreError
@@ -86,6 +86,9 @@ class _Trainer:
 
     # -- setup ---------------------------------------------------------------------------
     def setup(self) -> None:
+        # the model's gsd_m (inherited from init_checkpoint) against the chips', before any step
+        self.cfg = resolve_gsd(self.cfg)
+
         import mindspore as ms
         from mindspore import nn
 

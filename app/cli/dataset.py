@@ -8,7 +8,9 @@ import click
 
 from app.cli import cli
 from app.cli.options import overwrite_option, quiet_option
-from app.service.dataset import STATUSES, DatasetBuildRequest, build_chip_dataset
+from app.service.dataset import (STATUSES, DatasetBuildRequest, build_chip_dataset,
+                                 gsd_from_checkpoint)
+from app.service.errors import UserError
 
 
 @cli.group("dataset")
@@ -51,14 +53,30 @@ def dataset_group() -> None:
                    "default: use 'accepted' for labels that need no review.")
 @click.option("--bands", default=None, help="Comma-separated 1-based bands to copy "
                                             "[default: all].")
+@click.option("--gsd", "gsd_m", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="METRES",
+              help="Cut the chips at this ground resolution (metres per pixel): the image is "
+                   "resampled to it (area average when shrinking, bilinear when enlarging), "
+                   "line labels are drawn on that grid and mask labels resampled nearest. Use "
+                   "the gsd_m of the model you fine-tune, e.g. 0.5 for the bundled road model "
+                   "[default: the image's own resolution].")
+@click.option("--gsd-from", "gsd_from", type=click.Path(dir_okay=False), default=None,
+              metavar="MODEL",
+              help="Take --gsd from the gsd_m recorded by this model (.ckpt/.onnx/.mindir), "
+                   "e.g. resources/models/road_demo.ckpt.")
+@click.option("--input-gsd", "input_gsd_m", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="METRES",
+              help="Ground resolution of an IMAGE without CRS (mask labels), needed with --gsd.")
 @overwrite_option("Replace an existing --out folder.")
 @quiet_option()
 def build_command(image: str, labels: str, out_dir: str, width_m: float,
                   width_attr: Optional[str], width_attr_scale_m: float, chip_size_px: int,
                   overlap_px: int, val_fraction: float, gap_px: Optional[int],
                   skip_empty: bool, min_valid_fraction: float, status: str,
-                  bands: Optional[str], overwrite: bool, quiet: bool) -> None:
-    """Cut IMAGE and its road labels into georeferenced training chips."""
+                  bands: Optional[str], gsd_m: Optional[float], gsd_from: Optional[str],
+                  input_gsd_m: Optional[float], overwrite: bool, quiet: bool) -> None:
+    """Cut IMAGE and its road labels into georeferenced training chips (at the image's own
+    resolution, or at --gsd / the --gsd-from model's; manifest.json records the chips' gsd_m)."""
     band_t: Optional[Tuple[int, ...]] = None
     if bands:
         try:
@@ -66,12 +84,17 @@ def build_command(image: str, labels: str, out_dir: str, width_m: float,
         except ValueError as exc:
             raise click.BadParameter(f"not a comma-separated list of integers: {bands!r}",
                                      param_hint="--bands") from exc
+    if gsd_from is not None:
+        if gsd_m is not None:
+            raise UserError("give either --gsd or --gsd-from, not both")
+        gsd_m = gsd_from_checkpoint(gsd_from)
     req = DatasetBuildRequest(image=image, labels=labels, out_dir=out_dir, width_m=width_m,
                               width_attr=width_attr, width_attr_scale_m=width_attr_scale_m,
                               chip_size_px=chip_size_px, overlap_px=overlap_px,
                               val_fraction=val_fraction, gap_px=gap_px, skip_empty=skip_empty,
                               min_valid_fraction=min_valid_fraction, status=status,
-                              bands=band_t, overwrite=overwrite)
+                              bands=band_t, overwrite=overwrite, gsd_m=gsd_m,
+                              input_gsd_m=input_gsd_m)
 
     def progress(done: int, total: int, stage: str) -> None:
         if not quiet and sys.stderr.isatty():
@@ -80,7 +103,8 @@ def build_command(image: str, labels: str, out_dir: str, width_m: float,
     res = build_chip_dataset(req, on_progress=progress)
     click.echo(f"{res.out_dir}: {res.counts['train']} train / {res.counts['val']} val chips "
                f"({res.skipped_empty} empty, {res.skipped_nodata} nodata, {res.skipped_gap} in "
-               f"the gap left out); status '{status}'")
+               f"the gap left out); status '{status}'"
+               + (f"; {res.gsd_m:g} m per pixel" if res.gsd_m else ""))
 
 
 @dataset_group.command("assemble")

@@ -13,6 +13,16 @@ Output (the ``chips`` layout of :mod:`segcore.data.layouts`)::
     OUT/manifest.json                     {"samples": [{"image", "mask", "split", "status",
                                            "window", "transform", ...}], "source": ..., ...}
 
+Ground resolution: with ``gsd_m`` (``--gsd METRES``, or ``--gsd-from MODEL.ckpt`` for the
+``gsd_m`` a model was trained at) the image is read through a VRT resampled to that many metres
+per pixel (:func:`app.service.grid.grid_at_gsd`, as ``roadseg extract`` does: area average when
+shrinking, bilinear when enlarging; not resampled within 5 %); line labels are rasterised on
+that grid (widths stay in metres) and mask labels are resampled onto it with nearest neighbour.
+A raster without CRS needs ``input_gsd_m`` (``--input-gsd``). The manifest records the chips'
+``gsd_m`` (the native resolution without ``gsd_m``, where the image has a CRS or
+``input_gsd_m`` is given) and ``source_gsd_m``; ``roadseg train`` compares it with the
+model's ``gsd_m``.
+
 Splitting is by area (:func:`gis.chips.split_windows_by_area`): validation is a band of chip
 columns (rows for tall images) at the far end of the image; training chips keep ``gap_px``
 (default one chip) away from it. Every sample gets the review status ``unreviewed`` unless the
@@ -70,6 +80,9 @@ class DatasetBuildRequest:
         status: review status written into the manifest (``unreviewed`` or ``accepted``).
         bands: 1-based bands to copy; None = every band.
         overwrite: replace an existing ``out_dir``.
+        gsd_m: ground resolution of the chips in metres per pixel (the image is resampled to
+            it); None = the image's own.
+        input_gsd_m: ground resolution of an image without CRS (mask labels only).
     """
 
     image: str
@@ -87,11 +100,14 @@ class DatasetBuildRequest:
     status: str = "unreviewed"
     bands: Optional[Tuple[int, ...]] = None
     overwrite: bool = False
+    gsd_m: Optional[float] = None
+    input_gsd_m: Optional[float] = None
 
 
 @dataclass(frozen=True)
 class DatasetBuildResult:
-    """What was written: ``counts`` per split, chips left out and why, the manifest path."""
+    """What was written: ``counts`` per split, chips left out and why, the manifest path, the
+    chips' ground resolution."""
 
     out_dir: Path
     manifest: Path
@@ -101,6 +117,8 @@ class DatasetBuildResult:
     skipped_gap: int
     label_kind: str
     samples: List[Dict[str, Any]] = field(default_factory=list)
+    #: metres per pixel of the chips (None: unknown, an image without CRS and --input-gsd)
+    gsd_m: Optional[float] = None
 
 
 def _check_request(req: DatasetBuildRequest) -> None:
@@ -118,6 +136,9 @@ def _check_request(req: DatasetBuildRequest) -> None:
                         f"(attribute scale {req.width_attr_scale_m})")
     if not 0.0 <= req.min_valid_fraction <= 1.0:
         raise UserError(f"--min-valid must be in [0, 1], got {req.min_valid_fraction}")
+    for name, value in (("--gsd", req.gsd_m), ("--input-gsd", req.input_gsd_m)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise UserError(f"{name} must be > 0 metres per pixel, got {value}")
     if req.status not in STATUSES:
         raise UserError(f"--status must be one of {', '.join(STATUSES)}, got {req.status!r}")
     if not Path(req.labels).exists():
@@ -132,6 +153,21 @@ def _check_request(req: DatasetBuildRequest) -> None:
 def label_kind(labels: str) -> str:
     """``"mask"`` for raster label files (by suffix), ``"lines"`` otherwise."""
     return "mask" if Path(labels).suffix.lower() in RASTER_LABEL_SUFFIXES else "lines"
+
+
+def gsd_from_checkpoint(path: str) -> float:
+    """The ``gsd_m`` recorded in the metadata of model ``path`` (``.ckpt``, ``.onnx``,
+    ``.mindir``); :class:`UserError` naming the file when it is unreadable or records none."""
+    from segcore.meta import read_checkpoint_meta
+
+    try:
+        meta = read_checkpoint_meta(path)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+    if not meta.gsd_m:
+        raise UserError(f"{path}: the model records no ground resolution (gsd_m): pass "
+                        "--gsd METRES instead")
+    return float(meta.gsd_m)
 
 
 def _read_lines(path: str):
@@ -202,12 +238,8 @@ def build_chip_dataset(req: DatasetBuildRequest, on_progress: Optional[ProgressF
 
 def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
            should_cancel: Optional[CancelFn]) -> DatasetBuildResult:
-    import rasterio
-    from rasterio.windows import Window
-
-    from gis.chips import chip_windows, split_windows_by_area
-    from gis.errors import CancelledError
-    from gis.io import open_raster, read_window
+    from app.service.grid import grid_at_gsd
+    from gis.io import open_raster
 
     kind = label_kind(req.labels)
     info = open_raster(req.image, allow_pixel_coords=(kind == "mask"))
@@ -215,6 +247,25 @@ def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
     bad = [b for b in bands if not 1 <= b <= info.count]
     if bad:
         raise UserError(f"{req.image}: band(s) {bad} requested but the image has {info.count}")
+    grid = grid_at_gsd(req.image, info, req.gsd_m, req.input_gsd_m, "--gsd asks for",
+                       "pass --input-gsd METRES (its pixel size)")
+    try:
+        return _build_on_grid(req, grid, kind, bands, on_progress, should_cancel)
+    finally:
+        grid.close()
+
+
+def _build_on_grid(req: DatasetBuildRequest, grid, kind: str, bands: Tuple[int, ...],
+                   on_progress: Optional[ProgressFn], should_cancel: Optional[CancelFn]
+                   ) -> DatasetBuildResult:
+    import rasterio
+    from rasterio.windows import Window
+
+    from gis.chips import chip_windows, split_windows_by_area
+    from gis.errors import CancelledError
+    from gis.io import read_window
+
+    info = grid.info  # the image itself, or its VRT resampled to req.gsd_m
     road = rasterize_labels(req, info)
     size = int(req.chip_size_px)
     wins = chip_windows(info.width, info.height, size, int(req.overlap_px))
@@ -235,7 +286,7 @@ def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
     try:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        with rasterio.open(req.image) as src:
+        with rasterio.open(grid.path) as src:
             for k, (win, part) in enumerate(jobs):
                 if should_cancel is not None and should_cancel():
                     raise CancelledError(f"{out}: dataset build cancelled")
@@ -286,6 +337,9 @@ def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
             "crs_name": info.crs.to_string() if info.crs is not None else None,
             "transform": _transform_list(info.transform),
             "width": info.width, "height": info.height, "bands": list(bands), "dtype": dtype,
+            "gsd_m": _round_gsd(grid.gsd_m), "source_gsd_m": _round_gsd(grid.input_gsd_m),
+            "resampling": (None if not grid.resampled else
+                           "average" if grid.gsd_m > grid.input_gsd_m else "bilinear"),
             "chip_size_px": size, "overlap_px": int(req.overlap_px),
             "split": {"method": "area", "axis": split.axis, "val_fraction": req.val_fraction,
                       "gap_px": gap_px, "val_start_px": split.val_start_px,
@@ -303,7 +357,12 @@ def _build(req: DatasetBuildRequest, on_progress: Optional[ProgressFn],
     logger.info("%s: %d train / %d val chips (%d empty, %d nodata, %d gap left out)", out,
                 counts["train"], counts["val"], skipped_empty, skipped_nodata, len(split.gap))
     return DatasetBuildResult(out.resolve(), out.resolve() / "manifest.json", counts,
-                              skipped_empty, skipped_nodata, len(split.gap), kind, samples)
+                              skipped_empty, skipped_nodata, len(split.gap), kind, samples,
+                              _round_gsd(grid.gsd_m))
+
+
+def _round_gsd(g: Optional[float]) -> Optional[float]:
+    return None if g is None else round(float(g), 6)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -315,4 +374,4 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 __all__ = ["DatasetBuildRequest", "DatasetBuildResult", "build_chip_dataset",
-           "rasterize_labels", "label_kind", "STATUSES"]
+           "rasterize_labels", "label_kind", "gsd_from_checkpoint", "STATUSES"]

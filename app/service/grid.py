@@ -55,30 +55,46 @@ def processing_grid(req: ExtractionRequest, info: Any,
     """Decide the processing ground resolution and, when it differs from the input's, write a
     VRT that resamples the input to it on the fly (area average when shrinking, bilinear when
     enlarging; GDAL reads overviews where present, windows only, so memory stays bounded)."""
-    from gis.io import open_raster
-
     native = req.gsd is not None and str(req.gsd).lower() == "native"
     target = None if native else (float(req.gsd) if req.gsd is not None else model_gsd)
+    return grid_at_gsd(req.image, info, target, req.input_gsd_m, "the model expects",
+                       "pass --input-gsd METRES (or --gsd native to use it as it is)")
+
+
+def raster_gsd(info: Any, input_gsd_m: Optional[float] = None) -> Optional[float]:
+    """Ground resolution of a raster (:class:`gis.io.RasterInfo`) in metres per pixel: the
+    geometric mean of its pixel sides where it has a CRS, else ``input_gsd_m`` (or None)."""
     if info.resolution_m is not None:
-        in_gsd = float(np.sqrt(info.resolution_m[0] * info.resolution_m[1]))
-    else:
-        in_gsd = float(req.input_gsd_m) if req.input_gsd_m else None
+        return float(np.sqrt(info.resolution_m[0] * info.resolution_m[1]))
+    return float(input_gsd_m) if input_gsd_m else None
+
+
+def grid_at_gsd(image: str, info: Any, target: Optional[float], input_gsd_m: Optional[float],
+                who: str = "the model expects",
+                fix: str = "pass --input-gsd METRES") -> ProcessingGrid:
+    """The raster ``image`` (described by ``info``) on a grid of ``target`` metres per pixel:
+    itself when ``target`` is None or within :data:`GSD_TOLERANCE` of its own resolution, else a
+    resampling VRT (:func:`write_resampling_vrt`) in a temporary folder (``close()`` removes it).
+    A raster without CRS needs ``input_gsd_m``; without it :class:`UserError` names ``image``,
+    what expects ``target`` (``who``) and the ``fix``."""
+    from gis.io import open_raster
+
+    in_gsd = raster_gsd(info, input_gsd_m)
     if target is None or (in_gsd is not None and abs(in_gsd / target - 1.0) <= GSD_TOLERANCE):
         return ProcessingGrid(info.path, info, target if in_gsd is None else in_gsd, in_gsd, False)
     if in_gsd is None:
-        raise UserError(f"{req.image}: raster has no CRS, so its ground resolution is unknown "
-                        f"and the model expects {target:g} m: pass --input-gsd METRES (or "
-                        "--gsd native to use it as it is)")
+        raise UserError(f"{image}: raster has no CRS, so its ground resolution is unknown "
+                        f"and {who} {target:g} m: {fix}")
     factor = target / in_gsd  # source pixels per processing pixel
     tmpdir = tempfile.mkdtemp(prefix="roadseg-grid-")
-    vrt = os.path.join(tmpdir, f"{Path(req.image).stem}_{target:g}m.vrt")
+    vrt = os.path.join(tmpdir, f"{Path(image).stem}_{target:g}m.vrt")
     try:
         write_resampling_vrt(os.path.abspath(info.path), vrt, factor, info.crs is not None)
         ginfo = open_raster(vrt, allow_pixel_coords=True)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
-    log.info("%s: resampled from %.3g m to the model's %.3g m (%dx%d -> %dx%d px)", req.image,
+    log.info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", image,
              in_gsd, target, info.width, info.height, ginfo.width, ginfo.height)
     return ProcessingGrid(vrt, ginfo, target, in_gsd, True, tmpdir)
 

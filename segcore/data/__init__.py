@@ -11,7 +11,7 @@ from .datasets import (DATASET_KINDS, MASK_MODES, ClassificationDataset,  # noqa
 from .io import read_image, read_label_mask, raster_size  # noqa: F401
 from .layouts import (CITYSCAPES_CLASSES, CITYSCAPES_LUT, Sample,  # noqa: F401
                       cityscapes_label_to_train_id, index_chips, index_cityscapes,
-                      index_deepglobe, index_image_folder, index_voc_list)
+                      index_deepglobe, index_image_folder, index_voc_list, manifest_gsd)
 from .transforms import (DLINKNET_MEAN, DLINKNET_STD, IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
                          AugmentConfig, Normalization, augment_pair, recipe)
 

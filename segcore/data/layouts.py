@@ -39,8 +39,8 @@ from ..errors import DatasetError
 from .io import IMAGE_EXTS, check_readable
 
 __all__ = ["Sample", "index_deepglobe", "index_chips", "index_cityscapes", "index_voc_list",
-           "index_image_folder", "CITYSCAPES_CLASSES", "cityscapes_label_to_train_id",
-           "CITYSCAPES_LUT"]
+           "index_image_folder", "manifest_gsd", "CITYSCAPES_CLASSES",
+           "cityscapes_label_to_train_id", "CITYSCAPES_LUT"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,36 @@ def _index_manifest(root: Path, mpath: Path, split: Optional[str], skip_broken: 
         if _chip_readable(img, mask, skip_broken):
             out.append(Sample(img, mask))
     return out
+
+
+def manifest_gsd(root: Path, manifest: Optional[Path] = None
+                 ) -> Tuple[Optional[Path], List[float]]:
+    """``(manifest path, ground resolutions)`` a chips dataset records: the manifest's top-level
+    ``gsd_m`` (``roadseg dataset build``), its ``corpus.gsd_m`` (``roadseg dataset assemble``)
+    and the distinct per-sample ``gsd_m`` values, in metres per pixel. ``(None, [])`` without a
+    manifest; ``(path, [])`` when it records none. An unreadable manifest raises
+    :class:`DatasetError` (as indexing would)."""
+    mpath = Path(manifest) if manifest is not None else Path(root) / "manifest.json"
+    if not mpath.is_file():
+        return None, []
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{mpath}: unreadable manifest ({exc})") from exc
+    found: List[float] = []
+    if isinstance(data, dict):
+        corpus = data.get("corpus")
+        heads = [data.get("gsd_m"), corpus.get("gsd_m") if isinstance(corpus, dict) else None]
+        entries = data.get("samples", data.get("chips"))
+    else:
+        heads, entries = [], data
+    values = list(heads) + [e.get("gsd_m") for e in (entries if isinstance(entries, list)
+                                                        else []) if isinstance(e, dict)]
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 \
+                and float(v) not in found:
+            found.append(float(v))
+    return mpath, found
 
 
 # ------------------------------------------------------------------------------ Cityscapes
