@@ -146,7 +146,8 @@ _RECIPES = ", ".join(p.stem for p in list_configs())
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @overwrite_option("Start again in a directory that holds a run.")
 @click.option("--init-checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Start from these weights (a different class count keeps a fresh head).")
+              help="Start from these weights (a different class count keeps a fresh head); "
+                   "the new model inherits its gsd_m unless the config sets one.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1,
               help="Data-parallel worker processes on this node (through msrun).")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1,
