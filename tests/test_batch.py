@@ -503,36 +503,54 @@ def test_standin_quadrants_and_blocks_join_into_the_whole_network(tmp_path, clus
 
 @pytest.mark.slow
 def test_demo_scene_in_four_cuts_matches_the_whole_scene_and_resumes(tmp_path, cluster):
-    """The real bundled model. The network's output depends on where its 512 px tiles fall
-    (measured: cuts at the middle with their own tile grids found twice as much road in a
-    quadrant's core as the whole-scene run did there), and each cut would get its own 2-98 %
-    stretch. So the cuts start on the whole scene's tile grid (512 px tiles, stride 448 px:
-    columns and rows 0-960 and 448-1300) and every run uses the whole scene's stretch: the model
-    sees the same tiles, and only the batch's cutting and joining can make a difference."""
+    """The real bundled model. The network's output depends on where its tiles fall (measured:
+    cuts at the middle with their own tile grids found twice as much road in a quadrant's core
+    as the whole-scene run did there), and each cut would get its own 2-98 % stretch. So the
+    scene is first put on the model's 0.5 m grid (701 px), the cuts start on the whole scene's
+    tile grid (256 px tiles, stride 224 px) and every run uses the whole scene's stretch: the
+    model sees the same tiles, and only the batch's cutting and joining can make a difference."""
     from app.service.batch import BatchRequest, run_batch
     from gis.io import compute_stretch
     from segcore.checkpoint import read_metadata
     from segcore.predict import normalization_from_meta
 
+    import rasterio
+    import rasterio.shutil as rio_shutil
+
+    from app.service.grid import grid_at_gsd
+    from gis.io import open_raster
+
     meta = read_metadata(ROOT / "resources" / "models" / "road_demo.ckpt")
-    lo, hi = compute_stretch(str(DEMO), tuple(meta.bands))
+    # the scene on the model's own grid first (0.5 m), so that neither the whole scene nor the
+    # cuts are resampled again and their tiles coincide
+    demo = tmp_path / "demo_model_gsd.tif"
+    g = grid_at_gsd(str(DEMO), open_raster(str(DEMO)), float(meta.gsd_m), None)
+    try:
+        rio_shutil.copy(g.path, str(demo), driver="GTiff")
+    finally:
+        g.close()
+    with rasterio.open(demo) as src:
+        size = src.width
+    lo, hi = compute_stretch(str(demo), tuple(meta.bands))
     norm = normalization_from_meta(meta, stretch=(lo, hi))
-    spans = _tile_grid_halves(1300, int(meta.tile_size_px))
-    quads = _cut_quadrants(DEMO, tmp_path / "quads", cols=spans, rows=spans)
-    we, wn, ws = _whole(DEMO, tmp_path / "whole", normalization=norm)
+    tile = 256  # the 701 px scene at 0.5 m: two halves need tiles well under half of it
+    spans = _tile_grid_halves(size, tile)
+    quads = _cut_quadrants(demo, tmp_path / "quads", cols=spans, rows=spans)
+    we, wn, ws = _whole(demo, tmp_path / "whole", normalization=norm, tile_size_px=tile)
     assert ws["road_km"] > 0.3
     seams, overlaps = _seams_and_overlaps(quads)
     gray = write_geotiff(tmp_path / "gray.tif", np.zeros((64, 64), np.uint8), crs="EPSG:32611")
     req = BatchRequest(inputs=tuple(str(q) for q in quads) + (str(gray),),
                        out_dir=str(tmp_path / "b"),
-                       extraction=_template(normalization=norm), scheduler=cluster.address)
+                       extraction=_template(normalization=norm, tile_size_px=tile),
+                       scheduler=cluster.address)
     res = run_batch(req)
     assert res.summary["totals"]["done"] == 4, res.summary
     (bad,) = res.failed  # found out on the worker, by run_extraction: the others went on
     assert bad["scene"] == "gray" and "band 2" in bad["error"] and "\n" not in bad["error"]
     assert not list((tmp_path / "b").glob("gray_*"))
     me, mn = _merged(tmp_path / "b")
-    _check_seamless(me, mn, we, wn, seams, overlaps, _utm(DEMO), rel=0.02)
+    _check_seamless(me, mn, we, wn, seams, overlaps, _utm(demo), rel=0.02)
 
     # the same batch again: every scene skipped, its files untouched, the joined network rebuilt
     def stamps_now():
