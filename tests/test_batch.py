@@ -304,6 +304,7 @@ def test_an_item_cancelled_outside_a_cancel_is_a_named_failure(tmp_path):
               out_dir=str(tmp_path / "o"), stem="roads_r000_c001", block=(100, 0, 200, 300))
     counts, seen = {"done": 0, "failed": 0}, []
     emit = lambda kind, **kw: seen.append((kind, kw.get("item")))  # noqa: E731
+    cores_before = os.environ.get("ROADSEG_CORES")
     with Client(processes=False, n_workers=1, threads_per_worker=1,
                 dashboard_address=None) as client:
         fut = client.submit(run_item, it.to_dict(), _template(predict_fn=BrightnessModel(),
@@ -311,6 +312,9 @@ def test_an_item_cancelled_outside_a_cancel_is_a_named_failure(tmp_path):
                             str(flag), None, pure=False)
         wait([fut], timeout=120)
         assert fut.result()["state"] == "cancelled"
+        # the worker's one-core setting lasted for the item only: this in-process worker
+        # shares os.environ with the client (it once leaked into later tests' predictors)
+        assert os.environ.get("ROADSEG_CORES") == cores_before
         _finish_item(fut, it, counts, emit, cancelling=True)  # the batch asked: run again
         assert it.state == "pending" and counts == {"done": 0, "failed": 0}
         _finish_item(fut, it, counts, emit, cancelling=False)

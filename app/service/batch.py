@@ -36,6 +36,7 @@ workers through Dask's event log (``Worker.log_event`` / ``Client.subscribe_topi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -44,12 +45,13 @@ import math
 import os
 import queue
 import shutil
+import threading
 import time
 import uuid
 import xml.sax.saxutils as su
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
 from app.service.extraction import ExtractionRequest, run_extraction
@@ -433,11 +435,42 @@ def run_item(item: Dict[str, Any], template: ExtractionRequest, cancel_flag: Opt
     "window", "summary_path", "adopted"}``. An item whose complete outputs already stand (a
     worker that died after its commit) is adopted instead of being run again.
     """
-    it = Item.from_dict(item)
-    threads = _worker_threads()
-    if threads:
-        # one worker thread = one core: single-threaded ONNX Runtime, no concurrent calls
+    # one worker thread = one core: single-threaded ONNX Runtime, no concurrent calls. The
+    # setting lasts for the item only: an in-process worker shares os.environ with its client.
+    with _worker_cores(_worker_threads()):
+        return _run_item(Item.from_dict(item), template, cancel_flag, topic)
+
+
+_cores_lock = threading.Lock()
+_cores_state: Dict[str, Any] = {"users": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def _worker_cores(threads: int) -> Iterator[None]:
+    """Set ``$ROADSEG_CORES`` to ``threads`` while the block runs (nothing when 0), and put the
+    previous value back when the last concurrent item of this process ends."""
+    if not threads:
+        yield
+        return
+    with _cores_lock:
+        if _cores_state["users"] == 0:
+            _cores_state["saved"] = os.environ.get("ROADSEG_CORES")
+        _cores_state["users"] += 1
         os.environ["ROADSEG_CORES"] = str(threads)
+    try:
+        yield
+    finally:
+        with _cores_lock:
+            _cores_state["users"] -= 1
+            if _cores_state["users"] == 0:
+                if _cores_state["saved"] is None:
+                    os.environ.pop("ROADSEG_CORES", None)
+                else:
+                    os.environ["ROADSEG_CORES"] = _cores_state["saved"]
+
+
+def _run_item(it: Item, template: ExtractionRequest, cancel_flag: Optional[str],
+              topic: Optional[str]) -> Dict[str, Any]:
     t0 = time.perf_counter()
     summary_path = Path(it.out_dir) / f"{it.stem}_summary.json"
     if not template.overwrite:
