@@ -2,10 +2,11 @@
 
 :func:`calibration_provider` returns the ``calibration(meta)`` callable that
 :func:`segcore.predict.load_predictor` and :func:`segcore.quantize.quantize_onnx` take: it reads
-up to :data:`TILES_PER_SCENE` tiles of the network's input size from each scene, on a fixed,
-evenly spaced grid (so the same scenes always give the same tiles and the same int8 file), and
-normalises them with the checkpoint's own normalisation for that scene
-(:func:`app.service.extraction.input_normalizer`, whole-scene stretch included).
+up to :data:`TILES_PER_SCENE` tiles of the network's input size from each scene, resampled to the
+model's ground resolution (``gsd_m``) as extraction reads it, on a fixed, evenly spaced grid (so
+the same scenes always give the same tiles and the same int8 file), and normalises them with the
+checkpoint's own normalisation for that scene (:func:`app.service.extraction.input_normalizer`,
+whole-scene stretch included).
 
 Default scenes: the bundled sample scene (``resources/sample``), which ships with the program,
 so the int8 network can be made at first use on any machine.
@@ -39,26 +40,37 @@ def calibration_tiles(meta: Any, scenes: Sequence[str], tile_hw: Tuple[int, int]
     from rasterio.windows import Window
 
     from app.service.extraction import input_normalizer
+    from app.service.grid import grid_at_gsd
     from gis.io import open_raster, read_window
 
     bands = tuple(int(b) for b in (getattr(meta, "bands", None) or (1, 2, 3)))
     th, tw = int(tile_hw[0]), int(tile_hw[1])
+    gsd = getattr(meta, "gsd_m", None)
+    if gsd is None and isinstance(meta, dict):
+        gsd = meta.get("gsd_m")
     for scene in scenes:
         try:
             info = open_raster(scene, allow_pixel_coords=True)
             use = bands if max(bands) <= info.count else (1,) * len(bands)
             norm = input_normalizer(meta, scene, use)
+            # the tiles lie on the grid extraction feeds the network: the model's ground
+            # resolution (a scene without CRS is taken as it is)
+            grid = grid_at_gsd(scene, info, float(gsd) if gsd and info.crs is not None
+                               else None, None)
         except EXPECTED_ERRORS as exc:
             raise as_user_error(exc) from exc
-        side = max(1, int(np.ceil(np.sqrt(per_scene))))
-        rows = _grid(info.height, th, side)
-        cols = _grid(info.width, tw, side)
-        for r in rows:
-            for c in cols:
-                raw, valid = read_window(info.path, Window(c, r, tw, th), use)
-                if valid.mean() < 0.5:
-                    continue
-                yield np.ascontiguousarray(norm(raw[None]), dtype=np.float32)
+        try:
+            side = max(1, int(np.ceil(np.sqrt(per_scene))))
+            rows = _grid(grid.info.height, th, side)
+            cols = _grid(grid.info.width, tw, side)
+            for r in rows:
+                for c in cols:
+                    raw, valid = read_window(grid.path, Window(c, r, tw, th), use)
+                    if valid.mean() < 0.5:
+                        continue
+                    yield np.ascontiguousarray(norm(raw[None]), dtype=np.float32)
+        finally:
+            grid.close()
 
 
 def calibration_provider(scenes: Optional[Sequence[str]] = None
