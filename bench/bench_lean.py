@@ -209,7 +209,7 @@ def accuracy_rows(workdir: Path, log=print) -> list:
 
     from app.service.extraction import ExtractionRequest, run_extraction
     from app.service.models import ExportRequest, export_checkpoint
-    from gis.evaluate import buffered_precision_recall
+    from gis.evaluate import apls, buffered_precision_recall
 
     calib = [str(SHARED / "geotiff" / "road_mask_input.tif"),
              str(SHARED / "roads" / "deepglobe" / "train" / "104_sat.jpg"),
@@ -229,7 +229,7 @@ def accuracy_rows(workdir: Path, log=print) -> list:
     for name, image, ref in scenes:
         if not Path(image).exists():
             continue
-        masks, f1 = {}, {}
+        masks, f1, ap = {}, {}, {}
         for prec, model in models.items():
             res = run_extraction(ExtractionRequest(image=str(image), out_dir=str(
                 workdir / f"{prec}_{Path(image).stem}"), checkpoint=str(model), overwrite=True))
@@ -237,14 +237,16 @@ def accuracy_rows(workdir: Path, log=print) -> list:
                 raise RuntimeError(res.error)
             with rasterio.open(res.outputs["mask.tif"]) as src:
                 masks[prec] = src.read(1) > 0
-            sc = buffered_precision_recall(gpd.read_file(res.roads_path, layer="edges"),
-                                           gpd.read_file(ref), 4.0)
-            f1[prec] = sc.f1
+            pred, truth = gpd.read_file(res.roads_path, layer="edges"), gpd.read_file(ref)
+            f1[prec] = buffered_precision_recall(pred, truth, 4.0).f1
+            ap[prec] = apls(pred, truth).apls
         a, b = masks["fp32"], masks["int8"]
         agree = float((a & b).sum() / (a | b).sum()) if (a | b).any() else 1.0
-        rows.append([name, f1["fp32"], f1["int8"], f1["int8"] - f1["fp32"], agree,
-                     float(a.mean()), float(b.mean())])
-        log(f"  {name}: F1 fp32 {f1['fp32']:.4f} int8 {f1['int8']:.4f}, mask IoU {agree:.4f}")
+        rows.append([name, f1["fp32"], f1["int8"], f1["int8"] - f1["fp32"], ap["fp32"],
+                     ap["int8"], ap["int8"] - ap["fp32"], agree, float(a.mean()),
+                     float(b.mean())])
+        log(f"  {name}: F1 fp32 {f1['fp32']:.4f} int8 {f1['int8']:.4f}, APLS fp32 "
+            f"{ap['fp32']:.4f} int8 {ap['int8']:.4f}, mask IoU {agree:.4f}")
     return rows
 
 
@@ -284,7 +286,8 @@ def lean_sections(workdir: Path, runs: int = 3, int8: bool = True, accuracy: boo
     if accuracy and SHARED.is_dir():
         out += ["### int8 accuracy, bundled model (`roadseg extract`, calibrated on training "
                 "imagery)", "",
-                table(["scene", "F1 fp32 (4 m)", "F1 int8", "int8 - fp32", "mask IoU int8 vs fp32",
+                table(["scene", "F1 fp32 (4 m)", "F1 int8", "int8 - fp32", "APLS fp32",
+                       "APLS int8", "int8 - fp32", "mask IoU int8 vs fp32",
                        "road fraction fp32", "road fraction int8"], accuracy_rows(workdir, log)),
                 ""]
     return out
