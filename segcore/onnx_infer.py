@@ -55,12 +55,17 @@ def run_in_fixed_batches(run, x: np.ndarray, fixed_batch: Optional[int]) -> np.n
 def available_cores() -> int:
     """Cores this process may use: ``$ROADSEG_CORES`` when set (a batch worker process sets its
     thread count, so that one process per core does not start one thread per core each), else
-    ``os.cpu_count()``."""
+    the CPUs it is allowed to run on (``taskset``/cpuset affinity), else ``os.cpu_count()``."""
     try:
         n = int(os.environ.get("ROADSEG_CORES", "0") or 0)
     except ValueError:
         n = 0
-    return n if n > 0 else (os.cpu_count() or 1)
+    if n > 0:
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_batch(batch: np.ndarray, channels: Optional[int], where: str) -> np.ndarray:

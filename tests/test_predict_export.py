@@ -8,7 +8,6 @@ self-check (``verify=False`` below).
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from segcore.predict import (MindIRPredictor, MindSporePredictor, OnnxPredictor,
                              load_predictor, logits_to_probabilities,
                              normalization_from_meta, onnx_cache_path,
                              pad_to_multiple)
+from segcore.onnx_infer import available_cores  # noqa: E402
 
 RTOL = 1e-4
 
@@ -170,7 +170,7 @@ def test_backends_agree_and_onnx_cache_is_keyed_by_hash(slim_ckpt):
     assert again.meta.model == "ddrnet23_slim" and again.num_classes == 3
     # one thread per call: as many calls fit the cores, run concurrently with the same results
     single = load_predictor(ckpt, backend="onnx", threads=1)
-    assert single.parallel_calls == (os.cpu_count() or 1) and again.parallel_calls == 1
+    assert single.parallel_calls == available_cores() and again.parallel_calls == 1
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(single.predict_batch, [x, x[::-1]]))

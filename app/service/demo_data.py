@@ -343,7 +343,8 @@ def evaluate_demo_model(checkpoint: Path, data: Path, chips: Optional[Path] = No
 
     out: Dict[str, Dict[str, float]] = {}
     work = Path(work or tempfile.mkdtemp(prefix="roadseg_demo_eval_"))
-    pred = load_predictor(checkpoint, backend="mindspore")
+    # the CPU inference path extraction takes (ONNX Runtime; MindSpore where it cannot export)
+    pred = load_predictor(checkpoint, backend="auto", device="cpu")
     gsd = getattr(pred.meta, "gsd_m", None)
     if chips is not None and (chips / "manifest.json").is_file() and gsd:
         cm = json.loads((chips / "manifest.json").read_text(encoding="utf-8")).get("corpus", {})
