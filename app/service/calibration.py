@@ -42,12 +42,11 @@ def calibration_tiles(meta: Any, scenes: Sequence[str], tile_hw: Tuple[int, int]
     from app.service.extraction import input_normalizer
     from app.service.grid import grid_at_gsd
     from gis.io import open_raster, read_window
+    from segcore.meta import meta_get
 
     bands = tuple(int(b) for b in (getattr(meta, "bands", None) or (1, 2, 3)))
     th, tw = int(tile_hw[0]), int(tile_hw[1])
-    gsd = getattr(meta, "gsd_m", None)
-    if gsd is None and isinstance(meta, dict):
-        gsd = meta.get("gsd_m")
+    gsd = meta_get(meta, "gsd_m", None)
     for scene in scenes:
         try:
             info = open_raster(scene, allow_pixel_coords=True)
