@@ -10,7 +10,8 @@ import pytest
 ms = pytest.importorskip("mindspore")
 from mindspore import nn  # noqa: E402
 
-from segcore.checkpoint import (CheckpointMeta, load_optimizer_state,  # noqa: E402
+from segcore.checkpoint import (CheckpointMeta, average_checkpoints,  # noqa: E402
+                                load_optimizer_state,
                                 load_weights, read_checkpoint_train_state, read_metadata,
                                 save_checkpoint, sidecar_path)
 from segcore.errors import CheckpointError  # noqa: E402
@@ -168,3 +169,53 @@ def test_load_model_through_registry(tmp_path):
     again = create_model("ddrnet23_slim", num_classes=2, checkpoint=str(tmp_path / "d.ckpt"))
     again.set_train(False)
     assert np.array_equal(again(x).asnumpy(), loaded(x).asnumpy())
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights(tmp_path):
+    nets, files = [], []
+    for i in range(3):
+        net = Tiny()
+        _randomise(net, 10 + i)
+        files.append(save_checkpoint(net, tmp_path / f"e{i}.ckpt", _meta(epoch=i + 1)))
+        nets.append(_params(net))
+    out = average_checkpoints(files, tmp_path / "avg.ckpt")
+    assert out == tmp_path / "avg.ckpt" and not list(tmp_path.glob(".*tmp*"))
+    back = Tiny()
+    load_weights(back, out)  # strict: same names and shapes as the network
+    got = _params(back)
+    for k, v in got.items():
+        assert np.allclose(v, np.mean([n[k] for n in nets], axis=0), atol=1e-6), k
+    doc = json.loads((tmp_path / "avg.json").read_text())
+    assert doc["epoch"] == 3 and doc["metrics"] == {} and doc["model"] == "tiny"
+    assert doc["averaged_from"] == [str(f) for f in files]
+    # another network's checkpoint, or a single file, is refused with the file named
+    save_checkpoint(Tiny(k=3), tmp_path / "other.ckpt", _meta(num_classes=3))
+    with pytest.raises(CheckpointError, match="other.ckpt.*shape"):
+        average_checkpoints([files[0], tmp_path / "other.ckpt"], tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints(files[:1], tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_roadseg_average_command(tmp_path):
+    import subprocess
+    import sys
+
+    files = []
+    for i in range(2):
+        net = Tiny()
+        _randomise(net, 20 + i)
+        files.append(str(save_checkpoint(net, tmp_path / f"e{i}.ckpt", _meta(epoch=i + 1))))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", "average", *args],
+                              capture_output=True, text=True, check=False)
+
+    r = run(*files, "-o", str(tmp_path / "swa"))
+    assert r.returncode == 0, r.stderr
+    assert "mean of 2 checkpoints" in r.stdout and (tmp_path / "swa.ckpt").is_file()
+    r = run(*files, "-o", str(tmp_path / "swa"))  # refuses to replace without --overwrite
+    assert r.returncode != 0 and "already exists" in r.stderr and "Traceback" not in r.stderr
+    r = run(files[0], str(tmp_path / "missing.ckpt"), "-o", str(tmp_path / "x"))
+    assert r.returncode != 0 and "missing.ckpt" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

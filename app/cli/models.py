@@ -17,6 +17,7 @@ from app.service.models import (
     EVAL_DATASETS,
     EXPORT_FORMATS,
     EvalRequest,
+    average_checkpoint_files,
     ExportRequest,
     eval_config,
     export_checkpoint,
@@ -47,6 +48,20 @@ def models_cmd(no_params: bool, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r.name:<26}{r.task:<16}{r.stride:>7}{r.default_classes:>9}"
                    f"{_fmt_params(r.params):>10}  {r.description}")
+
+
+@cli.command("average")
+@click.argument("checkpoints", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, help="Averaged checkpoint (.ckpt; .json beside it).")
+@overwrite_option("Replace an existing output checkpoint.")
+def average_cmd(checkpoints: Tuple[str, ...], out: str, overwrite: bool) -> None:
+    """Average the weights of CHECKPOINTS of one run (e.g. its last epochs) into one.
+
+    Weight averaging over the low-learning-rate tail of a run usually generalises a little
+    better than any single epoch; score the result with `roadseg eval` before using it.
+    """
+    path = average_checkpoint_files(list(checkpoints), out, overwrite=overwrite)
+    click.echo(f"{path}: mean of {len(checkpoints)} checkpoints")
 
 
 @cli.command("export")

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from app.service.checkpoints import check_checkpoint
 from app.service.errors import EXPECTED_ERRORS, UserError, as_user_error
@@ -276,6 +276,27 @@ def run_evaluation(req: EvalRequest, on_progress: Optional[ProgressFn] = None,
     return report
 
 
-__all__ = ["ModelRow", "list_model_rows", "count_parameters", "check_checkpoint",
+def average_checkpoint_files(checkpoints: Sequence[str], out: str,
+                             overwrite: bool = False) -> Path:
+    """Average the weights of ``checkpoints`` (one run's low-learning-rate tail) into ``out``
+    (:func:`segcore.checkpoint.average_checkpoints`); :class:`UserError` on bad input."""
+    if len(checkpoints) < 2:
+        raise UserError("give at least two checkpoints to average")
+    files = [check_checkpoint(c) for c in checkpoints]
+    dest = Path(out)
+    if dest.suffix.lower() != ".ckpt":
+        dest = dest.with_name(dest.name + ".ckpt")
+    if dest.resolve() in {f.resolve() for f in files}:
+        raise UserError(f"{dest}: is one of the inputs; write the average elsewhere")
+    _refuse_existing(dest, overwrite)
+    from segcore.checkpoint import average_checkpoints
+
+    try:
+        return average_checkpoints(files, dest)
+    except EXPECTED_ERRORS as exc:
+        raise as_user_error(exc) from exc
+
+
+__all__ = ["ModelRow", "list_model_rows", "average_checkpoint_files", "count_parameters", "check_checkpoint",
            "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "eval_config",
            "run_evaluation", "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]
