@@ -540,7 +540,8 @@ CogJob = Tuple[Path, Path, Dict[str, Any]]
 
 
 def write_cogs(jobs: Sequence[CogJob], *, blocksize: int = 512, level: Optional[int] = 1,
-               on_done: Optional[Callable[[int], None]] = None) -> None:
+               on_done: Optional[Callable[[int], None]] = None,
+               threads: Optional[int] = None) -> None:
     """Convert each ``(gtiff, cog, options)`` of ``jobs`` with :func:`gis.io.cog_copy`, all in
     parallel, then remove the source GTiffs. ``options`` are ``cog_copy`` keywords
     (``overview_resampling``, ``predictor``). ``on_done(n)`` after the n-th conversion finished
@@ -548,11 +549,11 @@ def write_cogs(jobs: Sequence[CogJob], *, blocksize: int = 512, level: Optional[
 
     The conversions run in parallel (GDAL releases the GIL while compressing), each with a GDAL
     thread per core, so a cheap conversion (the mask) does not leave a core idle while a costly
-    one (the probabilities) is still being compressed; a batch worker process sets
-    ``ROADSEG_CORES`` to its share of the machine.
+    one (the probabilities) is still being compressed. ``threads``: GDAL threads per conversion,
+    the cores this process may use (the caller knows: a batch worker has its share of the
+    machine); default ``os.cpu_count()``.
     """
-    cores = os.environ.get("ROADSEG_CORES", "").strip()
-    cog_threads = (int(cores) if cores.isdigit() else 0) or os.cpu_count() or 1
+    cog_threads = max(1, int(threads or os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="gis-cog") as pool:
         futures = [
             pool.submit(cog_copy, a, b, blocksize=blocksize, level=level,
@@ -649,6 +650,7 @@ def run_tiled_inference(
     cog_blocksize: int = 512,
     cog_compress_level: Optional[int] = 1,
     inference_workers: int = 1,
+    cog_threads: Optional[int] = None,
 ) -> InferenceResult:
     """Run ``predict_fn`` over a raster tile by tile and write probability and mask COGs.
 
@@ -687,6 +689,8 @@ def run_tiled_inference(
             still blended in tile order). ``predict_fn`` must then be thread-safe; on the CPU, N
             single-threaded ONNX Runtime calls keep the cores busier than one N-threaded call
             while the reader and writer threads take their share.
+        cog_threads: GDAL threads per COG conversion: the cores this process may use
+            (default ``os.cpu_count()``; a batch worker passes its share of the machine).
 
     Returns:
         :class:`InferenceResult`.
@@ -750,7 +754,7 @@ def run_tiled_inference(
             [(strips[0], cogs[0], dict(overview_resampling="average", predictor=True)),
              (strips[1], cogs[1], dict(overview_resampling="nearest", predictor=False))],
             blocksize=cog_blocksize, level=cog_compress_level,
-            on_done=lambda n: progress(n, 2, "writing"),
+            on_done=lambda n: progress(n, 2, "writing"), threads=cog_threads,
         )
         if cancel():
             raise CancelledError(f"{src_path}: cancelled before replacing outputs")

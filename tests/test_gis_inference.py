@@ -136,6 +136,27 @@ def test_identity_round_trip_is_exact_and_outputs_are_cogs(tmp_path):
     assert _listing(tmp_path) == ["f.tif", "mask.tif", "prob.tif"]
 
 
+def test_cog_threads_come_from_the_caller_not_the_environment(tmp_path, monkeypatch):
+    """The COG conversion uses the thread count the caller passes (the service passes the cores
+    the process may use); gis reads no environment variable of ours."""
+    import gis.inference as gi
+
+    seen = []
+    real = gi.cog_copy
+
+    def spy(*args, **kw):
+        seen.append(kw["num_threads"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gi, "cog_copy", spy)
+    monkeypatch.setenv("ROADSEG_CORES", "7")
+    src, _ = _quantised_float_raster(tmp_path)
+    run_tiled_inference(src, identity, tmp_path / "p.tif", tmp_path / "m.tif", tile_size_px=32,
+                        overlap_px=8, normalize="none", cog_threads=3)
+    assert seen == [3, 3]
+    assert _read(tmp_path / "p.tif")[2]["LAYOUT"] == "COG"
+
+
 def test_cog_overviews_present_on_larger_output(tmp_path):
     src = write_geotiff(tmp_path / "rgb.tif", random_image((3, 600, 600)))
     res = run_tiled_inference(src, channel_mean, tmp_path / "p.tif", tmp_path / "m.tif",
