@@ -297,6 +297,7 @@ def average_checkpoint_files(checkpoints: Sequence[str], out: str,
         raise as_user_error(exc) from exc
 
 
-__all__ = ["ModelRow", "list_model_rows", "average_checkpoint_files", "count_parameters", "check_checkpoint",
+__all__ = ["ModelRow", "list_model_rows", "average_checkpoint_files", "count_parameters",
+           "check_checkpoint",
            "ExportRequest", "ExportResult", "export_checkpoint", "EvalRequest", "eval_config",
            "run_evaluation", "parse_scales", "EXPORT_FORMATS", "EVAL_DATASETS", "EVAL_BACKENDS"]
