@@ -30,6 +30,7 @@ else
     # keep the starting weights: INIT may be the bundled file that step 3 replaces
     mkdir -p "$(dirname "$RUN_DIR")"
     cp "$INIT" "$RUN_DIR.init.ckpt"
+    cp "${INIT%.ckpt}.json" "$RUN_DIR.init.json"
     "$ROADSEG" train --config "$RECIPE" --data "$CORPUS" --out "$RUN_DIR" \
         --init-checkpoint "$RUN_DIR.init.ckpt" --overwrite
 fi
@@ -45,5 +46,6 @@ print(json.dumps({"stage": "roadseg train", "recipe": recipe, "gsd_m": float(gsd
                   "code": rev}))
 PY
 )
+# the run's sidecar has no provenance: the starting weights' copy supplies the earlier stages
 "$PYTHON" -m app.service.demo_data package "$RUN_DIR/best.ckpt" --data "$DATA" \
-    --corpus "$CORPUS" --stage "$STAGE"
+    --corpus "$CORPUS" --stage "$STAGE" --parent "$RUN_DIR.init.ckpt"

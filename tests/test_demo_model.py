@@ -134,3 +134,31 @@ def test_quality_figures_draw_reference_and_extraction(tmp_path):
     half = img.shape[1] // 2
     assert yellow[:, :half].sum() > 200 and yellow[:, half + 20:].sum() < yellow.sum() * 0.1
     assert red[:, half + 20:].sum() > 200  # the missed eastern roads stay red
+
+
+def test_package_keeps_every_training_stage(tmp_path):
+    """A run's best.ckpt has no provenance of its own: packaging it carries the parent's list
+    (the --init-checkpoint the run started from) and appends this stage."""
+    from app.service.demo_data import package_model
+    from app.service.errors import UserError
+
+    parent = tmp_path / "init.ckpt"
+    parent.write_bytes(b"weights of stage 1")
+    parent.with_suffix(".json").write_text(json.dumps(
+        {"model": "ddrnet23_slim", "provenance": [{"stage": "one", "steps": 10}]}))
+    run = tmp_path / "best.ckpt"
+    run.write_bytes(b"weights of stage 2")
+    run.with_suffix(".json").write_text(json.dumps(
+        {"model": "ddrnet23_slim", "gsd_m": 0.5, "metrics": {"iou": 0.5}}))
+    scores = {"paris_img1447": {"precision": 0.9, "recall": 0.7, "buffer_m": 4.0}}
+    dest = package_model(run, tmp_path / "out" / "m.ckpt", scores, {"stage": "two"}, parent)
+    doc = json.loads(dest.with_suffix(".json").read_text())
+    assert [s["stage"] for s in doc["provenance"]] == ["one", "two"]
+    assert doc["metrics"]["iou"] == 0.5 and doc["metrics"]["holdout"] == scores
+    assert dest.read_bytes() == b"weights of stage 2"
+    # a parent without its sidecar is refused, naming the file, and nothing is written
+    lone = tmp_path / "lone.ckpt"
+    lone.write_bytes(b"x")
+    with pytest.raises(UserError, match="lone.json"):
+        package_model(run, tmp_path / "out2" / "m.ckpt", scores, {"stage": "two"}, lone)
+    assert not (tmp_path / "out2" / "m.ckpt").exists()

@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from app.service.errors import UserError
 from app.service.staging import atomic_file, atomic_write_text, recover_folder, replace_folder
 from gis.chips import chip_windows, split_windows_by_area
 
@@ -437,16 +438,25 @@ def quality_figures(work: Path, data: Path, out_dir: Path, max_size: int = 900) 
 
 
 def package_model(checkpoint: Path, dest: Path, scores: Dict[str, Dict[str, float]],
-                  stage: Optional[Dict[str, object]] = None) -> Path:
+                  stage: Optional[Dict[str, object]] = None,
+                  parent: Optional[Path] = None) -> Path:
     """Copy ``checkpoint`` (+ sidecar) to ``dest`` (``.ckpt``), adding the held-out scores to
     the sidecar's ``metrics`` under ``holdout`` and appending ``stage`` (how this training
-    stage was made) to its ``provenance`` list. Written to temporary names and renamed."""
+    stage was made) to its ``provenance`` list. A training run's checkpoint carries no
+    provenance of its own: ``parent`` (the ``--init-checkpoint`` the run started from) supplies
+    the earlier stages, so the list keeps every stage. Written to temporary names and renamed."""
     src_json = checkpoint.with_suffix(".json")
     meta = json.loads(src_json.read_text(encoding="utf-8"))
     metrics = dict(meta.get("metrics") or {})
     metrics["holdout"] = scores
     meta["metrics"] = metrics
     prov = list(meta.get("provenance") or [])
+    if not prov and parent is not None:
+        side = Path(parent).with_suffix(".json")
+        if not side.is_file():
+            raise UserError(f"{side}: the parent checkpoint's sidecar is missing; its "
+                            "provenance (the earlier training stages) cannot be carried over")
+        prov = list(json.loads(side.read_text(encoding="utf-8")).get("provenance") or [])
     if stage:
         prov.append(stage)
     meta["provenance"] = prov
@@ -525,6 +535,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "[default: the cache's corpus at the model's GSD]")
     p.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[2]
                    / "resources" / "models" / "road_demo.ckpt")
+    p.add_argument("--parent", type=Path, default=None,
+                   help="package: the checkpoint the run started from (--init-checkpoint); its "
+                   "provenance list is carried over")
     p.add_argument("--stage", default=None,
                    help="package: JSON describing this training stage (model provenance)")
     p.add_argument("--work", type=Path, default=None,
@@ -557,7 +570,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(scores_markdown(scores))  # noqa: T201
     if a.action == "package":
         stage = json.loads(a.stage) if a.stage else None
-        print(package_model(a.checkpoint, a.dest, scores, stage))  # noqa: T201
+        print(package_model(a.checkpoint, a.dest, scores, stage, a.parent))  # noqa: T201
     return 0
 
 
