@@ -12,7 +12,7 @@ For DDRNet-23-slim and D-LinkNet-34 (the two road-model candidates of issue 14),
   ``roadseg dataset assemble`` builds).
 
 Run: ``.venv/bin/python bench/bench_train_step.py [--data ~/.cache/roadseg/corpus_05m]
-[--steps 6] [--networks ddrnet23_slim,dlinknet34]``. Markdown goes to stdout, progress to stderr.
+[--steps 6] [--networks ddrnet23_slim,dlinknet34] [--launch-blocking]``. Markdown goes to stdout, progress to stderr.
 """
 from __future__ import annotations
 
@@ -157,19 +157,28 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--steps", type=int, default=6, help="timed steps per case (median)")
     ap.add_argument("--data", type=Path, default=None, help="chips corpus for the pipeline rows")
+    ap.add_argument("--launch-blocking", action="store_true",
+                    help="MindSpore CPU operators synchronous for this whole process (the road "
+                    "recipes' launch_blocking: true); run once with and once without")
     args = ap.parse_args(argv)
+    mode = "MindSpore PyNative"
+    if args.launch_blocking:
+        from segcore.device import set_device
+
+        set_device("cpu", "pynative", launch_blocking=True)
+        mode = "MindSpore PyNative, launch_blocking"
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]
     rows = []
     for name in nets:
         # (name is bound as a default argument: each case runs in this iteration anyway)
-        cases = [("MindSpore PyNative", args.crop,
+        cases = [(mode, args.crop,
                   lambda c, name=name: mindspore_step(name, args.batch, c, False, args.steps)),
                  ("MindSpore graph (ms.jit)", args.crop,
                   lambda c, name=name: mindspore_step(name, args.batch, c, True, args.steps)),
                  ("PyTorch eager", args.crop,
                   lambda c, name=name: torch_step(name, args.batch, c, args.steps))]
         if name == nets[0]:
-            cases.append(("MindSpore PyNative", 384,
+            cases.append((mode, 384,
                           lambda c, name=name: mindspore_step(name, args.batch, c, False,
                                                               args.steps)))
         for label, crop, fn in cases:

@@ -98,6 +98,7 @@ class TrainConfig:
     device: str = "cpu"
     mode: str = "pynative"
     jit: bool = False
+    launch_blocking: bool = False  # CPU PyNative: synchronous operators (segcore.device)
     seed: int = 42
     # stopping / checkpoints
     monitor: str = "auto"

@@ -97,7 +97,7 @@ class _Trainer:
 
         cfg = self.cfg
         if self.world == 1:
-            set_device(cfg.device, cfg.mode)
+            set_device(cfg.device, cfg.mode, launch_blocking=cfg.launch_blocking)
         ms.set_seed(cfg.seed)
         np.random.seed(cfg.seed % (2 ** 32))
         self.info = model_info(cfg.model)

@@ -270,3 +270,29 @@ def test_stop_file_and_resume_without_state(tmp_path, deepglobe):
     assert r.status == "stopped" and r.global_step == 0
     assert json.loads((Path(cfg.output_dir) / "train_state.json").read_text())["status"] == \
         "stopped"
+
+
+def test_launch_blocking_recipe_trains_with_synchronous_operators(tmp_path, deepglobe):
+    """``launch_blocking: true`` (the road recipes) switches MindSpore's CPU PyNative operators
+    to synchronous launches for the training process, and the run trains as usual. In a child
+    process: the switch lasts for the process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
+from pathlib import Path
+from mindspore._c_expression import RuntimeConf
+from test_train import _tiny
+from segcore.train import train
+assert not RuntimeConf.get_instance().is_launch_blocking()
+res = train(_tiny(Path({str(tmp_path)!r}), Path({str(deepglobe)!r}), "run", launch_blocking=True))
+print(json.dumps([res.status, res.global_step, RuntimeConf.get_instance().is_launch_blocking()]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                       env={**__import__("os").environ, "GLOG_v": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["completed", 4, True]
+    assert load_config(ROOT / "resources/configs/road_model_train.yaml").launch_blocking is True
+    assert load_config(ROOT / "resources/configs/dlinknet34.yaml").launch_blocking is False
