@@ -12,7 +12,8 @@ For DDRNet-23-slim and D-LinkNet-34 (the two road-model candidates of issue 14),
   ``roadseg dataset assemble`` builds).
 
 Run: ``.venv/bin/python bench/bench_train_step.py [--data ~/.cache/roadseg/corpus_05m]
-[--steps 6] [--networks ddrnet23_slim,dlinknet34] [--launch-blocking]``. Markdown goes to stdout, progress to stderr.
+[--steps 6] [--networks ddrnet23_slim,dlinknet34] [--launch-blocking]``. Markdown goes to
+stdout, progress to stderr.
 """
 from __future__ import annotations
 
