@@ -67,6 +67,23 @@ def optimizer_state_params(optimizer) -> List[Any]:
     return out
 
 
+def _write_staged(entries: List[Dict[str, Any]], path: Path, doc: Dict[str, Any]) -> None:
+    """Write ``entries`` (``mindspore.save_checkpoint`` form) to ``path`` and ``doc`` to its
+    sidecar, each under a temporary name renamed when complete, the weights first, so a sidecar
+    never points at a half-written ``.ckpt``."""
+    import mindspore as ms
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
+    try:
+        ms.save_checkpoint(entries, str(tmp))
+        os.replace(tmp, path)
+    except Exception as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise CheckpointError(f"{path}: cannot write checkpoint ({exc})") from exc
+    _atomic_write_json(sidecar_path(path), doc)
+
+
 def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
                     train_state: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``net``'s parameters to ``path`` (``.ckpt``) and ``meta`` to ``<stem>.json``.
@@ -76,7 +93,6 @@ def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
     under ``"train_state"``. Both files are written to temporary names and renamed, the weights
     first, so a sidecar never points at a half-written ``.ckpt``. Returns the ``.ckpt`` path.
     """
-    import mindspore as ms
 
     path = _ckpt_path(path)
     if path.suffix != ".ckpt":
@@ -86,18 +102,10 @@ def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
     if optimizer is not None:
         entries += [{"name": OPTIMIZER_PREFIX + p.name, "data": p}
                     for p in optimizer_state_params(optimizer)]
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
-    try:
-        ms.save_checkpoint(entries, str(tmp))
-        os.replace(tmp, path)
-    except Exception as exc:
-        if tmp.exists():
-            tmp.unlink()
-        raise CheckpointError(f"{path}: cannot write checkpoint ({exc})") from exc
     doc = {"format_version": FORMAT_VERSION, **meta.to_dict()}
     if train_state is not None:
         doc["train_state"] = train_state
-    _atomic_write_json(sidecar_path(path), doc)
+    _write_staged(entries, path, doc)
     logger.info("saved checkpoint %s (epoch %d)", path, meta.epoch)
     return path
 
@@ -234,17 +242,8 @@ def average_checkpoints(paths: List[PathLike], out: PathLike) -> Path:
     if dest.suffix != ".ckpt":
         dest = dest.with_suffix(".ckpt")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.tmp-{os.getpid()}.ckpt")
-    try:
-        ms.save_checkpoint(entries, str(tmp))
-        os.replace(tmp, dest)
-    except Exception as exc:
-        if tmp.exists():
-            tmp.unlink()
-        raise CheckpointError(f"{dest}: cannot write checkpoint ({exc})") from exc
-    doc = {"format_version": FORMAT_VERSION, **metas[-1].to_dict(), "metrics": {},
-           "averaged_from": [str(f) for f in files]}
-    _atomic_write_json(sidecar_path(dest), doc)
+    _write_staged(entries, dest, {"format_version": FORMAT_VERSION, **metas[-1].to_dict(),
+                                  "metrics": {}, "averaged_from": [str(f) for f in files]})
     logger.info("averaged %d checkpoints into %s", len(files), dest)
     return dest
 
