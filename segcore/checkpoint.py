@@ -67,12 +67,17 @@ def optimizer_state_params(optimizer) -> List[Any]:
     return out
 
 
-def _write_staged(entries: List[Dict[str, Any]], path: Path, doc: Dict[str, Any]) -> None:
-    """Write ``entries`` (``mindspore.save_checkpoint`` form) to ``path`` and ``doc`` to its
-    sidecar, each under a temporary name renamed when complete, the weights first, so a sidecar
-    never points at a half-written ``.ckpt``."""
+def _write_staged(entries: List[Dict[str, Any]], path: PathLike, doc: Dict[str, Any]) -> Path:
+    """Write ``entries`` (``mindspore.save_checkpoint`` form) to ``path`` (``.ckpt`` suffix
+    enforced, folder made) and ``doc`` to its sidecar, each under a temporary name renamed when
+    complete, the weights first, so a sidecar never points at a half-written ``.ckpt``.
+    Returns the ``.ckpt`` path."""
     import mindspore as ms
 
+    path = _ckpt_path(path)
+    if path.suffix != ".ckpt":
+        path = path.with_suffix(".ckpt")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.ckpt")
     try:
         ms.save_checkpoint(entries, str(tmp))
@@ -82,6 +87,7 @@ def _write_staged(entries: List[Dict[str, Any]], path: Path, doc: Dict[str, Any]
             tmp.unlink()
         raise CheckpointError(f"{path}: cannot write checkpoint ({exc})") from exc
     _atomic_write_json(sidecar_path(path), doc)
+    return path
 
 
 def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
@@ -93,11 +99,6 @@ def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
     under ``"train_state"``. Both files are written to temporary names and renamed, the weights
     first, so a sidecar never points at a half-written ``.ckpt``. Returns the ``.ckpt`` path.
     """
-
-    path = _ckpt_path(path)
-    if path.suffix != ".ckpt":
-        path = path.with_suffix(".ckpt")
-    path.parent.mkdir(parents=True, exist_ok=True)
     entries = [{"name": p.name, "data": p} for p in net.get_parameters()]
     if optimizer is not None:
         entries += [{"name": OPTIMIZER_PREFIX + p.name, "data": p}
@@ -105,7 +106,7 @@ def save_checkpoint(net, path: PathLike, meta: CheckpointMeta, optimizer=None,
     doc = {"format_version": FORMAT_VERSION, **meta.to_dict()}
     if train_state is not None:
         doc["train_state"] = train_state
-    _write_staged(entries, path, doc)
+    path = _write_staged(entries, path, doc)
     logger.info("saved checkpoint %s (epoch %d)", path, meta.epoch)
     return path
 
@@ -238,11 +239,7 @@ def average_checkpoints(paths: List[PathLike], out: PathLike) -> Path:
         if v.dtype == np.float64:
             v = (v / n).astype(np.float32)
         entries.append({"name": k, "data": ms.Tensor(v)})
-    dest = _ckpt_path(out)
-    if dest.suffix != ".ckpt":
-        dest = dest.with_suffix(".ckpt")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _write_staged(entries, dest, {"format_version": FORMAT_VERSION, **metas[-1].to_dict(),
+    dest = _write_staged(entries, out, {"format_version": FORMAT_VERSION, **metas[-1].to_dict(),
                                   "metrics": {}, "averaged_from": [str(f) for f in files]})
     logger.info("averaged %d checkpoints into %s", len(files), dest)
     return dest

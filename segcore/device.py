@@ -79,24 +79,9 @@ def set_device(device: str = "cpu", mode: str = "pynative", device_id: Optional[
         raise DeviceError(f"device {key!r}: MindSpore cannot use it ({first})") from exc
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if launch_blocking and target == "CPU" and mode != "graph":
-        _launch_blocking(ms)
+        ms.runtime.launch_blocking()  # idempotent; lasts for the process
     logger.info("MindSpore %s on %s, %s mode", ms.__version__, target, mode)
     return target
-
-
-#: whether this process already switched MindSpore to synchronous launches (it cannot go back)
-_blocking_set = False
-
-
-def _launch_blocking(ms) -> None:
-    global _blocking_set
-    if _blocking_set:
-        return
-    try:
-        ms.runtime.launch_blocking()
-    except (AttributeError, RuntimeError) as exc:  # pragma: no cover - other MindSpore builds
-        logger.debug("launch_blocking not applied: %s", exc)
-    _blocking_set = True
 
 
 def supports_amp(device: str) -> bool:

@@ -114,7 +114,6 @@ class _Model:
     tile_size_px: Optional[int]
     info: Dict[str, Any]
     workers: int = 1  # concurrent predict_fn calls (thread-safe ONNX Runtime sessions)
-    cores: Optional[int] = None  # cores this process may use (COG conversion threads)
     gsd_m: Optional[float] = None  # ground resolution the network was trained at
 
 
@@ -180,7 +179,6 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
                   "backend": "callable", "device": None},
         )
     ckpt = resolve_checkpoint(req.model, req.checkpoint)
-    from segcore.onnx_infer import available_cores
     from segcore.predict import concurrent_call_threads, load_predictor
 
     tile = req.tile_size_px
@@ -227,7 +225,7 @@ def _load_model(req: ExtractionRequest, info: Any) -> _Model:
     norm = dict(meta_get(meta, "normalization", None) or {"method": "meanstd"})
     return _Model(
         predict_fn=predictor.predict_batch, normalize=normalize, bands=bands, tile_size_px=tile,
-        workers=int(getattr(predictor, "parallel_calls", 1) or 1), cores=available_cores(),
+        workers=int(getattr(predictor, "parallel_calls", 1) or 1),
         info={"name": name, "checkpoint": str(ckpt),
               "backend": type(predictor).__name__.replace("Predictor", "").lower() or req.backend,
               "device": req.device, "num_classes": int(meta_get(meta, "num_classes", 0) or 0),
@@ -323,6 +321,7 @@ def run_extraction(
         check_crs(req.bbox_crs if req.bbox is not None else None, "bbox CRS")
         from gis.inference import run_tiled_inference
         from gis.io import open_raster
+        from segcore.onnx_infer import available_cores
         from segcore.tta import with_tta
 
         # ---- read: validate inputs and outputs, load the model -----------------------------
@@ -374,7 +373,7 @@ def run_extraction(
             threshold=float(req.threshold), aoi=aoi, on_progress=inference_progress,
             should_cancel=should_cancel, overwrite=False,
             allow_pixel_coords=req.allow_pixel_coords, inference_workers=model.workers,
-            cog_threads=model.cores,
+            cog_threads=available_cores(),
         )
         t1 = time.perf_counter()
         # wall time of tiling + prediction + blending, then of the COG conversion
